@@ -1,0 +1,100 @@
+"""Device mesh, shardings and multi-host helpers (the `jax.jit` + `NamedSharding` model).
+
+Axes: `data` (batch, and FSDP of large tables) and `model` (optional tensor parallelism).
+The same code runs on 1 CPU, 8 fake CPU devices, a GPU node and a TPU pod slice.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from absl import logging
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA = "data"
+MODEL = "model"
+
+
+def initialize_distributed() -> None:
+  """Calls `jax.distributed.initialize()` when launched multi-host; no-op otherwise."""
+  try:
+    jax.distributed.initialize()
+    logging.info("jax.distributed initialised: process %d of %d",
+                 jax.process_index(), jax.process_count())
+  except (ValueError, RuntimeError) as e:  # Single host: nothing to join.
+    logging.info("Single-process run (%s).", str(e).splitlines()[0] if str(e) else "no cluster")
+
+
+def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
+  """Builds a (`data`, `model`) mesh; `data=-1` takes every device left after `model`."""
+  devices = list(devices if devices is not None else jax.devices())
+  if model < 1 or len(devices) % model:
+    raise ValueError(f"mesh: model axis {model} must divide the {len(devices)} devices")
+  if data == -1:
+    data = len(devices) // model
+  if data * model != len(devices):
+    raise ValueError(f"mesh: data={data} x model={model} != {len(devices)} devices")
+  axis_types = (jax.sharding.AxisType.Auto,) * 2
+  return jax.make_mesh((data, model), (DATA, MODEL), axis_types=axis_types, devices=devices)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over `data`, the rest replicated."""
+  return NamedSharding(mesh, P(DATA))
+
+
+def fsdp_sharding(shape: tuple[int, ...], mesh: Mesh, min_size: int = 2**18) -> NamedSharding:
+  """Shards the largest `data`-divisible dimension of a big array over `data` (FSDP).
+
+  Arrays with fewer than `min_size` elements stay replicated: sharding them costs more in
+  collectives than it saves in memory.
+  """
+  n = mesh.shape[DATA]
+  if n == 1 or int(np.prod(shape)) < min_size:
+    return replicated(mesh)
+  for axis in np.argsort(shape)[::-1]:
+    if shape[axis] % n == 0:
+      spec = [None] * len(shape)
+      spec[axis] = DATA
+      return NamedSharding(mesh, P(*spec))
+  return replicated(mesh)
+
+
+def fsdp_shardings(abstract_tree: Any, mesh: Mesh, min_size: int = 2**18) -> Any:
+  """`fsdp_sharding` for every leaf of a tree of `jax.ShapeDtypeStruct`s."""
+  return jax.tree.map(lambda x: fsdp_sharding(tuple(x.shape), mesh, min_size), abstract_tree)
+
+
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+  n = mesh.shape[DATA]
+  if global_batch % n:
+    raise ValueError(f"batch size {global_batch} must be a multiple of the data axis ({n})")
+  if global_batch % jax.process_count():
+    raise ValueError(f"batch size {global_batch} must divide over {jax.process_count()} hosts")
+
+
+def host_batch_slice(global_batch: int) -> slice:
+  """The rows of a global batch that this host feeds (per-host data sharding)."""
+  per_host = global_batch // jax.process_count()
+  start = jax.process_index() * per_host
+  return slice(start, start + per_host)
+
+
+def to_global(host_batch: Any, mesh: Mesh) -> Any:
+  """Places this host's rows of a batch (numpy tree) as global arrays sharded over `data`."""
+  sharding = batch_sharding(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(host_batch, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x), host_batch)
+
+
+def pad_to_multiple(n: int, mesh: Mesh) -> int:
+  """The smallest multiple of the `data` axis size that is >= n."""
+  k = mesh.shape[DATA]
+  return -(-n // k) * k
