@@ -1,0 +1,23 @@
+"""Quantizer math as pure functions: estimators, assignment, residual quantisation, k-means,
+collision tokens, SID metrics and schedules (arrays in, arrays out; jit-, vmap- and grad-safe).
+"""
+from r3vae_jax.quantize.assign import l2_normalize
+from r3vae_jax.quantize.assign import nearest_code
+from r3vae_jax.quantize.assign import nearest_code_chunked
+from r3vae_jax.quantize.assign import pairwise_scores
+from r3vae_jax.quantize.assign import rating_quantize
+from r3vae_jax.quantize.collision import append_collision_token
+from r3vae_jax.quantize.collision import collision_tokens
+from r3vae_jax.quantize.collision import group_ids
+from r3vae_jax.quantize.estimators import gumbel_soft_sample
+from r3vae_jax.quantize.estimators import gumbel_softmax
+from r3vae_jax.quantize.estimators import straight_through
+from r3vae_jax.quantize.kmeans import kmeans
+from r3vae_jax.quantize.kmeans import kmeans_plus_plus
+from r3vae_jax.quantize.kmeans import lloyd
+from r3vae_jax.quantize.kmeans import residual_kmeans
+from r3vae_jax.quantize.residual import residual_quantize
+from r3vae_jax.quantize.schedules import anneal_temperature
+from r3vae_jax.quantize.schedules import hot_code_mask
+from r3vae_jax.quantize.schedules import sigma_weighted_loss
+from r3vae_jax.quantize.schedules import update_usage_ema
