@@ -21,3 +21,15 @@ from r3vae_jax.quantize.schedules import anneal_temperature
 from r3vae_jax.quantize.schedules import hot_code_mask
 from r3vae_jax.quantize.schedules import sigma_weighted_loss
 from r3vae_jax.quantize.schedules import update_usage_ema
+from r3vae_jax.quantize.sid_metrics import code_groups
+from r3vae_jax.quantize.sid_metrics import collision_rate
+from r3vae_jax.quantize.sid_metrics import gini
+from r3vae_jax.quantize.sid_metrics import group_centres
+from r3vae_jax.quantize.sid_metrics import perplexity_per_level
+from r3vae_jax.quantize.sid_metrics import preference_discrimination
+from r3vae_jax.quantize.sid_metrics import semantic_cohesion
+from r3vae_jax.quantize.sid_metrics import sid_report
+from r3vae_jax.quantize.sid_metrics import soft_group_centres
+from r3vae_jax.quantize.sid_metrics import soft_preference_discrimination
+from r3vae_jax.quantize.sid_metrics import soft_semantic_cohesion
+from r3vae_jax.quantize.sid_metrics import usage_per_level
