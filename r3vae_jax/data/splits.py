@@ -1,0 +1,69 @@
+"""Leave-one-out splits (spec.md): last item test, second last validation, the rest training."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Splits:
+  """Per-user histories and targets; histories are full (truncate with `pad_histories`)."""
+  train: list[np.ndarray]           # seq[:-2]; every prefix predicts its next item
+  valid_history: list[np.ndarray]   # seq[:-2]
+  valid_target: np.ndarray          # int32[U], seq[-2]
+  test_history: list[np.ndarray]    # seq[:-1]
+  test_target: np.ndarray           # int32[U], seq[-1]
+
+
+def leave_one_out(sequences: Sequence[np.ndarray]) -> Splits:
+  """Splits each user's chronological sequence; every user needs at least 3 items.
+
+  Raises:
+    ValueError: naming the first user whose sequence is shorter than 3.
+  """
+  for u, seq in enumerate(sequences):
+    if len(seq) < 3:
+      raise ValueError(f"leave_one_out: user {u} has {len(seq)} items; at least 3 are needed "
+                       "(one training item, one validation target, one test target)")
+  seqs = [np.asarray(s, np.int32) for s in sequences]
+  return Splits(
+      train=[s[:-2] for s in seqs],
+      valid_history=[s[:-2] for s in seqs],
+      valid_target=np.array([s[-2] for s in seqs], np.int32),
+      test_history=[s[:-1] for s in seqs],
+      test_target=np.array([s[-1] for s in seqs], np.int32),
+  )
+
+
+def pad_histories(histories: Sequence[np.ndarray], max_history: int) -> np.ndarray:
+  """Keeps each history's last `max_history` items, left-padded with -1.
+
+  Returns:
+    int32[U, max_history]; row u ends with histories[u][-max_history:].
+  """
+  if max_history <= 0:
+    raise ValueError(f"pad_histories: max_history must be positive, got {max_history}")
+  out = np.full((len(histories), max_history), -1, np.int32)
+  for u, h in enumerate(histories):
+    tail = np.asarray(h, np.int32)[-max_history:]
+    if tail.size:
+      out[u, max_history - tail.size:] = tail
+  return out
+
+
+def training_examples(train: Sequence[np.ndarray], max_history: int) -> tuple[np.ndarray, np.ndarray]:
+  """Every prefix of every training sequence predicts its next item.
+
+  Returns:
+    (histories int32[E, max_history] left-padded with -1, targets int32[E]), in user order then
+    position order; E = sum over users of (len(train[u]) - 1).
+  """
+  hist, tgt = [], []
+  for seq in train:
+    seq = np.asarray(seq, np.int32)
+    for t in range(1, len(seq)):
+      hist.append(seq[:t])
+      tgt.append(seq[t])
+  return pad_histories(hist, max_history), np.array(tgt, np.int32)
