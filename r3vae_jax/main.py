@@ -1,0 +1,205 @@
+"""The command line: every stage of the pipeline as an absl app mode.
+
+  python -m r3vae_jax.main --config=r3vae_jax/configs/beauty.py:r3vae --workdir=DIR --mode=all
+
+Modes (each reads and writes files in --workdir, so any stage can be rerun alone):
+  prepare    read the dataset (config.data), 5-core filter, write data/ and print statistics
+  vectors    item text / interactions -> vectors.npy (config.vectors.source)
+  tokenize   vectors -> SID table tokenizer/sid_table.npy + sid_metrics.json (config.tokenizer)
+  train      train the T5 recommender on the SID table (config.tokenizer=diger: joint training)
+  evaluate   constrained beam search on validation and test; writes eval.json
+  all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json
+  recommend  top-K items for --user (or --items=i1,i2,...) from a trained workdir
+
+Main config fields: dataset, tokenizer (rqkmeans|rqvae|r3vae|diger), data.*, vectors.source,
+sid.levels / sid.codebook_size, <tokenizer>.* (epochs, lr, ...), recommender.* (T5 sizes),
+train.* (batch_size, lr, epochs, patience), eval.beam_size / eval.ks, mesh.data / mesh.model.
+Override any of them: --config.train.lr=5e-4.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "r3vae_jax/configs/default.py", "Config file, optionally `path:tokenizer`.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every artifact of the run.")
+_MODE = flags.DEFINE_enum(
+    "mode", "all", ["prepare", "vectors", "tokenize", "train", "evaluate", "all", "recommend"],
+    "Pipeline stage to run (see the module docstring).")
+_USER = flags.DEFINE_integer("user", None, "recommend: a user index of the prepared dataset.")
+_ITEMS = flags.DEFINE_list("items", None, "recommend: a history as item ids instead of --user.")
+_TOP_K = flags.DEFINE_integer("top_k", 10, "recommend: how many items to print.")
+
+
+def _stage_prepare(config, workdir):
+  from r3vae_jax.data import dataset, pipeline  # pylint: disable=g-import-not-at-top
+  inter = pipeline.prepare(config)
+  dataset.save_prepared(workdir, inter)
+  stats = dataset.stats(inter)
+  print(f"{inter.name}: {stats['users']:,} users, {stats['items']:,} items, "
+        f"{stats['interactions']:,} interactions")
+  return stats
+
+
+def _load_data(workdir):
+  from r3vae_jax.data import dataset, splits  # pylint: disable=g-import-not-at-top
+  inter = dataset.load_prepared(workdir)
+  return inter, splits.leave_one_out(inter.sequences)
+
+
+def _stage_vectors(config, workdir):
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  inter, spl = _load_data(workdir)
+  vectors = pipeline.item_vectors(config, inter, spl)
+  io.write_npy(os.path.join(workdir, "vectors.npy"), vectors)
+  meta = {"source": config.vectors.source, "shape": list(vectors.shape),
+          "fingerprint": io.fingerprint_array(vectors)}
+  io.write_json(os.path.join(workdir, "vectors.json"), meta)
+  print(f"vectors: {vectors.shape[0]:,} x {vectors.shape[1]} from {config.vectors.source}")
+  return meta
+
+
+def _load_vectors(workdir, num_items):
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "vectors.npy")
+  vectors = io.read_npy(path)
+  if vectors.ndim != 2 or vectors.shape[0] != num_items:
+    raise io.ArtifactError(f"{path}: expected [{num_items}, D] vectors, got {vectors.shape}")
+  return vectors
+
+
+def _stage_tokenize(config, workdir):
+  from r3vae_jax.tokenizer import api  # pylint: disable=g-import-not-at-top
+  inter, _ = _load_data(workdir)
+  vectors = _load_vectors(workdir, inter.num_items)
+  if config.tokenizer == "diger":  # DIGER starts from a pretrained RQ-VAE tokenizer.
+    config = _with_tokenizer(config, config.diger.pretrain)
+  _, metrics = api.fit_tokenizer(config, vectors, workdir)
+  return metrics
+
+
+def _with_tokenizer(config, name):
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  config.tokenizer = name
+  return config
+
+
+def _stage_train(config, workdir):
+  inter, spl = _load_data(workdir)
+  if config.tokenizer == "diger":
+    from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
+    return diger_train.train_diger(config, workdir, _load_vectors(workdir, inter.num_items), spl)
+  from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
+  table, _ = sid_table.load_sid_table(workdir)
+  return train.train_recommender(config, workdir, table, spl)
+
+
+def _stage_evaluate(config, workdir):
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
+  _, spl = _load_data(workdir)
+  table, _ = sid_table.load_sid_table(workdir)
+  metrics = {split: train.evaluate_recommender(config, workdir, table, spl, split=split)
+             for split in ("valid", "test")}
+  io.write_json(os.path.join(workdir, "eval.json"), metrics)
+  for split, m in metrics.items():
+    print(split, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())))
+  return metrics
+
+
+def _stage_recommend(config, workdir):
+  from r3vae_jax import api  # pylint: disable=g-import-not-at-top
+  rec = api.Recommender.load(workdir, config)
+  if _ITEMS.value:
+    history = [int(i) for i in _ITEMS.value]
+  elif _USER.value is not None:
+    history = rec.user_history(_USER.value)
+  else:
+    raise app.UsageError("--mode=recommend needs --user or --items")
+  print("history:")
+  for item in history[-10:]:
+    print(f"  {item:>7d}  {rec.title(item)}")
+  print(f"top {_TOP_K.value}:")
+  for item, score in rec.recommend(history, _TOP_K.value):
+    print(f"  {item:>7d}  {score:8.3f}  {rec.title(item)}")
+
+
+_STAGES = {"prepare": _stage_prepare, "vectors": _stage_vectors, "tokenize": _stage_tokenize,
+           "train": _stage_train, "evaluate": _stage_evaluate}
+
+
+def run_all(config, workdir) -> dict:
+  """Runs every stage in order and writes workdir/results.json (docs/results.md shape)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  wall, out = {}, {}
+  for name in ("prepare", "vectors", "tokenize", "train", "evaluate"):
+    logging.info("==== stage %s ====", name)
+    start = time.perf_counter()
+    out[name] = _STAGES[name](config, workdir)
+    wall[name] = round(time.perf_counter() - start, 2)
+  versions = {}
+  for mod in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint"):
+    try:
+      versions[mod] = __import__(mod, fromlist=["_"]).__version__
+    except (ImportError, AttributeError):
+      pass
+  results = {
+      "kind": "experiment", "dataset": config.dataset, "tokenizer": config.tokenizer,
+      "vectors": config.vectors.source, "seed": config.seed, "config": config.to_dict(),
+      "data_stats": out["prepare"], "metrics": out["evaluate"], "sid_metrics": out["tokenize"],
+      "train": out["train"], "wall_time_s": wall,
+      "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
+      "commit": _git_commit(), "versions": versions, "command": " ".join(sys.argv),
+  }
+  io.write_json(os.path.join(workdir, "results.json"), results)
+  print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s")
+  return results
+
+
+def _git_commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(__file__), check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from r3vae_jax import parallel  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.io import ArtifactError  # pylint: disable=g-import-not-at-top
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  parallel.initialize_distributed()
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  os.makedirs(workdir, exist_ok=True)
+  try:
+    if _MODE.value == "all":
+      run_all(config, workdir)
+    elif _MODE.value == "recommend":
+      _stage_recommend(config, workdir)
+    else:
+      _STAGES[_MODE.value](config, workdir)
+  except (ArtifactError, ValueError, FileNotFoundError) as e:
+    # One clear line and a non-zero exit, no traceback from deep inside JAX.
+    logging.error("%s failed: %s", _MODE.value, e)
+    print(f"error: {_MODE.value}: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)
