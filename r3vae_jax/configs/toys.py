@@ -1,0 +1,20 @@
+"""Amazon 2014 Toys_and_Games (19,412 users, 11,924 items, 167,597 interactions): the paper protocol (5-core, leave-one-out, history 20, T5 6+6 d128, beam 20).
+
+  python -m r3vae_jax.main --config=r3vae_jax/configs/toys.py:r3vae --workdir=/tmp/toys_r3vae --mode=all
+
+The argument is `tokenizer[,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+(default r3vae); vectors interactions-svd (training interactions only) | npy (default interactions-svd).
+Item text is not available offline: the default vectors are learned from training
+interactions only (labelled interactions-svd in every result).
+"""
+from r3vae_jax.configs import default
+from r3vae_jax.configs import paths
+
+
+def get_config(arg=None):
+  c = default.base_config()
+  c.dataset = "toys"
+  c.tokenizer, c.vectors.source = paths.parse_arg(arg, "r3vae", "interactions-svd")
+  c.data.format = "iclrec"
+  c.data.path = paths.data_file("amazon_toys", "Toys_and_Games.txt")
+  return c
