@@ -1,0 +1,129 @@
+"""Trie-constrained beam search over fixed-length semantic IDs, entirely on the device.
+
+Model-agnostic (t5x's `tokens_to_logits` pattern): the caller passes a step function
+
+    step_fn(prev_codes int32[batch*beam], level: int, cache) -> (logits float[batch*beam, K_level], cache)
+
+where `level` is a Python int (static), `prev_codes` are -1 (BOS) at level 0, and every cache
+leaf has leading dimension batch*beam in batch-major order (row b*beam + j is beam j of user b);
+0-d cache leaves (e.g. a step counter) are passed through unchanged.
+
+The SID length L' is small and each level has its own vocabulary and trie layout, so the levels
+are unrolled in Python; under `jax.jit` the whole search is one program with no host round trip.
+Per level: the model's logits are restricted to the valid children of each beam's trie node
+(invalid ones set to -inf BEFORE the log-softmax: "masked log-softmax"), added to the beam score,
+and the top `beam` of the `beam x candidates` continuations of each user survive; the cache rows
+follow their parent beam. Beams start as `[0, -inf, ...]` so the identical step-0 beams never
+produce duplicates. A user with fewer valid SIDs than beams gets -inf slots, returned as item -1.
+
+The batch may be sharded over the mesh's `data` axis: every array is batch-major and the beam
+bookkeeping (top-k, parent gathers) never mixes users, so it stays local to each shard.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from r3vae_jax.decode.trie import DeviceTrie
+
+StepFn = Callable[[jax.Array, int, Any], tuple[jax.Array, Any]]
+
+
+class BeamResult(NamedTuple):
+  """Best-first decoding result.
+
+  Attributes:
+    item_ids: int32[batch, beam] item ids; -1 where the user has fewer valid SIDs than beams.
+    scores: float32[batch, beam] summed masked log-softmax of the SID; -inf where item_ids = -1.
+    sids: int32[batch, beam, levels] the decoded SIDs; -1 rows where item_ids = -1.
+  """
+  item_ids: jax.Array
+  scores: jax.Array
+  sids: jax.Array
+
+
+def masked_log_softmax(logits: jax.Array, valid: jax.Array) -> jax.Array:
+  """log-softmax over the valid entries only; invalid entries get -inf.
+
+  Args:
+    logits: float[rows, C].
+    valid: bool[rows, C]; every row needs at least one valid entry.
+
+  Returns:
+    float32[rows, C].
+  """
+  return jax.nn.log_softmax(jnp.where(valid, logits.astype(jnp.float32), -jnp.inf), axis=-1)
+
+
+def gather_beams(tree: Any, parent: jax.Array) -> Any:
+  """Reorders the batch-major beam rows of every leaf by parent beam index.
+
+  Args:
+    tree: leaves [batch*beam, ...] (or 0-d, passed through).
+    parent: int32[batch, beam] index of the beam (within the same user) each new beam extends.
+
+  Returns:
+    The tree with leaf row b*beam + j taken from row b*beam + parent[b, j].
+  """
+  batch, beam = parent.shape
+
+  def gather(path, x):
+    if x.ndim == 0:
+      return x
+    if x.shape[0] != batch * beam:
+      raise ValueError(f"beam_search: cache leaf {jax.tree_util.keystr(path)} has shape "
+                       f"{x.shape}; expected leading dimension batch*beam = {batch * beam}")
+    x = x.reshape(batch, beam, *x.shape[1:])
+    x = jax.vmap(lambda xb, pb: xb[pb])(x, parent)
+    return x.reshape(batch * beam, *x.shape[2:])
+
+  return jax.tree_util.tree_map_with_path(gather, tree)
+
+
+def beam_search(step_fn: StepFn, init_cache: Any, trie: DeviceTrie, batch_size: int,
+                beam_size: int) -> BeamResult:
+  """Decodes the `beam_size` best valid SIDs per user (jit it; see the module docstring).
+
+  Args:
+    step_fn: the model's decoding step (contract in the module docstring).
+    init_cache: the decoder cache, leaves [batch_size*beam_size, ...] batch-major.
+    trie: the `DeviceTrie` of valid SIDs.
+    batch_size: number of users.
+    beam_size: beams per user (and items returned).
+
+  Returns:
+    `BeamResult`, best first.
+  """
+  if batch_size < 1 or beam_size < 1:
+    raise ValueError(f"beam_search: batch_size {batch_size} and beam_size {beam_size} must be "
+                     f">= 1")
+  rows = batch_size * beam_size
+  scores = jnp.where(jnp.arange(beam_size) == 0, 0.0, -jnp.inf).astype(jnp.float32)
+  scores = jnp.broadcast_to(scores, (batch_size, beam_size))
+  node = jnp.zeros((batch_size, beam_size), jnp.int32)
+  sids = jnp.zeros((batch_size, beam_size, 0), jnp.int32)
+  prev = jnp.full((rows,), -1, jnp.int32)
+  cache = init_cache
+  for level, trie_level in enumerate(trie.levels):
+    logits, cache = step_fn(prev, level, cache)
+    if logits.shape != (rows, trie_level.size):
+      raise ValueError(f"beam_search: step_fn returned logits {logits.shape} at level {level}; "
+                       f"expected (batch*beam, K_level) = {(rows, trie_level.size)}")
+    cand_logits, codes, child = trie_level.candidates(node.reshape(rows), logits)
+    c = trie_level.num_candidates
+    logp = masked_log_softmax(cand_logits, child >= 0)
+    total = scores[:, :, None] + logp.reshape(batch_size, beam_size, c)
+    scores, flat = jax.lax.top_k(total.reshape(batch_size, beam_size * c), beam_size)
+    parent = flat // c
+    pick = lambda x: jnp.take_along_axis(x.reshape(batch_size, beam_size * c), flat, axis=1)
+    code, node = pick(codes), jnp.maximum(pick(child), 0)
+    sids = jnp.concatenate([jax.vmap(lambda s, p: s[p])(sids, parent), code[:, :, None]], 2)
+    prev = code.reshape(rows)
+    if level + 1 < trie.num_levels:
+      cache = gather_beams(cache, parent)
+  alive = scores > -jnp.inf
+  item_ids = jnp.where(alive, trie.leaf_items[node], -1)
+  sids = jnp.where(alive[:, :, None], sids, -1)
+  return BeamResult(item_ids=item_ids, scores=scores, sids=sids)
