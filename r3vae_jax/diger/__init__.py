@@ -1,0 +1,1 @@
+"""DIGER: differentiable semantic IDs trained jointly with the generative recommender."""

@@ -1,0 +1,87 @@
+"""DIGER's uncertainty decays: how much Gumbel noise each item gets, as pure functions of state.
+
+`config.diger.decay` picks one:
+  frequency      FrqUD: items whose greedy level-1 code is hot (usage EMA > hot_factor x the
+                 average) are sampled with Gumbel noise of scale `noise_scale`, the rest are
+                 assigned greedily; as code usage balances the noise fades by itself.
+  learned_sigma  SDUD: a learnable scale |sigma_l| per level; the recommendation loss of level l
+                 becomes L_l / (2(|sigma_l| + lam)^2) + log(|sigma_l| + lam), so sigma follows
+                 max(sqrt(L_l) - lam, 0) and shrinks as the loss falls.
+  gumbel         plain Gumbel-softmax, constant scale `noise_scale` (ablation: no decay).
+  none           no noise: pure straight-through on the greedy indicator (ablation).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from r3vae_jax import quantize
+
+DECAYS = ("frequency", "learned_sigma", "gumbel", "none")
+
+
+def check_decay(decay: str) -> None:
+  if decay not in DECAYS:
+    raise ValueError(f"config.diger.decay: expected one of {DECAYS}, got {decay!r}")
+
+
+def noise_scales(decay: str, greedy_level1: jax.Array, usage_level1: jax.Array,
+                 sigma: jax.Array, noise_scale: float, hot_factor: float) -> jax.Array:
+  """Per-item, per-level Gumbel noise scale.
+
+  Args:
+    decay: one of `DECAYS` (a Python string: static under jit).
+    greedy_level1: int32[B], each item's noiseless level-1 code.
+    usage_level1: float[K], EMA of level-1 code usage (sums to 1).
+    sigma: float[L], the learnable scales (used by "learned_sigma" only).
+    noise_scale: scale of the Gumbel noise for "frequency" (hot items) and "gumbel".
+    hot_factor: a code is hot when its usage exceeds hot_factor / K.
+
+  Returns:
+    float32[B, L] scales s, used as y = softmax((logits + s * g) / tau).
+  """
+  check_decay(decay)
+  batch, levels = greedy_level1.shape[0], sigma.shape[0]
+  if decay == "frequency":
+    hot = quantize.hot_code_mask(usage_level1, greedy_level1, hot_factor)
+    per_item = jnp.where(hot, noise_scale, 0.0).astype(jnp.float32)
+    return jnp.broadcast_to(per_item[:, None], (batch, levels))
+  if decay == "learned_sigma":
+    return jnp.broadcast_to(jnp.abs(sigma).astype(jnp.float32)[None, :], (batch, levels))
+  if decay == "gumbel":
+    return jnp.full((batch, levels), noise_scale, jnp.float32)
+  return jnp.zeros((batch, levels), jnp.float32)
+
+
+def update_usage(usage: jax.Array, greedy_codes: jax.Array, momentum: float) -> jax.Array:
+  """EMA of the greedy codes' usage, per level.
+
+  Args:
+    usage: float[L, K], rows sum to 1 (start from 1/K).
+    greedy_codes: int32[B, L] this batch's noiseless codes.
+    momentum: EMA momentum (0.99 in DIGER).
+
+  Returns:
+    float[L, K], the updated EMA.
+  """
+  return jnp.stack([quantize.update_usage_ema(usage[l], greedy_codes[:, l], momentum)
+                    for l in range(usage.shape[0])])
+
+
+def rec_loss_with_sigma(per_level: jax.Array, rest: jax.Array, decay: str, sigma: jax.Array,
+                        lam: float) -> jax.Array:
+  """The recommendation loss, sigma-reweighted per code level under "learned_sigma".
+
+  Args:
+    per_level: float[L], mean cross-entropy of each code level's SID position.
+    rest: float[], summed cross-entropy of the remaining positions (collision token).
+    decay: one of `DECAYS`.
+    sigma: float[L].
+    lam: lambda of the SDUD loss.
+
+  Returns:
+    float[], the mean over the L + 1 positions of their (reweighted) losses.
+  """
+  if decay == "learned_sigma":
+    per_level = quantize.sigma_weighted_loss(per_level, sigma, lam)
+  return (per_level.sum() + rest) / (per_level.shape[0] + 1)
