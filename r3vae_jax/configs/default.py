@@ -68,9 +68,18 @@ def base_config() -> ml_collections.ConfigDict:
     c[_name].kmeans_iters = 50
     c[_name].kmeans_max_items = 65536
     c[_name].checkpoint_keep = 2
+  # DIGER (engineer F, r3vae_jax/diger/): joint training from the `pretrain` RQ-VAE.
+  # decay: frequency | learned_sigma | gumbel | none (noise.py); tau: Gumbel-softmax temperature;
+  # noise_scale: Gumbel scale of hot items (frequency) and of every item (gumbel);
+  # usage_momentum / hot_factor: usage EMA and hot threshold (x average usage) of FrqUD;
+  # sigma_init / sigma_lr / sigma_lambda: SDUD's learnable per-level scale, its Adam lr and the
+  # lambda of L/(2(|s|+lambda)^2)+log(|s|+lambda); tokenizer_lr: tokenizer group lr (the
+  # recommender uses train.lr); recon_weight / vq_weight: weights of the tokenizer losses;
+  # detach_codes: cut the indicators' gradient (the released code's detached SID table, ablation).
   c.diger = ml_collections.ConfigDict(dict(
       decay="frequency", tau=2.0, noise_scale=1.0, usage_momentum=0.99, hot_factor=1.5,
-      sigma_lambda=1.0, tokenizer_lr=1e-5, recon_weight=1.0, vq_weight=1.0, pretrain="rqvae"))
+      sigma_lambda=1.0, tokenizer_lr=1e-5, recon_weight=1.0, vq_weight=1.0, pretrain="rqvae",
+      sigma_init=1.0, sigma_lr=1e-3, detach_codes=False))
 
   # ---- recommender (T5 encoder-decoder) -------------------------------------------------
   c.recommender = ml_collections.ConfigDict(dict(
