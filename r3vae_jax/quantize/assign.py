@@ -6,6 +6,8 @@ flip near-ties; the cost is small next to the encoder.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -26,6 +28,7 @@ def _check_metric(metric: str) -> None:
     raise ValueError(f"quantize/assign.py: metric must be one of {METRICS}, got {metric!r}")
 
 
+@functools.partial(jax.jit, static_argnames=("metric",))
 def pairwise_scores(x: jax.Array, codebook: jax.Array, metric: str = "l2") -> jax.Array:
   """Similarity of every row to every code; higher = closer.
 
@@ -48,6 +51,7 @@ def pairwise_scores(x: jax.Array, codebook: jax.Array, metric: str = "l2") -> ja
   return -jnp.maximum(x2 - 2.0 * dots + c2[None, :], 0.0)
 
 
+@functools.partial(jax.jit, static_argnames=("metric",))
 def nearest_code(x: jax.Array, codebook: jax.Array,
                  metric: str = "l2") -> tuple[jax.Array, jax.Array]:
   """Hard nearest-code assignment.
@@ -78,6 +82,7 @@ def chunk_rows(num_codes: int, budget: int = _CHUNK_SCORES) -> int:
   return max(1, budget // max(1, num_codes))
 
 
+@functools.partial(jax.jit, static_argnames=("metric", "chunk_size"))
 def nearest_code_chunked(x: jax.Array, codebook: jax.Array, metric: str = "l2",
                          chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
   """Nearest code for many rows without holding all `[N, K]` scores at once.
@@ -113,6 +118,7 @@ def nearest_code_chunked(x: jax.Array, codebook: jax.Array, metric: str = "l2",
   return codes, best
 
 
+@functools.partial(jax.jit, static_argnames=("mode",))
 def rating_quantize(e: jax.Array, codebook: jax.Array, temperature: float | jax.Array = 1.0,
                     mode: str = "soft") -> tuple[jax.Array, jax.Array, jax.Array]:
   """R3-VAE rating quantisation (fully differentiable, no straight-through).

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
+@jax.jit
 def sort_groups(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Sorts items by code tuple (stable: ties keep item-id order) and marks group starts.
 
@@ -27,6 +28,7 @@ def sort_groups(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   return order, is_start
 
 
+@jax.jit
 def group_ids(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Dense group id per item: items with equal code tuples share an id.
 
@@ -45,6 +47,7 @@ def group_ids(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   return ids, jnp.sum(is_start.astype(jnp.int32))
 
 
+@jax.jit
 def collision_tokens(codes: jax.Array) -> jax.Array:
   """Rank of each item among the items with the same code tuple, in item-id order.
 

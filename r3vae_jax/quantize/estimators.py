@@ -84,6 +84,7 @@ def _gumbel_st_bwd(hard, residuals, g):
 _gumbel_st.defvjp(_gumbel_st_fwd, _gumbel_st_bwd)
 
 
+@functools.partial(jax.jit, static_argnames=("hard",))
 def gumbel_softmax(logits: jax.Array, key: jax.Array, tau: jax.Array | float,
                    noise_scale: jax.Array | float, hard: bool = True) -> jax.Array:
   """Straight-through Gumbel-softmax over the last axis.

@@ -19,6 +19,7 @@ def _sq_dist_to(x: jax.Array, c: jax.Array) -> jax.Array:
   return jnp.sum(d * d, axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames=("k",))
 def kmeans_plus_plus(key: jax.Array, x: jax.Array, k: int) -> jax.Array:
   """k-means++ seeding: each next centre drawn with probability proportional to `D(x)^2`.
 
@@ -63,6 +64,7 @@ def _repair_empty(x: jax.Array, centroids: jax.Array, counts: jax.Array,
   return jnp.where(empty[:, None], x[far[rank]], centroids)
 
 
+@functools.partial(jax.jit, static_argnames=("iters", "chunk_size"))
 def lloyd(x: jax.Array, centroids: jax.Array, iters: int = 50,
           chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
   """Lloyd iterations from given centroids, with empty-cluster repair after every update.

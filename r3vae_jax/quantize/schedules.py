@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -25,12 +27,14 @@ def anneal_temperature(step: jax.Array | int, start: float, end: float,
   return jnp.asarray(start, jnp.float32) * (end / start) ** frac
 
 
+@functools.partial(jax.jit, static_argnames=("num_codes",))
 def code_frequencies(codes: jax.Array, num_codes: int) -> jax.Array:
   """Fraction of `codes` equal to each code.  codes `int[B]` -> `[num_codes]` (sums to 1)."""
   counts = jnp.zeros((num_codes,), jnp.float32).at[codes].add(1.0)
   return counts / jnp.maximum(codes.shape[0], 1)
 
 
+@jax.jit
 def update_usage_ema(usage: jax.Array, codes: jax.Array, momentum: float) -> jax.Array:
   """EMA of code usage: `momentum * usage + (1 - momentum) * freq(codes)`.
 
@@ -46,6 +50,7 @@ def update_usage_ema(usage: jax.Array, codes: jax.Array, momentum: float) -> jax
   return momentum * usage + (1.0 - momentum) * freq
 
 
+@jax.jit
 def hot_code_mask(usage: jax.Array, codes: jax.Array, factor: float = 1.5) -> jax.Array:
   """Items whose code is hot: `usage[code] > factor * mean(usage)`.
 
@@ -60,6 +65,7 @@ def hot_code_mask(usage: jax.Array, codes: jax.Array, factor: float = 1.5) -> ja
   return jnp.take(usage, codes) > factor * jnp.mean(usage)
 
 
+@jax.jit
 def sigma_weighted_loss(loss: jax.Array, sigma: jax.Array, lam: float) -> jax.Array:
   """Learned-uncertainty reweighting: `loss / (2 (|sigma| + lam)^2) + log(|sigma| + lam)`.
 

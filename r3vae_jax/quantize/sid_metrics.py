@@ -44,6 +44,7 @@ from r3vae_jax.quantize.collision import group_ids
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
+@jax.jit
 def code_groups(codes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Size of every code-tuple group.
 
@@ -60,6 +61,7 @@ def code_groups(codes: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return ids, sizes, num_groups
 
 
+@jax.jit
 def semantic_cohesion(vectors: jax.Array, codes: jax.Array) -> jax.Array:
   """Mean over groups with >= 2 items of the mean pairwise cosine inside the group.
 
@@ -82,6 +84,7 @@ def semantic_cohesion(vectors: jax.Array, codes: jax.Array) -> jax.Array:
   return jnp.sum(jnp.where(multi, per_group, 0.0)) / jnp.sum(multi)
 
 
+@jax.jit
 def group_centres(vectors: jax.Array, codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean vector of every code-tuple group.
 
@@ -99,6 +102,7 @@ def group_centres(vectors: jax.Array, codes: jax.Array) -> tuple[jax.Array, jax.
   return sums / jnp.maximum(sizes, 1).astype(vectors.dtype)[:, None], num_groups
 
 
+@functools.partial(jax.jit, static_argnames=("block",))
 def mean_pair_kernel(points: jax.Array, count: jax.Array, t: float = 2.0,
                      block: int = 2048) -> jax.Array:
   """`mean_{a<b<count} exp(-t (1 - cos(points_a, points_b)))` in `[block, block]` tiles.
@@ -141,6 +145,7 @@ def mean_pair_kernel(points: jax.Array, count: jax.Array, t: float = 2.0,
   return total / (count * (count - 1) / 2)
 
 
+@functools.partial(jax.jit, static_argnames=("block",))
 def preference_discrimination(vectors: jax.Array, codes: jax.Array, t: float = 2.0,
                               block: int = 2048) -> jax.Array:
   """`log(mean_{a<b} exp(-t (1 - cos(p_a, p_b))))` over the group centres p.
@@ -158,6 +163,7 @@ def preference_discrimination(vectors: jax.Array, codes: jax.Array, t: float = 2
   return jnp.log(mean_pair_kernel(centres, num_groups, t, block))
 
 
+@jax.jit
 def collision_rate(codes: jax.Array) -> jax.Array:
   """Fraction of items whose code tuple is shared with at least one other item.
 
@@ -167,6 +173,7 @@ def collision_rate(codes: jax.Array) -> jax.Array:
   return jnp.mean((jnp.take(sizes, ids) >= 2).astype(jnp.float32))
 
 
+@functools.partial(jax.jit, static_argnames=("num_codes",))
 def code_counts(codes: jax.Array, num_codes: int) -> jax.Array:
   """Histogram of the codes at every level.  codes `int[N, L]` in `[0, K)` -> `float32[L, K]`."""
   levels = codes.shape[1]
@@ -174,11 +181,13 @@ def code_counts(codes: jax.Array, num_codes: int) -> jax.Array:
       jnp.arange(levels)[None, :], codes].add(1.0)
 
 
+@functools.partial(jax.jit, static_argnames=("num_codes",))
 def usage_per_level(codes: jax.Array, num_codes: int) -> jax.Array:
   """Fraction of the K codes used at each level.  codes `int[N, L]` -> `[L]`."""
   return jnp.mean((code_counts(codes, num_codes) > 0).astype(jnp.float32), axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("num_codes",))
 def perplexity_per_level(codes: jax.Array, num_codes: int) -> jax.Array:
   """`exp(entropy)` of the code distribution at each level (1 .. K).  `[N, L]` -> `[L]`."""
   p = code_counts(codes, num_codes) / codes.shape[0]
@@ -186,6 +195,7 @@ def perplexity_per_level(codes: jax.Array, num_codes: int) -> jax.Array:
   return jnp.exp(entropy)
 
 
+@jax.jit
 def gini(group_sizes: jax.Array, valid: jax.Array | None = None) -> jax.Array:
   """Gini coefficient of non-negative sizes (0 = all equal, -> 1 = one group holds all).
 
@@ -207,6 +217,7 @@ def gini(group_sizes: jax.Array, valid: jax.Array | None = None) -> jax.Array:
   return jnp.sum((2.0 * rank - n - 1.0) * xs) / (n * jnp.sum(xs))
 
 
+@jax.jit
 def soft_semantic_cohesion(vectors: jax.Array, assign_weights: jax.Array,
                            eps: float = 1e-9) -> jax.Array:
   """Differentiable SC: mean cosine over pairs weighted by their chance of sharing a code.
@@ -230,6 +241,7 @@ def soft_semantic_cohesion(vectors: jax.Array, assign_weights: jax.Array,
   return pair_cos / (pair_mass + eps)
 
 
+@jax.jit
 def soft_group_centres(vectors: jax.Array, assign_weights: jax.Array,
                        eps: float = 1e-9) -> tuple[jax.Array, jax.Array]:
   """Soft group centres and usage.
@@ -247,6 +259,7 @@ def soft_group_centres(vectors: jax.Array, assign_weights: jax.Array,
   return centres, mass / assign_weights.shape[0]
 
 
+@jax.jit
 def soft_preference_discrimination(centres: jax.Array, weights: jax.Array | None = None,
                                    t: float = 2.0) -> jax.Array:
   """Differentiable PD over K centres weighted by usage; `[K, K]` is formed (K is small).
