@@ -10,6 +10,7 @@ import pytest
 
 from r3vae_jax import parallel
 from r3vae_jax.decode import beam_search, build_trie, gather_beams
+from r3vae_jax.decode.beam_search import top_continuations
 
 HASH_MOD = 997
 
@@ -103,6 +104,16 @@ def test_narrow_beam_top1_single_level_is_argmax():
   tables, res = decode(table, level_sizes, [3], 1, 2**26)
   expect = brute_force(tables, table, level_sizes, 3)
   assert int(res.item_ids[0, 0]) == int(np.argmax(expect))
+
+
+@pytest.mark.parametrize("c", [2, 3, 11])
+def test_top_continuations_equals_flat_top_k(c):
+  total = jax.random.normal(jax.random.key(c), (4, 3, c))
+  total = total.at[1, 1:].set(-jnp.inf)                # a user with one live beam
+  scores, flat = top_continuations(total, 3)
+  ref_scores, ref_flat = jax.lax.top_k(total.reshape(4, 3 * c), 3)
+  np.testing.assert_array_equal(scores, ref_scores)
+  np.testing.assert_array_equal(flat[np.isfinite(scores)], ref_flat[np.isfinite(ref_scores)])
 
 
 def test_gather_beams_reorders_rows_and_rejects_bad_leaves():

@@ -82,6 +82,28 @@ def gather_beams(tree: Any, parent: jax.Array) -> Any:
   return jax.tree_util.tree_map_with_path(gather, tree)
 
 
+def top_continuations(total: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """The k best of every user's beam x candidate scores.
+
+  When candidates outnumber k, each beam first keeps its own k best (the overall k best are
+  among them), so the per-user top-k runs over beam*k entries instead of beam*C.
+
+  Args:
+    total: float32[batch, beam, C].
+    k: how many to keep.
+
+  Returns:
+    (scores float32[batch, k] best first, flat int32[batch, k] indices into beam*C).
+  """
+  batch, beam, c = total.shape
+  if c <= k:
+    return jax.lax.top_k(total.reshape(batch, beam * c), k)
+  beam_scores, cand = jax.lax.top_k(total, k)                       # [batch, beam, k]
+  scores, pos = jax.lax.top_k(beam_scores.reshape(batch, beam * k), k)
+  cand = jnp.take_along_axis(cand.reshape(batch, beam * k), pos, axis=1)
+  return scores, (pos // k) * c + cand
+
+
 def beam_search(step_fn: StepFn, init_cache: Any, trie: DeviceTrie, batch_size: int,
                 beam_size: int) -> BeamResult:
   """Decodes the `beam_size` best valid SIDs per user (jit it; see the module docstring).
@@ -115,7 +137,7 @@ def beam_search(step_fn: StepFn, init_cache: Any, trie: DeviceTrie, batch_size: 
     c = trie_level.num_candidates
     logp = masked_log_softmax(cand_logits, child >= 0)
     total = scores[:, :, None] + logp.reshape(batch_size, beam_size, c)
-    scores, flat = jax.lax.top_k(total.reshape(batch_size, beam_size * c), beam_size)
+    scores, flat = top_continuations(total, beam_size)
     parent = flat // c
     pick = lambda x: jnp.take_along_axis(x.reshape(batch_size, beam_size * c), flat, axis=1)
     code, node = pick(codes), jnp.maximum(pick(child), 0)
