@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.item_map_path = ""
   c.data.text_fields = ("title", "name", "brand", "categories")
   c.data.first_only = False
+  c.data.manual_dir = ""          # (B) format tfds: local copy of the files ("" = download them)
   c.data.max_history = 20        # history cap for training examples and evaluation
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_items=1200, num_users=2000, num_topics=24, dim=64, min_len=5, max_len=30,

@@ -22,8 +22,9 @@ import numpy as np
 from r3vae_jax import io
 from r3vae_jax.data import dataset, synthetic, table
 from r3vae_jax.data.dataset import Interactions
-from r3vae_jax.data.readers import iclrec, p5, recbole
+from r3vae_jax.data.readers import amazon_raw, hetrec, iclrec, movielens, p5, recbole
 from r3vae_jax.data.splits import Splits
+from r3vae_jax.data.vectors import interactions, npy
 
 FORMATS = ("synthetic", "iclrec", "p5", "recbole", "amazon_raw", "ml1m", "hetrec", "tfds")
 VECTOR_SOURCES = ("minilm-text", "interactions-svd", "npy", "synthetic")
@@ -53,15 +54,11 @@ def _read_log(config: Any) -> tuple[table.RawLog, dict | None, bool]:
     log = recbole.read_inter(d.path, first_only=d.first_only)
     info = recbole.read_item_text(d.item_text_path, _text_fields(config)) if d.item_text_path else None
     return log, info, True
-  if fmt == "amazon_raw":
-    from r3vae_jax.data.readers import amazon_raw  # pylint: disable=g-import-not-at-top
-    log = amazon_raw.read_reviews(d.path)
-    return log, None, True
+  if fmt == "amazon_raw":   # meta is read after k-core, for the surviving ASINs only
+    return amazon_raw.read_reviews(d.path), None, True
   if fmt == "ml1m":
-    from r3vae_jax.data.readers import movielens  # pylint: disable=g-import-not-at-top
     return (*movielens.read_ml1m(d.path), True)
   if fmt == "hetrec":
-    from r3vae_jax.data.readers import hetrec  # pylint: disable=g-import-not-at-top
     return (*hetrec.read_hetrec(d.path, first_only=d.first_only), True)
   raise ValueError(f"config.data.format={fmt!r}; expected one of {FORMATS}")
 
@@ -71,8 +68,9 @@ def prepare(config: Any) -> Interactions:
   fmt = config.data.format
   if fmt == "synthetic":
     return synthetic.make_synthetic(config.data.synthetic)[0]
-  if fmt == "tfds":
+  if fmt == "tfds":  # tensorflow_datasets is an optional extra: imported only here
     from r3vae_jax.data.tfds import common  # pylint: disable=g-import-not-at-top
+    common.prepare_builder(_name(config), config.data.path, config.data.manual_dir)
     return common.load_interactions(_name(config), config.data.path)
   log, info, renumber = _read_log(config)
   if config.data.min_core > 1:
@@ -80,7 +78,6 @@ def prepare(config: Any) -> Interactions:
   if renumber:
     log = table.first_seen_ids(log)
   if fmt == "amazon_raw" and config.data.item_text_path:
-    from r3vae_jax.data.readers import amazon_raw  # pylint: disable=g-import-not-at-top
     info = amazon_raw.read_meta(config.data.item_text_path, _text_fields(config),
                                 keys=set(log.item_keys))
   inter = table.to_interactions(_name(config), log, info, source=config.data.path)
@@ -97,16 +94,30 @@ def item_vectors(config: Any, inter: Interactions, splits: Splits) -> np.ndarray
       raise ValueError(f"vectors.source=synthetic only fits the synthetic dataset, not {inter.name!r}")
     return synthetic.make_synthetic(config.data.synthetic)[1]
   if v.source == "npy":
-    from r3vae_jax.data.vectors import npy  # pylint: disable=g-import-not-at-top
     return npy.load_vectors(v.path, inter.num_items)
   if v.source == "interactions-svd":
-    from r3vae_jax.data.vectors import interactions  # pylint: disable=g-import-not-at-top
-    return interactions.ppmi_svd(splits.train, inter.num_items, dim=v.svd_dim, window=v.svd_window)
+    return interactions.ppmi_svd(splits.train, inter.num_items, dim=v.svd_dim, window=v.svd_window,
+                                 seed=config.seed)
   if v.source == "minilm-text":
     if inter.item_text is None:
       raise io.ArtifactError(f"dataset {inter.name!r} has no item text; set vectors.source to "
                              "interactions-svd or npy, or give data.item_text_path")
-    from r3vae_jax.data.vectors import text_encoder  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from r3vae_jax.data.vectors import text_encoder  # loads flax only when text is encoded
     return text_encoder.encode_texts(inter.item_text, model_dir=v.model_dir,
                                      batch_size=v.batch_size, max_tokens=v.max_tokens)
+  raise ValueError(f"config.vectors.source={v.source!r}; expected one of {VECTOR_SOURCES}")
+
+
+def vectors_label(config: Any) -> str:
+  """What the item vectors are, for labelling every result, e.g. "interactions-svd(dim=128,window=5)"."""
+  v = config.vectors
+  if v.source == "minilm-text":
+    return f"minilm-text({v.model_dir or 'all-MiniLM-L6-v2'},fields={'+'.join(config.data.text_fields)})"
+  if v.source == "interactions-svd":
+    return f"interactions-svd(dim={v.svd_dim},window={v.svd_window},train-only)"
+  if v.source == "npy":
+    return f"npy({v.path})"
+  if v.source == "synthetic":
+    return "synthetic(topic centres + noise)"
   raise ValueError(f"config.vectors.source={v.source!r}; expected one of {VECTOR_SOURCES}")

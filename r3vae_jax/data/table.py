@@ -122,3 +122,12 @@ def log_from_events(user_keys: Sequence[str], item_keys: Sequence[str],
   items, item_names = first_appearance_codes(item_keys)
   return RawLog(user_keys=user_names, item_keys=item_names,
                 sequences=sequences_from_events(users, items, times))
+
+
+def keep_first_occurrences(log: RawLog) -> RawLog:
+  """Keeps each (user, item)'s first event in every sequence."""
+  def first(seq):
+    _, idx = np.unique(seq, return_index=True)
+    return seq[np.sort(idx)]
+  return RawLog(user_keys=log.user_keys, item_keys=log.item_keys,
+                sequences=[first(s) for s in log.sequences])

@@ -55,7 +55,11 @@ def compose(fields: Mapping[str, object], order: Iterable[str]) -> tuple[str, st
       continue
     if name in _TITLE_FIELDS and not title:
       title = values[0]
-      parts.insert(0, title.rstrip(".") + ".")
+      parts.insert(0, _sentence(title))
     else:
-      parts.append(f"{name.capitalize()}: {', '.join(values)}.")
+      parts.append(_sentence(f"{name.capitalize()}: {', '.join(values)}"))
   return title, " ".join(parts)
+
+
+def _sentence(s: str) -> str:
+  return s if s[-1] in ".!?" else s + "."

@@ -12,7 +12,7 @@ import numpy as np
 
 from r3vae_jax import io
 from r3vae_jax.data import sources, text
-from r3vae_jax.data.table import ItemInfo, RawLog, log_from_events
+from r3vae_jax.data.table import ItemInfo, RawLog, keep_first_occurrences, log_from_events
 
 
 def read_rows(path: str) -> tuple[list[str], list[str], Iterator[tuple[int, list[str]]]]:
@@ -80,17 +80,17 @@ def read_inter(path: str, user_field: str = "user_id", item_field: str = "item_i
   t_col = names.index(time_field) if time_field in names else None
   users, items, times, seen = [], [], [], set()
   for lineno, row in rows:
-    t = row[t_col] if t_col is not None else ""
-    key = (row[u_col], row[i_col]) if first_only else (row[u_col], row[i_col], t)
     if not row[u_col] or not row[i_col]:
       raise io.ArtifactError(f"{path}: line {lineno}: empty {user_field} or {item_field}")
+    t = row[t_col] if t_col is not None else ""
     if t_col is not None:
       try:
         t = float(t)
       except ValueError:
         raise io.ArtifactError(f"{path}: line {lineno}: field {time_field} = {row[t_col]!r} "
                                "is not a number") from None
-    if key in seen and not first_only:
+    key = (row[u_col], row[i_col], t)
+    if key in seen:
       continue
     seen.add(key)
     users.append(row[u_col])
@@ -99,15 +99,7 @@ def read_inter(path: str, user_field: str = "user_id", item_field: str = "item_i
   if not users:
     raise io.ArtifactError(f"{path}: no interactions")
   log = log_from_events(users, items, np.array(times, np.float64) if t_col is not None else None)
-  if first_only:
-    log = RawLog(user_keys=log.user_keys, item_keys=log.item_keys,
-                 sequences=[_first_occurrences(s) for s in log.sequences])
-  return log
-
-
-def _first_occurrences(seq: np.ndarray) -> np.ndarray:
-  _, first = np.unique(seq, return_index=True)
-  return seq[np.sort(first)]
+  return keep_first_occurrences(log) if first_only else log
 
 
 def read_item_text(path: str, fields: Sequence[str], item_field: str = "item_id") -> dict[str, ItemInfo]:

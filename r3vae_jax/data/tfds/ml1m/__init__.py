@@ -1,0 +1,1 @@
+"""TFDS builder `ml1m`: MovieLens-1M ratings in time order; titles and genres as text."""
