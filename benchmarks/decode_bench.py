@@ -266,7 +266,7 @@ def run_scenario(name: str, users: int, items: int, codebook: int, batch_size: i
   @jax.jit
   def device_rank(params, trie, batch):
     step_fn, cache = model.make_step(params, model.encode(params, batch), beam)
-    return beam_search(step_fn, cache, trie, batch["tokens"].shape[0], beam).item_ids
+    return beam_search(step_fn, cache, trie, batch["tokens"].shape[0], beam, mesh=mesh).item_ids
 
   rank_fn = lambda batch: device_rank(model.params, trie, batch)
   warm = jax.tree.map(lambda x: x[:batch_size], inputs)

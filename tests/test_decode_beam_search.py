@@ -179,8 +179,13 @@ def test_sharded_equals_unsharded():
   cache = {k: (jax.device_put(v, parallel.batch_sharding(mesh)) if v.ndim else v)
            for k, v in cache.items()}
   assert len(cache["user"].sharding.device_set) == 8
+  trie = jax.device_put(trie, parallel.replicated(mesh))
   with jax.set_mesh(mesh):
-    sharded = fn(jax.device_put(trie, parallel.replicated(mesh)), cache)
+    sharded = fn(trie, cache)
+    hlo = fn.lower(trie, cache).compile().as_text()
+  for collective in ("all-gather", "all-to-all", "all-reduce", "collective-permute"):
+    assert collective not in hlo                          # every user's search stays local
+  assert sharded.item_ids.sharding.spec[0] == parallel.DATA
   np.testing.assert_array_equal(sharded.item_ids, single.item_ids)
   np.testing.assert_array_equal(sharded.sids, single.sids)
   np.testing.assert_allclose(sharded.scores, single.scores, rtol=1e-6)

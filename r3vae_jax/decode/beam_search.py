@@ -17,7 +17,9 @@ follow their parent beam. Beams start as `[0, -inf, ...]` so the identical step-
 produce duplicates. A user with fewer valid SIDs than beams gets -inf slots, returned as item -1.
 
 The batch may be sharded over the mesh's `data` axis: every array is batch-major and the beam
-bookkeeping (top-k, parent gathers) never mixes users, so it stays local to each shard.
+bookkeeping (top-k, parent gathers) never mixes users, so it stays local to each shard. XLA's
+partitioner would gather a `lax.top_k` operand onto every device, so under a mesh (passed, or set
+with `jax.set_mesh`) whose `data` axis divides the batch, the top-k runs in `jax.shard_map`.
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
+from r3vae_jax import parallel
 from r3vae_jax.decode.trie import DeviceTrie
 
 StepFn = Callable[[jax.Array, int, Any], tuple[jax.Array, Any]]
@@ -97,15 +101,28 @@ def top_continuations(total: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   """
   batch, beam, c = total.shape
   if c <= k:
-    return jax.lax.top_k(total.reshape(batch, beam * c), k)
+    scores, flat = jax.lax.top_k(total.reshape(batch, beam * c), k)
+    return scores, flat
   beam_scores, cand = jax.lax.top_k(total, k)                       # [batch, beam, k]
   scores, pos = jax.lax.top_k(beam_scores.reshape(batch, beam * k), k)
   cand = jnp.take_along_axis(cand.reshape(batch, beam * k), pos, axis=1)
   return scores, (pos // k) * c + cand
 
 
+def _top_fn(batch_size: int, mesh: jax.sharding.Mesh | None
+            ) -> Callable[[jax.Array, int], tuple[jax.Array, jax.Array]]:
+  """`top_continuations`, per `data` shard when the mesh (or the ambient one) splits the batch."""
+  mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+  shards = 1 if mesh.empty else dict(mesh.shape).get(parallel.DATA, 1)
+  if shards == 1 or batch_size % shards:
+    return top_continuations
+  spec = P(parallel.DATA)
+  return lambda total, k: jax.shard_map(lambda t: top_continuations(t, k), mesh=mesh,
+                                        in_specs=spec, out_specs=(spec, spec))(total)
+
+
 def beam_search(step_fn: StepFn, init_cache: Any, trie: DeviceTrie, batch_size: int,
-                beam_size: int) -> BeamResult:
+                beam_size: int, mesh: jax.sharding.Mesh | None = None) -> BeamResult:
   """Decodes the `beam_size` best valid SIDs per user (jit it; see the module docstring).
 
   Args:
@@ -114,6 +131,8 @@ def beam_search(step_fn: StepFn, init_cache: Any, trie: DeviceTrie, batch_size: 
     trie: the `DeviceTrie` of valid SIDs.
     batch_size: number of users.
     beam_size: beams per user (and items returned).
+    mesh: the mesh whose `data` axis shards the batch (default: the one set by `jax.set_mesh`,
+      if any); only used to keep the top-k local to each shard.
 
   Returns:
     `BeamResult`, best first.
@@ -122,6 +141,7 @@ def beam_search(step_fn: StepFn, init_cache: Any, trie: DeviceTrie, batch_size: 
     raise ValueError(f"beam_search: batch_size {batch_size} and beam_size {beam_size} must be "
                      f">= 1")
   rows = batch_size * beam_size
+  top = _top_fn(batch_size, mesh)
   scores = jnp.where(jnp.arange(beam_size) == 0, 0.0, -jnp.inf).astype(jnp.float32)
   scores = jnp.broadcast_to(scores, (batch_size, beam_size))
   node = jnp.zeros((batch_size, beam_size), jnp.int32)
@@ -137,7 +157,7 @@ def beam_search(step_fn: StepFn, init_cache: Any, trie: DeviceTrie, batch_size: 
     c = trie_level.num_candidates
     logp = masked_log_softmax(cand_logits, child >= 0)
     total = scores[:, :, None] + logp.reshape(batch_size, beam_size, c)
-    scores, flat = top_continuations(total, beam_size)
+    scores, flat = top(total, beam_size)
     parent = flat // c
     pick = lambda x: jnp.take_along_axis(x.reshape(batch_size, beam_size * c), flat, axis=1)
     code, node = pick(codes), jnp.maximum(pick(child), 0)
