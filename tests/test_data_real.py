@@ -62,3 +62,6 @@ def test_recbole_lastfm(shared_data):
   assert (st["users"], st["items"], st["interactions"]) == (911, 1223, 19187)
   assert min(len(s) for s in inter.sequences) >= 5
   assert inter.item_text[0] and not inter.item_text[0].isdigit()
+  config.data.first_only = True   # first tagging of each (user, artist) only
+  st = dataset.stats(pipeline.prepare(config))
+  assert (st["users"], st["items"], st["interactions"]) == (769, 728, 10285)

