@@ -134,7 +134,7 @@ def test_wrong_logits_width_is_an_error():
     beam_search(step, {}, trie, 1, 2)
 
 
-@hypothesis.settings(max_examples=12, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=8, deadline=None, derandomize=True)
 @hypothesis.given(st.data())
 def test_property_valid_distinct_and_layouts_agree(data):
   depth = data.draw(st.integers(1, 3))
@@ -181,8 +181,9 @@ def test_sharded_equals_unsharded():
   assert len(cache["user"].sharding.device_set) == 8
   trie = jax.device_put(trie, parallel.replicated(mesh))
   with jax.set_mesh(mesh):
-    sharded = fn(trie, cache)
-    hlo = fn.lower(trie, cache).compile().as_text()
+    compiled = fn.lower(trie, cache).compile()
+    sharded = compiled(trie, cache)
+  hlo = compiled.as_text()
   for collective in ("all-gather", "all-to-all", "all-reduce", "collective-permute"):
     assert collective not in hlo                          # every user's search stays local
   assert sharded.item_ids.sharding.spec[0] == parallel.DATA
