@@ -61,12 +61,12 @@ flags.DEFINE_integer("history", 20, "History items per user.")
 flags.DEFINE_integer("num_layers", 6, "Encoder and decoder layers (each).")
 flags.DEFINE_integer("d_model", 128, "Model width.")
 flags.DEFINE_string("dtype", "float32", "Model compute dtype (float32 | bfloat16).")
-flags.DEFINE_integer("batch_size", 4096, "Users per jitted device call (beauty).")
-flags.DEFINE_integer("million_batch_size", 1024, "Users per jitted device call (million).")
+flags.DEFINE_integer("batch_size", 4096, "Max users per jitted device call (beauty).")
+flags.DEFINE_integer("million_batch_size", 1024, "Max users per jitted device call (million).")
 flags.DEFINE_integer("dense_budget", 2**26, "Trie: dense child table when nodes*K <= this.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats of the device decoder (median).")
-flags.DEFINE_integer("callback_users", 256, "Users decoded by the callback decoder.")
-flags.DEFINE_integer("callback_batch", 64, "Users per callback-decoder generate call.")
+flags.DEFINE_integer("callback_users", 512, "Users decoded by the callback decoder.")
+flags.DEFINE_integer("callback_batch", 128, "Users per callback-decoder generate call.")
 flags.DEFINE_integer("seed", 0, "Random SIDs, histories and weights.")
 
 
@@ -261,7 +261,8 @@ def run_scenario(name: str, users: int, items: int, codebook: int, batch_size: i
   logging.info("%s: %d users, %d items, trie %s (%.1f MB, built in %.1f s), model %s", name,
                users, items, trie.layouts, trie.nbytes / 2**20, trie_build_s, model.name)
 
-  batch_size = min(batch_size, parallel.pad_to_multiple(users, mesh))
+  num_batches = -(-users // batch_size)  # equal batches: little padding in the last one
+  batch_size = parallel.pad_to_multiple(-(-users // num_batches), mesh)
 
   @jax.jit
   def device_rank(params, trie, batch):

@@ -19,9 +19,10 @@ Plus `leaf_items int32[N]` (leaf id -> item id): `N * 4` bytes. Total device mem
 
     sum_l [dense_l ? nodes_l * K_l : nodes_l + 1 + nodes_{l+1}] * 4  +  N * 4   bytes.
 
-For 3 x 256 codes + a 256-way collision level and 12k items the dense layout fits every level
-(about 70 MB at worst); for 1M items over 3 x 8192 codes the first two levels are dense (4 x 8192
-+ 4 x 2^26 bytes), the deeper ones CSR (about 4 x 3M bytes).
+Measured with the benchmark's random SIDs (`benchmarks/decode_bench.py`): 12,101 items over
+3 x 256 codes + 256 collision codes are dense at every level, 17 MiB; 1M items over 3 x 8192 codes
++ 256 are dense at levels 0-1 (the 8192 x 8192 table, 256 MiB) and CSR at levels 2-3, 266 MiB in
+all (18 MiB with `dense_budget=0`, every level CSR).
 
 All three classes are pytrees: arrays are leaves, sizes and layouts are static aux data.
 """
