@@ -44,14 +44,22 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict,
                metrics=metrics, force=force)
 
 
+@jax.jit
+def _finite_flags(leaves: list) -> Any:
+  """One compiled reduction for a whole tree (eager per-leaf checks compile once per shape)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
 def _check_finite(state: Any, step: int) -> None:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  leaves = [x for x in jax.tree.leaves(state)
-            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
-  if leaves and not bool(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))):
-    paths = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_leaves_with_path(state)
-             if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
-             and not bool(jnp.all(jnp.isfinite(x)))]
+  named = [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_leaves_with_path(state)
+           if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+  if not named:
+    return
+  flags = jax.device_get(_finite_flags([x for _, x in named]))
+  if not flags.all():
+    paths = [name for (name, _), ok in zip(named, flags) if not ok]
     raise FloatingPointError(f"refusing to checkpoint step {step}: non-finite values in {paths}")
 
 

@@ -92,6 +92,12 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=512, lr=1e-3, weight_decay=0.01, warmup_steps=1000, schedule="cosine",
       epochs=200, patience=20, clip_norm=1.0, eval_every_epochs=1, checkpoint_keep=2,
       log_every_steps=100, nonfinite="raise"))  # nonfinite: raise | skip
+  # Recommender trainer (engineer C): checkpoint_every_steps = extra mid-epoch checkpoints
+  # (0: at epoch ends only); select_metric = validation metric for early stopping and the best
+  # checkpoint; prefetch = batches prepared ahead on a host thread; fsdp_min_size = parameters
+  # with at least this many elements are also split over the `data` axis.
+  c.train.update(dict(checkpoint_every_steps=0, select_metric="ndcg@10", prefetch=2,
+                      fsdp_min_size=2**18))
 
   c.eval = ml_collections.ConfigDict(dict(beam_size=20, ks=(5, 10), batch_size=1024))
 

@@ -1,0 +1,202 @@
+"""Recommender input pipeline: examples -> SID-token batches -> devices, deterministic and resumable.
+
+Training examples are every prefix of each training sequence -> its next item (histories capped
+at `config.data.max_history`, left-padded). Epoch `e` visits the examples in the permutation
+drawn from `(seed, e)`; global step `s` is batch `s % steps_per_epoch` of epoch
+`s // steps_per_epoch`, so any step can be rebuilt from its number alone (resume = start the
+iterator at the restored step). The last batch of an epoch is filled up with weight-0 rows, so
+every batch has the same global size (a multiple of the mesh's `data` axis); the loss ignores
+weight-0 rows. Each host builds only its rows of the global batch (`parallel.host_batch_slice`)
+and a background thread prepares and transfers the next batches while the step runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from jax.sharding import Mesh
+
+from r3vae_jax import parallel
+from r3vae_jax.data.splits import Splits, pad_histories, training_examples
+from r3vae_jax.io import ArtifactError
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """History -> next item pairs.
+
+  Attributes:
+    history: int32[E, H] item ids, left-padded with -1.
+    target: int32[E] item ids.
+  """
+  history: np.ndarray
+  target: np.ndarray
+
+  def __len__(self) -> int:
+    return int(self.target.shape[0])
+
+
+def train_examples(splits: Splits, max_history: int) -> Examples:
+  """Every prefix of every training sequence -> its next item (user order, then position)."""
+  history, target = training_examples(splits.train, max_history)
+  if target.size == 0:
+    raise ArtifactError("recommender data: no training examples (every training sequence has "
+                        "fewer than 2 items)")
+  return Examples(history, target)
+
+
+def eval_examples(splits: Splits, split: str, max_history: int) -> Examples:
+  """The last `max_history` items of each user's `split` ("valid" | "test") history -> target."""
+  if split not in ("valid", "test"):
+    raise ValueError(f"recommender data: split must be 'valid' or 'test', got {split!r}")
+  histories: Sequence[np.ndarray] = getattr(splits, f"{split}_history")
+  return Examples(pad_histories(histories, max_history),
+                  np.asarray(getattr(splits, f"{split}_target"), np.int32))
+
+
+def check_items(examples: Examples, num_items: int, source: str) -> None:
+  """Raises ArtifactError when an item id has no row in the SID table."""
+  top = max(int(examples.history.max()), int(examples.target.max()))
+  if top >= num_items:
+    raise ArtifactError(f"{source}: item id {top} has no SID (the SID table has {num_items} "
+                        "rows); the SID table and the data splits come from different datasets")
+
+
+def make_batch(examples: Examples, index: np.ndarray, weight: np.ndarray,
+               item_tokens: np.ndarray, sid_table: np.ndarray) -> dict[str, np.ndarray]:
+  """Assembles the rows `index` of `examples` as model inputs.
+
+  Args:
+    examples: the example set.
+    index: int[b] example rows.
+    weight: float[b] loss weight per row (0 for filler rows).
+    item_tokens: int32[N+1, L+1] from `TokenLayout.item_tokens` (last row PAD).
+    sid_table: int32[N, L+1].
+
+  Returns:
+    {"enc_tokens": int32[b, H*(L+1)], "enc_mask": bool[b, H*(L+1)], "targets": int32[b, L+1],
+     "target_items": int32[b], "weight": float32[b]}.
+  """
+  history = examples.history[index]
+  target = examples.target[index]
+  enc_tokens = item_tokens[history].reshape(len(index), -1)
+  enc_mask = np.repeat(history >= 0, item_tokens.shape[1], axis=1)
+  return {"enc_tokens": enc_tokens.astype(np.int32), "enc_mask": enc_mask,
+          "targets": sid_table[target].astype(np.int32), "target_items": target.astype(np.int32),
+          "weight": np.asarray(weight, np.float32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+  """Which examples form global batch `step` (module docstring).
+
+  Attributes:
+    num_examples: E.
+    global_batch: rows per step, all hosts together.
+    seed: shuffling seed; None = no shuffling (evaluation order).
+  """
+  num_examples: int
+  global_batch: int
+  seed: int | None
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return -(-self.num_examples // self.global_batch)
+
+  def order(self, epoch: int) -> np.ndarray:
+    """int64[E] the visiting order of epoch `epoch`."""
+    if self.seed is None:
+      return np.arange(self.num_examples)
+    return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+
+  def rows(self, step: int, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(index int64[global_batch], weight float32[global_batch]) of global step `step`."""
+    epoch, k = divmod(step, self.steps_per_epoch)
+    order = self.order(epoch) if order is None else order
+    index = order[k * self.global_batch:(k + 1) * self.global_batch]
+    weight = np.ones(self.global_batch, np.float32)
+    short = self.global_batch - index.size
+    if short:
+      weight[index.size:] = 0.0
+      index = np.concatenate([index, np.resize(order, short)])
+    return index, weight
+
+
+class BatchSource:
+  """Builds this host's rows of any global batch of an example set."""
+
+  def __init__(self, examples: Examples, plan: BatchPlan, item_tokens: np.ndarray,
+               sid_table: np.ndarray):
+    self.examples, self.plan = examples, plan
+    self.item_tokens, self.sid_table = item_tokens, sid_table
+    self._cached_epoch, self._cached_order = -1, None
+
+  def host_batch(self, step: int) -> dict[str, np.ndarray]:
+    """This host's slice of global batch `step` (numpy)."""
+    epoch = step // self.plan.steps_per_epoch
+    if epoch != self._cached_epoch:
+      self._cached_epoch, self._cached_order = epoch, self.plan.order(epoch)
+    index, weight = self.plan.rows(step, self._cached_order)
+    rows = parallel.host_batch_slice(self.plan.global_batch)
+    return make_batch(self.examples, index[rows], weight[rows], self.item_tokens,
+                      self.sid_table)
+
+
+class Prefetcher:
+  """Runs `produce(i)` for i in [start, stop) on a background thread, `size` items ahead.
+
+  Iterating yields `(i, produce(i))` in order; an exception in the thread is re-raised in the
+  consumer. `close()` stops the thread (also called when iteration ends).
+  """
+
+  def __init__(self, produce: Callable[[int], Any], start: int, stop: int, size: int = 2):
+    self._produce, self._start, self._stop_at = produce, start, stop
+    self._queue: queue.Queue = queue.Queue(maxsize=max(size, 1))
+    self._stopped = threading.Event()
+    self._thread = threading.Thread(target=self._run, name="recommender-prefetch", daemon=True)
+    self._thread.start()
+
+  def _put(self, item: Any) -> bool:
+    while not self._stopped.is_set():
+      try:
+        self._queue.put(item, timeout=0.05)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def _run(self) -> None:
+    try:
+      for i in range(self._start, self._stop_at):
+        if not self._put((i, self._produce(i), None)):
+          return
+    except BaseException as e:  # pylint: disable=broad-except  # re-raised in the consumer.
+      self._put((None, None, e))
+      return
+    self._put((None, None, None))
+
+  def __iter__(self) -> Iterator[tuple[int, Any]]:
+    try:
+      while True:
+        i, item, error = self._queue.get()
+        if error is not None:
+          raise error
+        if i is None:
+          return
+        yield i, item
+    finally:
+      self.close()
+
+  def close(self) -> None:
+    self._stopped.set()
+    self._thread.join(timeout=10)
+
+
+def device_batches(source: BatchSource, mesh: Mesh, start: int, stop: int,
+                   prefetch: int = 2) -> Prefetcher:
+  """Global batches `start .. stop-1` placed on `mesh` (batch over `data`), prefetched."""
+  return Prefetcher(lambda step: parallel.to_global(source.host_batch(step), mesh), start, stop,
+                    prefetch)

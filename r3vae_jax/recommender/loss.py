@@ -1,0 +1,56 @@
+"""Cross-entropy over the SID positions (hard codes or soft/one-hot targets)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def sid_cross_entropy(logits: jax.Array, targets: jax.Array, level_sizes: Sequence[int]
+                      ) -> jax.Array:
+  """Per-example, per-level cross-entropy; each level's softmax runs over its own codes only.
+
+  Args:
+    logits: float[B, L+1, Kmax] (padded past each level's size).
+    targets: int codes [B, L+1], or float soft/one-hot targets [B, L+1, Kmax] (differentiable;
+      entries past a level's size are ignored).
+    level_sizes: codes per level, len L+1.
+
+  Returns:
+    float32[B, L+1].
+  """
+  hard = jnp.issubdtype(targets.dtype, jnp.integer)
+  per_level = []
+  for p, k in enumerate(level_sizes):
+    logp = jax.nn.log_softmax(logits[:, p, :k].astype(jnp.float32), axis=-1)
+    if hard:
+      per_level.append(-jnp.take_along_axis(logp, targets[:, p, None], axis=-1)[:, 0])
+    else:
+      per_level.append(-jnp.sum(targets[:, p, :k].astype(jnp.float32) * logp, axis=-1))
+  return jnp.stack(per_level, axis=1)
+
+
+def sid_loss(logits: jax.Array, targets: jax.Array, level_sizes: Sequence[int],
+             weights: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Weighted mean over examples of the mean cross-entropy over SID positions.
+
+  Args:
+    logits, targets, level_sizes: as `sid_cross_entropy`.
+    weights: float[B] (0 masks a padding row); None = all ones.
+
+  Returns:
+    (scalar loss, {"loss_per_level": float32[L+1], "accuracy": float32 (all L+1 codes right,
+    hard targets; argmax agreement for soft ones), "weight": float32 total weight}).
+  """
+  ce = sid_cross_entropy(logits, targets, level_sizes)
+  w = jnp.ones(ce.shape[0], jnp.float32) if weights is None else weights.astype(jnp.float32)
+  total = jnp.maximum(jnp.sum(w), 1e-9)
+  codes = targets if jnp.issubdtype(targets.dtype, jnp.integer) else jnp.argmax(targets, -1)
+  correct = jnp.all(jnp.stack([jnp.argmax(logits[:, p, :k], -1) == codes[:, p]
+                               for p, k in enumerate(level_sizes)], 1), axis=1)
+  return jnp.sum(w * jnp.mean(ce, axis=1)) / total, {
+      "loss_per_level": jnp.sum(w[:, None] * ce, axis=0) / total,
+      "accuracy": jnp.sum(w * correct) / total,
+      "weight": jnp.sum(w),
+  }

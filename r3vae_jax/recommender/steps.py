@@ -1,0 +1,100 @@
+"""The compiled programs of the recommender: the update step and constrained generation.
+
+Each is ONE `jax.jit` with explicit in/out shardings over the mesh; the update step donates the
+train state and returns `(state, measurements)`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from r3vae_jax import parallel
+from r3vae_jax.decode import DeviceTrie, beam_search
+from r3vae_jax.recommender.loss import sid_loss
+from r3vae_jax.recommender.model import make_step_fn
+from r3vae_jax.recommender.state import ModelDef, batch_shardings
+
+
+NONFINITE_NAMES = ("loss", "update")  # then "grad <param path>" per parameter
+
+
+def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                  seed: int) -> Callable[[dict, dict], tuple[dict, dict]]:
+  """The (unjitted) update step.
+
+  Dropout is keyed by `fold_in(key(seed), step)`, so a resumed run draws the same masks. When
+  the loss, the update or any gradient is non-finite the update is not applied (params and
+  optimizer state are kept, the step counter advances) and `state["nonfinite"]` records the
+  step and which tensors were bad (`NONFINITE_NAMES` + one flag per parameter gradient); the
+  host reads that when it next logs (no extra sync).
+
+  Returns:
+    step(state, batch) -> (state, {"loss", "accuracy", "grad_norm", "lr", "examples",
+    "finite", "loss_per_level"}).
+  """
+  sizes = mdef.layout.level_sizes
+  base_key = jax.random.key(seed)
+
+  def loss_fn(params, batch, key):
+    model = mdef.bind(params)
+    logits = model(batch["enc_tokens"], batch["enc_mask"], batch["targets"],
+                   deterministic=False, rng=key)
+    return sid_loss(logits, batch["targets"], sizes, batch["weight"])
+
+  def step(state: dict, batch: dict) -> tuple[dict, dict]:
+    key = jax.random.fold_in(base_key, state["step"])
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    leaf_finite = jnp.stack([jnp.isfinite(loss), jnp.isfinite(optax.global_norm(updates))]
+                            + [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    finite = jnp.all(leaf_finite)
+    keep = lambda new, old: jnp.where(finite, new, old)
+    bad = state["nonfinite"]
+    first = (bad["first_step"] < 0) & ~finite
+    new_state = {
+        "params": jax.tree.map(keep, params, state["params"]),
+        "opt": jax.tree.map(keep, opt, state["opt"]),
+        "step": state["step"] + 1,
+        "nonfinite": {"first_step": jnp.where(first, state["step"], bad["first_step"]),
+                      "count": bad["count"] + (~finite).astype(jnp.int32),
+                      "which": jnp.where(first, ~leaf_finite, bad["which"])},
+    }
+    measurements = {"loss": loss, "accuracy": aux["accuracy"], "examples": aux["weight"],
+                    "grad_norm": optax.global_norm(grads), "lr": schedule(state["step"]),
+                    "finite": finite, "loss_per_level": aux["loss_per_level"]}
+    return new_state, measurements
+
+  return step
+
+
+def make_train_step(mdef: ModelDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    seed: int, state_shardings: Any, mesh: Mesh):
+  """`train_step_fn` under one `jax.jit`: state donated, batch split over `data`."""
+  return jax.jit(train_step_fn(mdef, tx, schedule, seed),
+                 in_shardings=(state_shardings, batch_shardings(mesh)),
+                 out_shardings=(state_shardings, parallel.replicated(mesh)),
+                 donate_argnums=(0,))
+
+
+def make_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh):
+  """Constrained beam search under one `jax.jit`.
+
+  Returns:
+    generate(params, batch {"enc_tokens" int32[B, S], "enc_mask" bool[B, S]}, trie) ->
+    int32[B, beam_size] item ids best first (-1 = empty slot), split over `data`.
+  """
+  def generate(params: dict, batch: dict, trie: DeviceTrie) -> jax.Array:
+    model = mdef.bind(params)
+    enc_out = model.encode(batch["enc_tokens"], batch["enc_mask"])
+    step_fn, cache = make_step_fn(model, enc_out, batch["enc_mask"], beam_size)
+    return beam_search(step_fn, cache, trie, enc_out.shape[0], beam_size).item_ids
+
+  data = batch_shardings(mesh)
+  return jax.jit(generate, in_shardings=(param_shardings, data, parallel.replicated(mesh)),
+                 out_shardings=data)
