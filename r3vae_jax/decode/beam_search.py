@@ -114,7 +114,7 @@ def _top_fn(batch_size: int, mesh: jax.sharding.Mesh | None
   """`top_continuations`, per `data` shard when the mesh (or the ambient one) splits the batch."""
   mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
   shards = 1 if mesh.empty else dict(mesh.shape).get(parallel.DATA, 1)
-  if shards == 1 or batch_size % shards:
+  if shards == 1 or batch_size % shards or parallel.DATA in mesh.manual_axes:
     return top_continuations
   spec = P(parallel.DATA)
   return lambda total, k: jax.shard_map(lambda t: top_continuations(t, k), mesh=mesh,
@@ -159,8 +159,8 @@ def beam_search(step_fn: StepFn, init_cache: Any, trie: DeviceTrie, batch_size: 
     total = scores[:, :, None] + logp.reshape(batch_size, beam_size, c)
     scores, flat = top(total, beam_size)
     parent = flat // c
-    pick = lambda x: jnp.take_along_axis(x.reshape(batch_size, beam_size * c), flat, axis=1)
-    code, node = pick(codes), jnp.maximum(pick(child), 0)
+    code = jnp.take_along_axis(codes.reshape(batch_size, -1), flat, axis=1)
+    node = jnp.maximum(jnp.take_along_axis(child.reshape(batch_size, -1), flat, axis=1), 0)
     sids = jnp.concatenate([jax.vmap(lambda s, p: s[p])(sids, parent), code[:, :, None]], 2)
     prev = code.reshape(rows)
     if level + 1 < trie.num_levels:
