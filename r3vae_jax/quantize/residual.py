@@ -36,11 +36,14 @@ def residual_quantize(x: jax.Array, codebooks: jax.Array, metric: str = "l2",
     raise ValueError(f"quantize/residual.py: codebooks must be [L, K, {x.shape[-1]}], "
                      f"got {codebooks.shape}")
 
+  codebooks = codebooks.astype(x.dtype)
+
   def level(residual, codebook):
     codes, _ = assign.nearest_code_chunked(residual, codebook, metric, chunk_size)
-    chosen = jnp.take(codebook, codes, axis=0)
-    return residual - chosen, (codes, chosen)
+    return residual - jnp.take(codebook, codes, axis=0), codes
 
-  _, (codes, chosen) = jax.lax.scan(level, x, codebooks.astype(x.dtype))
-  per_level = jnp.swapaxes(chosen, 0, 1)
-  return codes.T, jnp.sum(per_level, axis=1), per_level
+  _, codes = jax.lax.scan(level, x, codebooks)
+  codes = codes.T
+  # One gather straight into [B, L, D] (no stacked [L, B, D] copy from the scan).
+  per_level = codebooks[jnp.arange(codebooks.shape[0])[None, :], codes]
+  return codes, jnp.sum(per_level, axis=1), per_level
