@@ -1,8 +1,8 @@
 """Item-text encoder throughput (all-MiniLM-L6-v2 in our Flax BERT) and the cached item vectors.
 
 CPU, real weights and text (writes the vectors that the GPU runs load with vectors.source=npy):
-  python -m benchmarks.text_encoder_bench --dataset=beauty --out_vectors=/work/vectors_cache/beauty_minilm.npy
-  python -m benchmarks.text_encoder_bench --dataset=lastfm --out_vectors=/work/vectors_cache/lastfm_minilm.npy
+  python -m benchmarks.text_encoder_bench --dataset=beauty --out_vectors=/tmp/beauty_minilm.npy
+  python -m benchmarks.text_encoder_bench --dataset=lastfm --out_vectors=/tmp/lastfm_minilm.npy
 GPU (the 83 MB weights do not travel there): same shapes with random weights and token ids whose
 lengths follow a histogram measured on Beauty (--lengths, one count per token length):
   python -m benchmarks.text_encoder_bench --random_weights --num_texts=100000 --batch_size=1024

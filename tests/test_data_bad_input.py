@@ -79,7 +79,8 @@ def test_unknown_ids(tmp_path):
   (tmp_path / "datamaps.json").write_text(json.dumps(
       {"id2user": {"1": "UA", "2": "UB"}, "id2item": {"1": "X", "2": "Y"}}))
   with pytest.raises(io.ArtifactError,
-                     match=r"seq\.txt: line 2: item id 9 is not in .*datamaps\.json \(field id2item\)"):
+                     match=r"seq\.txt: line 2: item id 9 is not in .*datamaps\.json "
+                     r"\(field id2item\)"):
     p5.read_p5(str(tmp_path / "seq.txt"), str(tmp_path / "datamaps.json"))
   (tmp_path / "seq.txt").write_text("1 1 2\n7 2 1\n")
   with pytest.raises(io.ArtifactError, match=r"seq\.txt: line 2: user id 7 is not in"):

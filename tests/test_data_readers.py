@@ -1,4 +1,7 @@
-"""Every reader on small upstream-format excerpts written here (Amazon raw, ML-1M, HetRec, RecBole, P5)."""
+"""Every reader on small upstream-format excerpts written here.
+
+Amazon raw (reviews + meta), ML-1M, HetRec, RecBole, P5.
+"""
 import gzip
 import json
 

@@ -91,3 +91,19 @@ def test_beauty_builder_full_real_files(tmp_path, shared_data):
   inter = common.load_interactions("beauty", str(tmp_path))
   assert sum(len(s) for s in inter.sequences) == 198502
   assert np.all([len(s) >= 5 for s in inter.sequences])
+
+
+def test_ml1m_builder_excerpt(tmp_path):
+  folder = tmp_path / "manual" / "ml-1m"
+  folder.mkdir(parents=True)
+  (folder / "movies.dat").write_bytes("".join(
+      f"{m}::Movie {m} (199{m})::Drama|Comedy\n" for m in range(1, 7)).encode("latin-1"))
+  (folder / "ratings.dat").write_text("".join(
+      f"{u}::{m}::4::{1000 * u + (7 - m)}\n" for u in range(1, 6) for m in range(1, 7)))
+  builder = common.prepare_builder("ml1m", str(tmp_path / "tfds"), str(tmp_path / "manual"))
+  meta = builder.info.metadata
+  assert (meta["stats"]["users"], meta["stats"]["items"]) == (5, 6)
+  ex = builder.as_data_source()["validation"][0]
+  # each user rates movies 6, 5, …, 1 in time order; ids by first sight: movie 6 -> 0, …
+  assert ex["history"].tolist() == [0, 1, 2, 3] and int(ex["target"]) == 4
+  assert meta["item_text"][0] == "Movie 6 (1996). Genres: Drama, Comedy."

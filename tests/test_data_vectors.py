@@ -1,4 +1,4 @@
-"""Item vectors: MiniLM text encoder (parity), BERT layer vs numpy, PPMI-SVD from training only, .npy."""
+"""Item vectors: MiniLM parity, BERT layer vs numpy, PPMI-SVD from training only."""
 import math
 
 import jax

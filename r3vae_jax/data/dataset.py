@@ -43,7 +43,8 @@ def validate(inter: Interactions, source: str = "interactions") -> None:
     values = getattr(inter, field)
     if values is not None and len(values) != inter.num_items:
       raise io.ArtifactError(
-          f"{source}: field {field} has {len(values)} entries, expected num_items={inter.num_items}")
+          f"{source}: field {field} has {len(values)} entries, expected num_items="
+          f"{inter.num_items}")
 
 
 def stats(inter: Interactions) -> dict:
@@ -86,7 +87,8 @@ def load_prepared(workdir: str) -> Interactions:
       flat, offsets = z["items"], z["offsets"]
   except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
     raise io.ArtifactError(f"{path}: not a readable sequences archive ({e})") from None
-  if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != flat.size or np.any(np.diff(offsets) < 0):
+  if (offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != flat.size
+      or np.any(np.diff(offsets) < 0)):
     raise io.ArtifactError(f"{path}: field offsets inconsistent with items ({flat.size} entries)")
   meta_path = os.path.join(directory, "items.json")
   meta = io.read_json(meta_path)

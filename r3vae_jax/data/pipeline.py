@@ -38,6 +38,11 @@ def _text_fields(config: Any) -> tuple[str, ...]:
   return tuple(config.data.text_fields)
 
 
+def _recbole_text(config: Any) -> dict | None:
+  path = config.data.item_text_path
+  return recbole.read_item_text(path, _text_fields(config)) if path else None
+
+
 def _read_log(config: Any) -> tuple[table.RawLog, dict | None, bool]:
   """Returns (log, item key -> ItemInfo or None, whether to renumber items by first sight)."""
   d = config.data
@@ -48,12 +53,10 @@ def _read_log(config: Any) -> tuple[table.RawLog, dict | None, bool]:
       log = p5.apply_datamaps(log, d.item_map_path, d.path)
     elif fmt == "p5":
       raise io.ArtifactError("data.format=p5 needs data.item_map_path (the P5 datamaps.json)")
-    info = recbole.read_item_text(d.item_text_path, _text_fields(config)) if d.item_text_path else None
-    return log, info, False
+    return log, _recbole_text(config), False
   if fmt == "recbole":
     log = recbole.read_inter(d.path, first_only=d.first_only)
-    info = recbole.read_item_text(d.item_text_path, _text_fields(config)) if d.item_text_path else None
-    return log, info, True
+    return log, _recbole_text(config), True
   if fmt == "amazon_raw":   # meta is read after k-core, for the surviving ASINs only
     return amazon_raw.read_reviews(d.path), None, True
   if fmt == "ml1m":
@@ -91,7 +94,8 @@ def item_vectors(config: Any, inter: Interactions, splits: Splits) -> np.ndarray
   v = config.vectors
   if v.source == "synthetic":
     if inter.name != "synthetic":
-      raise ValueError(f"vectors.source=synthetic only fits the synthetic dataset, not {inter.name!r}")
+      raise ValueError(f"vectors.source=synthetic only fits the synthetic dataset, not "
+                       f"{inter.name!r}")
     return synthetic.make_synthetic(config.data.synthetic)[1]
   if v.source == "npy":
     return npy.load_vectors(v.path, inter.num_items)
@@ -110,10 +114,11 @@ def item_vectors(config: Any, inter: Interactions, splits: Splits) -> np.ndarray
 
 
 def vectors_label(config: Any) -> str:
-  """What the item vectors are, for labelling every result, e.g. "interactions-svd(dim=128,window=5)"."""
+  """What the item vectors are, for labelling results: "interactions-svd(dim=128,window=5,…)"."""
   v = config.vectors
   if v.source == "minilm-text":
-    return f"minilm-text({v.model_dir or 'all-MiniLM-L6-v2'},fields={'+'.join(config.data.text_fields)})"
+    fields = "+".join(config.data.text_fields)
+    return f"minilm-text({v.model_dir or 'all-MiniLM-L6-v2'},fields={fields})"
   if v.source == "interactions-svd":
     return f"interactions-svd(dim={v.svd_dim},window={v.svd_window},train-only)"
   if v.source == "npy":

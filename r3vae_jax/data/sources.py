@@ -32,6 +32,7 @@ def numbered_lines(path: str, what: str, encoding: str = "utf-8",
       for lineno, line in enumerate(f, 1):
         yield lineno, line.rstrip("\r\n")
   except (EOFError, gzip.BadGzipFile, OSError) as e:
-    raise io.ArtifactError(f"{path}: after line {lineno}: truncated or corrupt file ({e})") from None
+    raise io.ArtifactError(
+        f"{path}: after line {lineno}: truncated or corrupt file ({e})") from None
   except UnicodeDecodeError as e:
     raise io.ArtifactError(f"{path}: line {lineno + 1}: not {encoding} text ({e.reason})") from None

@@ -53,17 +53,23 @@ def pad_histories(histories: Sequence[np.ndarray], max_history: int) -> np.ndarr
   return out
 
 
-def training_examples(train: Sequence[np.ndarray], max_history: int) -> tuple[np.ndarray, np.ndarray]:
+def training_examples(train: Sequence[np.ndarray],
+                      max_history: int) -> tuple[np.ndarray, np.ndarray]:
   """Every prefix of every training sequence predicts its next item.
 
   Returns:
     (histories int32[E, max_history] left-padded with -1, targets int32[E]), in user order then
     position order; E = sum over users of (len(train[u]) - 1).
   """
-  hist, tgt = [], []
-  for seq in train:
-    seq = np.asarray(seq, np.int32)
-    for t in range(1, len(seq)):
-      hist.append(seq[:t])
-      tgt.append(seq[t])
-  return pad_histories(hist, max_history), np.array(tgt, np.int32)
+  if max_history <= 0:
+    raise ValueError(f"training_examples: max_history must be positive, got {max_history}")
+  lengths = np.array([len(s) for s in train], np.int64)
+  per_user = np.maximum(lengths - 1, 0)
+  if per_user.sum() == 0:
+    return np.zeros((0, max_history), np.int32), np.zeros(0, np.int32)
+  flat = np.concatenate([np.asarray(s, np.int32) for s in train])
+  owner_start = np.repeat(np.cumsum(lengths) - lengths, per_user)          # [E]
+  pos = np.arange(per_user.sum()) - np.repeat(np.cumsum(per_user) - per_user, per_user) + 1
+  src = pos[:, None] - max_history + np.arange(max_history)[None, :]      # [E, H] in-user index
+  hist = np.where(src >= 0, flat[owner_start[:, None] + np.maximum(src, 0)], -1)
+  return hist.astype(np.int32), flat[owner_start + pos]

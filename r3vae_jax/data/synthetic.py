@@ -29,7 +29,8 @@ def _check(cfg: Any) -> None:
   if not 3 <= cfg.min_len <= cfg.max_len:
     raise ValueError(f"synthetic: need 3 <= min_len <= max_len, got {cfg.min_len}, {cfg.max_len}")
   if cfg.num_users < 1 or cfg.dim < 1:
-    raise ValueError(f"synthetic: num_users and dim must be positive, got {cfg.num_users}, {cfg.dim}")
+    raise ValueError(
+        f"synthetic: num_users and dim must be positive, got {cfg.num_users}, {cfg.dim}")
   if not 0.0 <= cfg.drift <= 1.0:
     raise ValueError(f"synthetic: drift must be in [0, 1], got {cfg.drift}")
 
@@ -69,7 +70,8 @@ def make_synthetic(cfg: Any) -> tuple[Interactions, np.ndarray]:
     length = int(rng.integers(cfg.min_len, cfg.max_len + 1))
     z = int(rng.integers(t))
     seq = np.empty(length, np.int32)
-    moves, picks, hops = rng.random(length), rng.random(length), rng.integers(0, neighbours.shape[1], length)
+    moves, picks = rng.random(length), rng.random(length)
+    hops = rng.integers(0, neighbours.shape[1], length)
     for i in range(length):
       if i and t > 1 and moves[i] < cfg.drift:
         z = int(neighbours[z, hops[i]])
@@ -77,8 +79,8 @@ def make_synthetic(cfg: Any) -> tuple[Interactions, np.ndarray]:
     sequences.append(seq)
 
   titles = [f"topic {topic[i]} item {rank_in_topic[i]}" for i in range(n)]
-  text = [f"{titles[i]}: {_WORDS[topic[i] % len(_WORDS)]} {_WORDS[(3 * topic[i] + 1) % len(_WORDS)]}"
-          for i in range(n)]
+  words = [f"{_WORDS[z % len(_WORDS)]} {_WORDS[(3 * z + 1) % len(_WORDS)]}" for z in range(t)]
+  text = [f"{titles[i]}: {words[topic[i]]}" for i in range(n)]
   inter = Interactions(name="synthetic", num_items=n, sequences=sequences,
                        item_titles=titles, item_text=text)
   return inter, vectors.astype(np.float32)

@@ -61,7 +61,8 @@ def read_reviews(path: str) -> RawLog:
   return log_from_events(users, items, np.array(times, np.float64))
 
 
-def read_meta(path: str, fields: Iterable[str], keys: set[str] | None = None) -> dict[str, ItemInfo]:
+def read_meta(path: str, fields: Iterable[str],
+              keys: set[str] | None = None) -> dict[str, ItemInfo]:
   """ASIN -> (title, text) from a meta dump; lines of ASINs outside `keys` are skipped unparsed."""
   fields = tuple(fields)
   info = {}

@@ -60,7 +60,8 @@ def read_hetrec(folder: str, first_only: bool = False) -> tuple[RawLog, dict[str
       try:
         t = float(f[3])
       except ValueError:
-        raise io.ArtifactError(f"{tags}: line {lineno}: timestamp {f[3]!r} is not a number") from None
+        raise io.ArtifactError(
+            f"{tags}: line {lineno}: timestamp {f[3]!r} is not a number") from None
       if key in seen:
         continue
       seen.add(key)

@@ -36,7 +36,8 @@ def read_user_sequences(path: str) -> RawLog:
       bad = next(t for t in items if not t.lstrip("-").isdigit())
       raise io.ArtifactError(f"{path}: line {lineno}: item id {bad!r} is not an integer") from None
     if ids.min() < 1:
-      raise io.ArtifactError(f"{path}: line {lineno}: item id {int(ids.min())} < 1 (ids are 1-based)")
+      raise io.ArtifactError(
+          f"{path}: line {lineno}: item id {int(ids.min())} < 1 (ids are 1-based)")
     users.append(uid)
     raw.append(ids)
   if not raw:

@@ -51,7 +51,8 @@ def read_ml1m(folder: str) -> tuple[RawLog, dict[str, ItemInfo]]:
     try:
       times.append(float(int(stamp)))
     except ValueError:
-      raise io.ArtifactError(f"{ratings}: line {lineno}: timestamp {stamp!r} is not an integer") from None
+      raise io.ArtifactError(
+          f"{ratings}: line {lineno}: timestamp {stamp!r} is not an integer") from None
     users.append(user)
     items.append(movie)
   if not users:

@@ -102,7 +102,8 @@ def read_inter(path: str, user_field: str = "user_id", item_field: str = "item_i
   return keep_first_occurrences(log) if first_only else log
 
 
-def read_item_text(path: str, fields: Sequence[str], item_field: str = "item_id") -> dict[str, ItemInfo]:
+def read_item_text(path: str, fields: Sequence[str],
+                   item_field: str = "item_id") -> dict[str, ItemInfo]:
   """Item key -> (title, text) from a `.item` file; `fields` present in the header are used."""
   names, types, rows = read_rows(path)
   key_col = _column(names, item_field, path)

@@ -140,8 +140,9 @@ def load_interactions(name: str, data_dir: str) -> Interactions:
   """Rebuilds the Interactions of a prepared dataset from its test split (no TensorFlow)."""
   builder = builder_class(name)(data_dir=data_dir, file_format=FILE_FORMAT)
   if not builder.is_prepared():
-    raise io.ArtifactError(f"{data_dir}: TFDS dataset {name!r} is not prepared; run "
-                           f"python -m r3vae_jax.data.tfds.build --name={name} --data_dir={data_dir}")
+    raise io.ArtifactError(
+        f"{data_dir}: TFDS dataset {name!r} is not prepared; run python -m "
+        f"r3vae_jax.data.tfds.build --name={name} --data_dir={data_dir}")
   source = builder.as_data_source()["test"]
   rows = sorted(source.__getitems__(list(range(len(source)))), key=lambda ex: int(ex["user_id"]))
   sequences = [np.append(ex["history"], ex["target"]).astype(np.int32) for ex in rows]

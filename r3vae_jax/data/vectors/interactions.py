@@ -21,7 +21,7 @@ _POWER_ITERS = 3
 
 
 def cooccurrence(train: Sequence[np.ndarray], num_items: int, window: int) -> sparse.csr_matrix:
-  """Symmetric counts float64[N, N] of item pairs within `window` positions (self-pairs kept out)."""
+  """Symmetric counts float64[N, N] of item pairs within `window` positions (no self-pairs)."""
   if window < 1:
     raise ValueError(f"cooccurrence: window must be >= 1, got {window}")
   rows, cols = [], []

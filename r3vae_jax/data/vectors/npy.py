@@ -13,7 +13,8 @@ def check_vectors(vectors: np.ndarray, num_items: int, source: str) -> np.ndarra
     ArtifactError: naming `source` and what is wrong (dims, dtype, row count, first non-finite row).
   """
   if vectors.ndim != 2:
-    raise io.ArtifactError(f"{source}: expected a 2-D array [items, dim], got shape {vectors.shape}")
+    raise io.ArtifactError(
+        f"{source}: expected a 2-D array [items, dim], got shape {vectors.shape}")
   if not np.issubdtype(vectors.dtype, np.floating):
     raise io.ArtifactError(f"{source}: expected floating vectors, got dtype {vectors.dtype}")
   if vectors.shape[0] != num_items:

@@ -39,7 +39,8 @@ def load_encoder(model_dir: str = "") -> tuple[bert.SentenceBert, tokenizers.Tok
   """Builds the NNX encoder and the tokenizer from a sentence-transformers model folder."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   model_dir = model_dir or default_model_dir()
-  paths = {n: os.path.join(model_dir, n) for n in ("config.json", "model.safetensors", "tokenizer.json")}
+  paths = {n: os.path.join(model_dir, n)
+           for n in ("config.json", "model.safetensors", "tokenizer.json")}
   for name, path in paths.items():
     if not os.path.isfile(path):
       raise io.ArtifactError(f"{path}: file not found (text encoder folder needs {name})")
