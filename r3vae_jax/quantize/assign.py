@@ -87,8 +87,9 @@ def nearest_code_chunked(x: jax.Array, codebook: jax.Array, metric: str = "l2",
                          chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
   """Nearest code for many rows without holding all `[N, K]` scores at once.
 
-  Rows are processed `chunk_size` at a time with `lax.map` (default: `chunk_rows(K)`); when
-  `N <= chunk_size` it is a single matmul.
+  Rows are processed `chunk_size` at a time in a `fori_loop` over slices of `x` (default:
+  `chunk_rows(K)`); when `N <= chunk_size` it is a single matmul. The loop slices the row axis,
+  so for large N sharded over devices, call it per shard (e.g. inside `jax.shard_map`).
 
   Args:
     x: `[N, D]`.
@@ -108,11 +109,20 @@ def nearest_code_chunked(x: jax.Array, codebook: jax.Array, metric: str = "l2",
     scores = _ranking_scores(rows, codebook, metric)
     return jnp.argmax(scores, axis=-1).astype(jnp.int32), jnp.max(scores, axis=-1)
 
-  if x.shape[0] <= chunk:
+  n = x.shape[0]
+  if n <= chunk:
     codes, best = one(x)
-  else:  # lax.map vmaps the per-row function over `chunk` rows: one matmul per chunk.
-    codes, best = jax.lax.map(lambda row: jax.tree.map(lambda a: a[0], one(row[None])), x,
-                              batch_size=chunk)
+  else:
+    # In-place chunks of x (no reshaped copy); the last chunk is shifted back to end at row N
+    # and rewrites a few rows with the same values.
+    def body(i, out):
+      start = jnp.minimum(i * chunk, n - chunk)
+      part = one(jax.lax.dynamic_slice_in_dim(x, start, chunk))
+      return tuple(jax.lax.dynamic_update_slice_in_dim(o, p, start, 0)
+                   for o, p in zip(out, part))
+
+    init = (jnp.zeros((n,), jnp.int32), jnp.zeros((n,), x.dtype))
+    codes, best = jax.lax.fori_loop(0, -(-n // chunk), body, init)
   if metric == "l2":
     best = -jnp.maximum(x2 - best, 0.0)
   return codes, best
