@@ -16,7 +16,9 @@ a dict-of-dicts trie; at every step the logits come back to the host, a Python f
 called per beam with its prefix to list the allowed codes, a mask is built and sent back, and
 the masked log-softmax / top-k / cache gather run as jitted calls on the same model step. It is
 timed on `--callback_users` users only and EXTRAPOLATED linearly to the whole user count (the
-JSON says so). Both decoders score identically; the JSON reports how often their rankings agree.
+JSON says so). Both decoders score identically; the JSON reports how often their rankings agree
+and the largest difference of their per-rank scores (random weights make many near-ties, so
+rankings of equal-scored items may swap under floating-point noise, e.g. TF32 matmuls on GPU).
 
 On the GPU (writes benchmarks/results/decode_bench.json):
   python -m benchmarks.decode_bench --out=benchmarks/results/decode_bench.json
@@ -61,6 +63,8 @@ flags.DEFINE_integer("history", 20, "History items per user.")
 flags.DEFINE_integer("num_layers", 6, "Encoder and decoder layers (each).")
 flags.DEFINE_integer("d_model", 128, "Model width.")
 flags.DEFINE_string("dtype", "float32", "Model compute dtype (float32 | bfloat16).")
+flags.DEFINE_enum("matmul_precision", "default", ["default", "high", "highest"],
+                  "jax_default_matmul_precision ('highest': no TF32 on GPU).")
 flags.DEFINE_integer("batch_size", 4096, "Max users per jitted device call (beauty).")
 flags.DEFINE_integer("million_batch_size", 1024, "Max users per jitted device call (million).")
 flags.DEFINE_integer("dense_budget", 2**26, "Trie: dense child table when nodes*K <= this.")
@@ -177,7 +181,8 @@ def dict_trie(sid_table: np.ndarray) -> dict:
 
 
 def make_callback_decoder(model: BenchModel, sid_table: np.ndarray, level_sizes: list[int],
-                          beam: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+                          beam: int
+                          ) -> Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
   """generate()-style decoding with a per-beam, per-step `prefix_allowed_tokens_fn`."""
   trie = dict_trie(sid_table)
   item_of = {tuple(row): i for i, row in enumerate(sid_table.tolist())}
@@ -205,7 +210,8 @@ def make_callback_decoder(model: BenchModel, sid_table: np.ndarray, level_sizes:
 
   reorder = jax.jit(gather_beams)
 
-  def generate(batch: dict[str, np.ndarray]) -> np.ndarray:
+  def generate(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """-> (item ids int32[users, beam], scores float32[users, beam]), best first."""
     users = batch["tokens"].shape[0]
     ctx = encode(model.params, batch)
     cache = init(model.params, ctx)
@@ -226,9 +232,11 @@ def make_callback_decoder(model: BenchModel, sid_table: np.ndarray, level_sizes:
       prev = jnp.asarray(code_np.reshape(-1), jnp.int32)
       if level + 1 < len(level_sizes):
         cache = reorder(cache, parent)
-    alive = np.isfinite(np.asarray(scores))
-    return np.asarray([[item_of.get(prefixes[b][j], -1) if alive[b, j] else -1
-                        for j in range(beam)] for b in range(users)], np.int32)
+    scores = np.asarray(scores)
+    alive = np.isfinite(scores)
+    items = np.asarray([[item_of.get(prefixes[b][j], -1) if alive[b, j] else -1
+                         for j in range(beam)] for b in range(users)], np.int32)
+    return items, scores
 
   return generate
 
@@ -264,10 +272,11 @@ def run_scenario(name: str, users: int, items: int, codebook: int, batch_size: i
   num_batches = -(-users // batch_size)  # equal batches: little padding in the last one
   batch_size = parallel.pad_to_multiple(-(-users // num_batches), mesh)
 
-  @jax.jit
-  def device_rank(params, trie, batch):
+  def device_search(params, trie, batch):
     step_fn, cache = model.make_step(params, model.encode(params, batch), beam)
-    return beam_search(step_fn, cache, trie, batch["tokens"].shape[0], beam, mesh=mesh).item_ids
+    return beam_search(step_fn, cache, trie, batch["tokens"].shape[0], beam, mesh=mesh)
+
+  device_rank = jax.jit(lambda *args: device_search(*args).item_ids)
 
   rank_fn = lambda batch: device_rank(model.params, trie, batch)
   warm = jax.tree.map(lambda x: x[:batch_size], inputs)
@@ -281,14 +290,18 @@ def run_scenario(name: str, users: int, items: int, codebook: int, batch_size: i
   sub = min(FLAGS.callback_users, users)
   generate = make_callback_decoder(model, sid_table, level_sizes, beam)
   cb_batch = min(FLAGS.callback_batch, sub)
-  generate(jax.tree.map(lambda x: x[:cb_batch], inputs))  # warm-up: compiles its jitted parts
+  first = jax.tree.map(lambda x: x[:cb_batch], inputs)
+  _, cb_first_scores = generate(first)  # also the warm-up: compiles its jitted parts
   start = time.perf_counter()
   cb_ranked = np.concatenate([
-      generate(jax.tree.map(lambda x, s=s: x[s:s + cb_batch], inputs))
+      generate(jax.tree.map(lambda x, s=s: x[s:s + cb_batch], inputs))[0]
       for s in range(0, sub, cb_batch)])
   cb_s = time.perf_counter() - start
   cb_full_s = cb_s * users / sub
   agree = ranked[:sub] == cb_ranked
+  dev_first_scores = np.asarray(jax.jit(device_search)(model.params, trie, first).scores)
+  finite = np.isfinite(dev_first_scores) & np.isfinite(cb_first_scores)
+  score_diff = float(np.abs(dev_first_scores - cb_first_scores)[finite].max())
 
   result = {
       "users": users, "items": items, "level_sizes": level_sizes, "beam": beam,
@@ -306,6 +319,9 @@ def run_scenario(name: str, users: int, items: int, codebook: int, batch_size: i
       "speedup": cb_full_s / device_s,
       "agreement": {"same_top1": float(agree[:, 0].mean()),
                     "same_full_ranking": float(agree.all(1).mean()),
+                    "max_abs_score_diff_per_rank": score_diff,
+                    "score_range_per_rank": float(np.ptp(dev_first_scores[finite])),
+                    "scores_compared_users": cb_batch,
                     "users_compared": sub},
       "valid_items_fraction": float((ranked >= 0).mean()),
   }
@@ -318,6 +334,8 @@ def run_scenario(name: str, users: int, items: int, codebook: int, batch_size: i
 
 def main(argv):
   del argv
+  if FLAGS.matmul_precision != "default":
+    jax.config.update("jax_default_matmul_precision", FLAGS.matmul_precision)
   have_t5 = importlib.util.find_spec("r3vae_jax.recommender.model") is not None
   if FLAGS.model == "t5" and not have_t5:
     raise app.UsageError("--model=t5 needs r3vae_jax/recommender/model.py")
@@ -332,7 +350,7 @@ def main(argv):
     raise app.UsageError(f"--scenarios: unknown {sorted(unknown)}; choose from {sorted(sizes)}")
   results = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
              "device_count": jax.device_count(), "jax_version": jax.__version__,
-             "dtype": FLAGS.dtype, "scenarios": {}}
+             "dtype": FLAGS.dtype, "matmul_precision": FLAGS.matmul_precision, "scenarios": {}}
   for name in FLAGS.scenarios:
     results["scenarios"][name] = run_scenario(name, *sizes[name], use_t5=use_t5, mesh=mesh)
     io.write_json(FLAGS.out, results)
