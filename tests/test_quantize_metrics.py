@@ -152,6 +152,8 @@ def test_schedules():
   assert float(quantize.anneal_temperature(0, 2.0, 0.5, 100)) == pytest.approx(2.0)
   assert float(quantize.anneal_temperature(50, 2.0, 0.5, 100)) == pytest.approx(1.0)
   assert float(quantize.anneal_temperature(500, 2.0, 0.5, 100)) == pytest.approx(0.5)
+  traced = jax.jit(lambda step: quantize.anneal_temperature(step, 2.0, 0.5, 100))(25)
+  assert float(traced) == pytest.approx(2.0 * 0.25 ** 0.25, rel=1e-6)
   with pytest.raises(ValueError, match="anneal_temperature"):
     quantize.anneal_temperature(0, 0.0, 0.5, 100)
   usage = jnp.full((4,), 0.25)
