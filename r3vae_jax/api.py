@@ -1,0 +1,231 @@
+"""Recommendations from a trained workdir: load once, answer many queries.
+
+  from r3vae_jax.api import Recommender
+  rec = Recommender.load("/tmp/r3vae")            # config, SID table, best checkpoint, trie
+  history = rec.user_history(0)                   # item ids, oldest first
+  for item, score in rec.recommend(history, k=10):
+    print(item, round(score, 3), rec.title(item))
+
+`Recommender.load` restores the best recommender checkpoint (by validation
+`config.train.select_metric`) with `recommender.train.restore_params`, builds the device trie of
+the SID table once and compiles the constrained beam search once per padded batch size (powers of
+two), so later queries cost one device call each. A history is encoded exactly as the evaluation
+path encodes it (`recommender.data.make_batch`: the last `config.data.max_history` items, SID
+tokens, left padding), so `recommend(splits.test_history[u])` is the ranking that
+`--mode=evaluate` scores for user u. The score of an item is the log-probability of its SID under
+the model, restricted to valid SIDs (the beam search's summed masked log-softmax).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from r3vae_jax import io, parallel
+from r3vae_jax.data import dataset
+from r3vae_jax.data.dataset import Interactions
+from r3vae_jax.data.splits import pad_histories
+from r3vae_jax.decode import DeviceTrie, beam_search, build_trie
+from r3vae_jax.recommender import data as rec_data
+from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender.model import make_step_fn
+from r3vae_jax.recommender.state import ModelDef, batch_shardings
+from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
+from r3vae_jax.tokenizer import sid_table as sid_table_lib
+
+CONFIG_FILES = ("config.json", "results.json")  # where a run leaves its config, in that order
+HISTORY_SPLITS = ("all", "valid", "test")
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
+  """The config a run in `workdir` was made with (`config.json`, else `results.json`), or None."""
+  for name in CONFIG_FILES:
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      content = io.read_json(path)
+      config = content.get("config") if name == "results.json" else content
+      if not isinstance(config, dict) or "recommender" not in config:
+        raise io.ArtifactError(f"{path}: expected a config dict with a 'recommender' section")
+      return ml_collections.ConfigDict(config)
+  return None
+
+
+def make_scored_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh
+                         ) -> Callable[[dict, dict, DeviceTrie], tuple[jax.Array, jax.Array]]:
+  """Constrained beam search returning scores too, under one `jax.jit` (batch over `data`).
+
+  Returns:
+    generate(params, batch {"enc_tokens" int32[B, S], "enc_mask" bool[B, S]}, trie) ->
+    (item_ids int32[B, beam_size] best first, -1 = empty slot; scores float32[B, beam_size]).
+  """
+  def generate(params: dict, batch: dict, trie: DeviceTrie) -> tuple[jax.Array, jax.Array]:
+    model = mdef.bind(params)
+    enc_out = model.encode(batch["enc_tokens"], batch["enc_mask"])
+    step_fn, cache = make_step_fn(model, enc_out, batch["enc_mask"], beam_size)
+    result = beam_search(step_fn, cache, trie, enc_out.shape[0], beam_size)
+    return result.item_ids, result.scores
+
+  rows = batch_shardings(mesh)
+  return jax.jit(generate, in_shardings=(param_shardings, rows, parallel.replicated(mesh)),
+                 out_shardings=(rows, rows))
+
+
+def bucket_size(num_rows: int, data_shards: int, max_rows: int) -> int:
+  """Rows of the padded batch for `num_rows` queries: a power of two times the `data` size.
+
+  Few distinct sizes means few compilations; at most `max_rows` rounded up to the data axis.
+  """
+  size = data_shards
+  while size < num_rows and size < max_rows:
+    size *= 2
+  return -(-min(size, max(max_rows, data_shards)) // data_shards) * data_shards
+
+
+class Recommender:
+  """A trained recommender in memory; see the module docstring. Build it with `load`."""
+
+  def __init__(self, config: ml_collections.ConfigDict, inter: Interactions,
+               sid_table: np.ndarray, params: dict, mdef: ModelDef, param_shardings: Any,
+               mesh: Mesh, beam_size: int, checkpoint_step: int):
+    self.config = config
+    self.interactions = inter
+    self.sid_table = sid_table
+    self.beam_size = beam_size
+    self.checkpoint_step = checkpoint_step
+    self._params = params
+    self._mesh = mesh
+    layout = layout_from_config(config)
+    self._item_tokens = layout.item_tokens(sid_table)
+    self._trie = jax.device_put(build_trie(sid_table, list(layout.level_sizes)),
+                                parallel.replicated(mesh))
+    self._generate = make_scored_generate(mdef, beam_size, param_shardings, mesh)
+
+  @classmethod
+  def load(cls, workdir: str, config: ml_collections.ConfigDict | None = None, *,
+           beam_size: int | None = None, which: str = "best") -> "Recommender":
+    """Loads everything a query needs from a trained `workdir`.
+
+    Args:
+      workdir: a run folder after `--mode=train` (data/, tokenizer/sid_table.npy,
+        recommender/checkpoints/).
+      config: used only when the workdir holds no saved config (`CONFIG_FILES`); it must be the
+        config the run was trained with (the checkpoint's fingerprints are checked).
+      beam_size: beams per query (default `config.eval.beam_size`); bounds `k`.
+      which: "best" (by validation metric) or "latest" checkpoint.
+
+    Raises:
+      ArtifactError: missing or mismatched files (the message names the file).
+      ValueError: no config anywhere, or a bad beam_size.
+    """
+    config = saved_config(workdir) or config
+    if config is None:
+      raise ValueError(f"Recommender.load: {workdir} holds none of {CONFIG_FILES}; pass the "
+                       "config the run was trained with")
+    beam = config.eval.beam_size if beam_size is None else beam_size
+    if not isinstance(beam, int) or beam < 1:
+      raise ValueError(f"Recommender.load: beam_size must be a positive int, got {beam!r}")
+    inter = dataset.load_prepared(workdir)
+    table, _ = sid_table_lib.load_sid_table(workdir)
+    table = check_sid_table(table, layout_from_config(config),
+                            os.path.join(workdir, sid_table_lib.SID_DIR, sid_table_lib.TABLE_FILE))
+    if table.shape[0] != inter.num_items:
+      raise io.ArtifactError(f"{workdir}: the SID table has {table.shape[0]} rows but data/ has "
+                             f"{inter.num_items} items; they come from different runs")
+    mesh = rec_train.make_mesh(config)
+    prog, params, step = rec_train.restore_params(config, workdir, table, mesh, which)
+    return cls(config, inter, table, params, prog.mdef, prog.param_shardings, mesh, beam, step)
+
+  # ---- catalogue -------------------------------------------------------------------------
+
+  @property
+  def num_items(self) -> int:
+    return self.interactions.num_items
+
+  @property
+  def num_users(self) -> int:
+    return len(self.interactions.sequences)
+
+  def title(self, item: int) -> str:
+    """The item's display title (`"item <id>"` when the dataset has no titles)."""
+    self._check_item(item, "title")
+    titles = self.interactions.item_titles
+    return titles[item] if titles is not None else f"item {item}"
+
+  def user_history(self, user: int, split: str = "all") -> list[int]:
+    """A user's item ids, oldest first.
+
+    Args:
+      user: index of the user in the prepared dataset (0 .. num_users-1).
+      split: "all" (every interaction: what to recommend next), "test" (all but the last item:
+        the history the test metrics score) or "valid" (all but the last two).
+    """
+    if not 0 <= user < self.num_users:
+      raise ValueError(f"user_history: user {user} outside [0, {self.num_users})")
+    if split not in HISTORY_SPLITS:
+      raise ValueError(f"user_history: split must be one of {HISTORY_SPLITS}, got {split!r}")
+    seq = self.interactions.sequences[user]
+    cut = {"all": len(seq), "test": len(seq) - 1, "valid": len(seq) - 2}[split]
+    return [int(i) for i in seq[:cut]]
+
+  def _check_item(self, item: int, where: str) -> None:
+    if not isinstance(item, (int, np.integer)) or not 0 <= item < self.num_items:
+      raise ValueError(f"{where}: item id {item!r} outside [0, {self.num_items})")
+
+  # ---- queries ---------------------------------------------------------------------------
+
+  def recommend(self, history: Sequence[int], k: int = 10) -> list[tuple[int, float]]:
+    """The top-`k` items after `history` (item ids, oldest first), best first.
+
+    Returns:
+      [(item_id, score)] of length <= k (shorter only when fewer than k valid SIDs exist),
+      distinct items, scores (log-probabilities) non-increasing.
+    """
+    return self.recommend_batch([history], k)[0]
+
+  def recommend_batch(self, histories: Sequence[Sequence[int]], k: int = 10
+                      ) -> list[list[tuple[int, float]]]:
+    """`recommend` for many histories at once (one device call per padded batch)."""
+    if not 1 <= k <= self.beam_size:
+      raise ValueError(f"recommend: k={k} must be in [1, beam_size={self.beam_size}]; load with "
+                       "a larger beam_size for longer lists")
+    if not histories:
+      return []
+    for u, history in enumerate(histories):
+      if len(history) == 0:
+        raise ValueError(f"recommend: history {u} is empty; at least one item id is needed")
+      for item in history:
+        self._check_item(item, f"recommend: history {u}")
+    ids, scores = self.rank(histories)
+    out = []
+    for row_ids, row_scores in zip(ids[:, :k], scores[:, :k]):
+      keep = row_ids >= 0
+      out.append([(int(i), float(s)) for i, s in zip(row_ids[keep], row_scores[keep])])
+    return out
+
+  def rank(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw beam output for validated histories.
+
+    Returns:
+      (item_ids int32[U, beam_size] best first, -1 = empty slot; scores float32[U, beam_size]).
+    """
+    padded = pad_histories([np.asarray(h, np.int32) for h in histories],
+                           self.config.data.max_history)
+    examples = rec_data.Examples(padded, np.zeros(len(histories), np.int32))
+    shards = self._mesh.shape[parallel.DATA]
+    size = bucket_size(len(histories), shards, self.config.eval.batch_size)
+    ids, scores = [], []
+    for start in range(0, len(histories), size):
+      stop = min(start + size, len(histories))
+      take = np.minimum(np.arange(start, start + size), stop - 1)  # pad with the last query
+      batch = rec_data.make_batch(examples, take, np.ones(size), self._item_tokens,
+                                  self.sid_table)
+      inputs = {"enc_tokens": batch["enc_tokens"], "enc_mask": batch["enc_mask"]}
+      out_ids, out_scores = self._generate(self._params, parallel.to_global(inputs, self._mesh),
+                                           self._trie)
+      ids.append(np.asarray(out_ids)[:stop - start])
+      scores.append(np.asarray(out_scores)[:stop - start])
+    return np.concatenate(ids).astype(np.int32), np.concatenate(scores).astype(np.float32)
