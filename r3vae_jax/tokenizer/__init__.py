@@ -1,0 +1,1 @@
+"""Tokenizers (RQ-KMeans, RQ-VAE, R3-VAE): item vectors -> semantic-ID table."""

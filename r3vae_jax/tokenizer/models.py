@@ -1,0 +1,151 @@
+"""Flax NNX tokenizer models: parameters only; the math lives in `quantizers` and `quantize`.
+
+* `RQVAE` (TIGER): MLP encoder -> L levels of nearest-code quantisation with the
+  straight-through estimator -> MLP decoder. Loss = MSE(x, x_hat) + VQ/commitment terms.
+* `R3VAE`: the same encoder/decoder, a learnable reference vector `r` in the latent space
+  (`alpha = z.r/||r||^2`, only `e_0 = z - alpha r` is quantised, `alpha r` is added back before
+  decoding), rating quantisation per level (soft aggregation or hard top-1 x rating), and the
+  regulariser `lambda * (-SC + PD)` from the differentiable SID metrics of `quantize`: at every
+  level, soft SC of the item vectors under that level's rating weights, and soft PD over the
+  soft group centres of the item vectors (weighted by soft usage); both averaged over levels.
+
+Both return a `TokenizerOutput` from `__call__(x)`; `init_latents(x)` gives the vectors whose
+residual k-means initialises the codebooks (`z` for RQ-VAE, `e_0` for R3-VAE).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from r3vae_jax import quantize
+from r3vae_jax.tokenizer import quantizers
+
+
+class TokenizerOutput(NamedTuple):
+  """What a tokenizer's forward pass returns.
+
+  x_hat: reconstruction `[B, D_in]`; codes: int32 `[B, L]`; loss: scalar training loss;
+  terms: dict of scalar loss components (for logging).
+  """
+  x_hat: jax.Array
+  codes: jax.Array
+  loss: jax.Array
+  terms: dict[str, jax.Array]
+
+
+class MLP(nnx.Module):
+  """Linear layers with ReLU between them (none after the last)."""
+
+  def __init__(self, sizes: Sequence[int], *, rngs: nnx.Rngs):
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i, layer in enumerate(self.layers):
+      x = layer(x)
+      if i < len(self.layers) - 1:
+        x = jax.nn.relu(x)
+    return x
+
+
+def _codebooks(levels: int, size: int, dim: int, rngs: nnx.Rngs) -> nnx.Param:
+  """`[L, K, D]` codebooks, N(0, 1/D); replaced by k-means when `kmeans_init` is on."""
+  return nnx.Param(jax.random.normal(rngs.params(), (levels, size, dim)) / jnp.sqrt(dim))
+
+
+class RQVAE(nnx.Module):
+  """TIGER's residual-quantised VAE.
+
+  Args:
+    input_dim: D_in of the item vectors.
+    hidden: encoder hidden sizes (the decoder mirrors them).
+    latent_dim: D of the latent and the codes.
+    levels: L codebooks.
+    codebook_size: K codes per level.
+    beta: commitment weight.
+    rngs: parameter RNG.
+  """
+
+  def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, levels: int,
+               codebook_size: int, beta: float, *, rngs: nnx.Rngs):
+    self.encoder = MLP([input_dim, *hidden, latent_dim], rngs=rngs)
+    self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rngs=rngs)
+    self.codebooks = _codebooks(levels, codebook_size, latent_dim, rngs)
+    self.beta = beta
+
+  def init_latents(self, x: jax.Array) -> jax.Array:
+    """`[B, D_in] -> [B, D]`: the latents to run residual k-means on."""
+    return self.encoder(x)
+
+  def __call__(self, x: jax.Array) -> TokenizerOutput:
+    z = self.encoder(x)
+    z_q, codes, vq_loss = quantizers.rq_straight_through(z, self.codebooks[...], self.beta)
+    x_hat = self.decoder(z_q)
+    recon = quantizers.mse(x, x_hat)
+    return TokenizerOutput(x_hat, codes, recon + vq_loss, {"recon": recon, "vq": vq_loss})
+
+
+class R3VAE(nnx.Module):
+  """R3-VAE: reference-vector anchor + rating quantisation + SC/PD regulariser.
+
+  Args:
+    input_dim, hidden, latent_dim, levels, codebook_size: as `RQVAE`.
+    reference_vector: learn `r` and quantise only `z - alpha r` (False: `e_0 = z`).
+    rating: "soft" | "hard" (see `quantize.rating_quantize`).
+    temperature: softmax temperature of the cosine ratings.
+    metric_weight: lambda of the regulariser `-SC + PD`.
+    use_sc, use_pd: keep each term of the regulariser (ablations).
+    pd_t: the temperature t of preference discrimination.
+    rngs: parameter RNG.
+  """
+
+  def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, levels: int,
+               codebook_size: int, *, reference_vector: bool, rating: str, temperature: float,
+               metric_weight: float, use_sc: bool, use_pd: bool, pd_t: float, rngs: nnx.Rngs):
+    if rating not in ("soft", "hard"):
+      raise ValueError(f"r3vae.rating must be 'soft' or 'hard', got {rating!r}")
+    self.encoder = MLP([input_dim, *hidden, latent_dim], rngs=rngs)
+    self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rngs=rngs)
+    self.codebooks = _codebooks(levels, codebook_size, latent_dim, rngs)
+    self.reference = (nnx.Param(jax.random.normal(rngs.params(), (latent_dim,)) / jnp.sqrt(latent_dim))
+                      if reference_vector else None)
+    self.rating = rating
+    self.temperature = temperature
+    self.metric_weight = metric_weight
+    self.use_sc = use_sc
+    self.use_pd = use_pd
+    self.pd_t = pd_t
+
+  def split(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`[B, D] -> (anchor part alpha r [B, D], e_0 [B, D])`."""
+    if self.reference is None:
+      return jnp.zeros_like(z), z
+    r = self.reference[...]
+    alpha, e0 = quantizers.reference_split(z, r)
+    return alpha[:, None] * r[None, :], e0
+
+  def init_latents(self, x: jax.Array) -> jax.Array:
+    """`[B, D_in] -> [B, D]`: `e_0`, the part of the latent that is quantised."""
+    return self.split(self.encoder(x))[1]
+
+  def __call__(self, x: jax.Array) -> TokenizerOutput:
+    anchor, e0 = self.split(self.encoder(x))
+    books = self.codebooks[...]
+    quantized, codes, weights, _ = quantizers.rating_residual(
+        e0, books, self.temperature, self.rating)
+    x_hat = self.decoder(anchor + quantized)
+    recon = quantizers.mse(x, x_hat)
+    terms = {"recon": recon}
+    loss = recon
+    levels = books.shape[0]
+    if self.use_sc:
+      terms["soft_sc"] = sum(quantize.soft_semantic_cohesion(x, weights[:, l])
+                             for l in range(levels)) / levels
+      loss -= self.metric_weight * terms["soft_sc"]
+    if self.use_pd:
+      terms["soft_pd"] = sum(quantize.soft_preference_discrimination(
+          *quantize.soft_group_centres(x, weights[:, l]), self.pd_t) for l in range(levels)) / levels
+      loss += self.metric_weight * terms["soft_pd"]
+    return TokenizerOutput(x_hat, codes, loss, terms)

@@ -1,0 +1,90 @@
+"""Pure residual-quantisation passes of the two VAE tokenizers (arrays in, arrays out).
+
+* `rq_straight_through`: TIGER's RQ-VAE. Nearest code per level on the residual, the residual
+  chain runs on stop-gradient codes, and the straight-through estimator carries the decoder's
+  gradient to the latent once (`z_q = st(z, sum_l q_l)`). VQ loss per level:
+  `||sg(e_l) - q_l||^2 + beta ||e_l - sg(q_l)||^2` (each a mean over batch and dims).
+* `reference_split`: R3-VAE's anchor. `alpha = z.r / ||r||^2`, `e_0 = z - alpha r`.
+* `rating_residual`: R3-VAE's rating quantisation per level, fully differentiable (no
+  straight-through): `q_l = rating_quantize(e_{l-1}, C_l)`, `e_l = e_{l-1} - q_l`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from r3vae_jax import quantize
+
+
+def mse(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Mean squared error over all elements. `[B, D], [B, D] -> []`."""
+  return jnp.mean(jnp.square(a - b))
+
+
+def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float
+                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Residual nearest-code quantisation with the straight-through estimator.
+
+  Args:
+    z: latents `[B, D]`.
+    codebooks: `[L, K, D]`.
+    beta: commitment weight.
+
+  Returns:
+    (z_q `[B, D]` = sum of the codes forward, identity to `z` backward; codes int32 `[B, L]`;
+    vq_loss scalar = sum over levels of codebook + beta * commitment terms).
+  """
+  residual = z
+  total = jnp.zeros_like(z)
+  codes, vq_loss = [], jnp.zeros((), z.dtype)
+  for level in range(codebooks.shape[0]):
+    book = codebooks[level]
+    idx, _ = quantize.nearest_code(jax.lax.stop_gradient(residual), jax.lax.stop_gradient(book))
+    q = book[idx]
+    vq_loss += mse(jax.lax.stop_gradient(residual), q)
+    vq_loss += beta * mse(residual, jax.lax.stop_gradient(q))
+    total += jax.lax.stop_gradient(q)
+    residual = residual - jax.lax.stop_gradient(q)
+    codes.append(idx)
+  return quantize.straight_through(z, total), jnp.stack(codes, axis=1), vq_loss
+
+
+def reference_split(z: jax.Array, reference: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Splits latents into their component along a reference vector and the rest.
+
+  Args:
+    z: `[B, D]`.
+    reference: `[D]`.
+
+  Returns:
+    (alpha `[B]` = z.r / ||r||^2, e_0 `[B, D]` = z - alpha r).
+  """
+  alpha = (z @ reference) / (jnp.sum(jnp.square(reference)) + 1e-12)
+  return alpha, z - alpha[:, None] * reference[None, :]
+
+
+def rating_residual(e0: jax.Array, codebooks: jax.Array, temperature: float, mode: str
+                    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Residual rating quantisation over L levels (differentiable).
+
+  Args:
+    e0: residual to quantise `[B, D]`.
+    codebooks: `[L, K, D]`.
+    temperature: softmax temperature of the cosine ratings.
+    mode: "soft" (rating-weighted sum of all codes) or "hard" (top-1 code times its rating).
+
+  Returns:
+    (quantized `[B, D]` = sum over levels; codes int32 `[B, L]` = argmax rating per level;
+    weights `[B, L, K]` rating weights; final residual `[B, D]`).
+  """
+  residual = e0
+  total = jnp.zeros_like(e0)
+  codes, weights = [], []
+  for level in range(codebooks.shape[0]):
+    q, idx, w = quantize.rating_quantize(residual, codebooks[level], temperature=temperature,
+                                         mode=mode)
+    total += q
+    residual = residual - q
+    codes.append(idx)
+    weights.append(w)
+  return total, jnp.stack(codes, axis=1), jnp.stack(weights, axis=1), residual
