@@ -69,6 +69,16 @@ def test_training_examples_every_prefix():
   assert hist.tolist() == [[-1, 4], [4, 5], [-1, 1]]
 
 
+def test_training_examples_match_pad_histories_of_prefixes():
+  rng = np.random.default_rng(0)
+  train = [rng.integers(0, 50, rng.integers(0, 25)).astype(np.int32) for _ in range(80)]
+  hist, tgt = splits.training_examples(train, 6)
+  prefixes = [s[:t] for s in train for t in range(1, len(s))]
+  np.testing.assert_array_equal(hist, splits.pad_histories(prefixes, 6))
+  np.testing.assert_array_equal(tgt, [s[t] for s in train for t in range(1, len(s))])
+  assert splits.training_examples([np.array([3])], 4)[0].shape == (0, 4)
+
+
 def test_synthetic_deterministic_and_shaped():
   cfg = base_config().data.synthetic
   cfg.update(dict(num_items=200, num_users=300, num_topics=8, dim=16, min_len=5, max_len=12))

@@ -8,6 +8,7 @@ bucket compiles once, embedded in jitted batches, mean-pooled and L2-normalised.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -59,6 +60,12 @@ def load_encoder(model_dir: str = "") -> tuple[bert.SentenceBert, tokenizers.Tok
   return bert.SentenceBert(params, cfg), tok
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _embed(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array, mask: jax.Array) -> jax.Array:
+  """ids int32[B, S], mask bool[B, S] -> float32[B, H]; compiled once per model and shape."""
+  return nnx.merge(graphdef, state)(ids, mask)
+
+
 def _bucket(length: int, max_tokens: int) -> int:
   """Pads lengths up to a multiple of 16 tokens (capped at max_tokens): few shapes, little waste."""
   return min(-(-length // _BUCKET) * _BUCKET, max_tokens)
@@ -85,10 +92,6 @@ def embed_tokens(model: bert.SentenceBert, token_ids: Sequence[np.ndarray], batc
   order = np.argsort(lengths, kind="stable")
   graphdef, state = nnx.split(model)
 
-  @jax.jit
-  def embed(state, ids, mask):
-    return nnx.merge(graphdef, state)(ids, mask)
-
   out = np.zeros((len(token_ids), model.cfg.hidden), np.float32)
   starts = range(0, len(order), batch_size)
   for start in tqdm.tqdm(starts, desc="text encoder", disable=not progress, unit="batch"):
@@ -98,7 +101,7 @@ def embed_tokens(model: bert.SentenceBert, token_ids: Sequence[np.ndarray], batc
     for j, r in enumerate(rows):
       ids[j, :lengths[r]] = token_ids[r][:lengths[r]]
     mask = np.arange(width)[None, :] < np.pad(lengths[rows], (0, batch_size - rows.size))[:, None]
-    out[rows] = np.asarray(embed(state, ids, mask))[:rows.size]
+    out[rows] = np.asarray(_embed(graphdef, state, ids, mask))[:rows.size]
   return out
 
 
