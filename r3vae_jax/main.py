@@ -188,6 +188,9 @@ def main(argv):
   config, workdir = _CONFIG.value, _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
   try:
+    if _MODE.value != "recommend":  # The config of the run, for later stages and the API.
+      from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+      io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
     if _MODE.value == "all":
       run_all(config, workdir)
     elif _MODE.value == "recommend":
