@@ -1,4 +1,4 @@
-"""Nearest-code assignment, R3 rating and residual quantisation (quantize/assign.py, residual.py)."""
+"""Nearest-code assignment, R3 rating, residual quantisation (quantize/assign.py, residual.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
