@@ -61,7 +61,7 @@ def _stage_vectors(config, workdir):
   inter, spl = _load_data(workdir)
   vectors = pipeline.item_vectors(config, inter, spl)
   io.write_npy(os.path.join(workdir, "vectors.npy"), vectors)
-  meta = {"source": config.vectors.source, "shape": list(vectors.shape),
+  meta = {"source": pipeline.vectors_label(config), "shape": list(vectors.shape),
           "fingerprint": io.fingerprint_array(vectors)}
   io.write_json(os.path.join(workdir, "vectors.json"), meta)
   print(f"vectors: {vectors.shape[0]:,} x {vectors.shape[1]} from {config.vectors.source}")
@@ -158,7 +158,7 @@ def run_all(config, workdir) -> dict:
       pass
   results = {
       "kind": "experiment", "dataset": config.dataset, "tokenizer": config.tokenizer,
-      "vectors": config.vectors.source, "seed": config.seed, "config": config.to_dict(),
+      "vectors": out["vectors"]["source"], "seed": config.seed, "config": config.to_dict(),
       "data_stats": out["prepare"], "metrics": out["evaluate"], "sid_metrics": out["tokenize"],
       "train": out["train"], "wall_time_s": wall,
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),

