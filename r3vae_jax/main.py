@@ -69,12 +69,38 @@ def _stage_vectors(config, workdir):
 
 
 def _load_vectors(workdir, num_items):
+  """vectors.npy checked for shape and finiteness, and against vectors.json's fingerprint."""
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data.vectors import npy  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "vectors.npy")
-  vectors = io.read_npy(path)
-  if vectors.ndim != 2 or vectors.shape[0] != num_items:
-    raise io.ArtifactError(f"{path}: expected [{num_items}, D] vectors, got {vectors.shape}")
+  vectors = npy.check_vectors(io.read_npy(path), num_items, path)
+  meta_path = os.path.join(workdir, "vectors.json")
+  if os.path.exists(meta_path):
+    expected = io.read_json(meta_path).get("fingerprint")
+    if expected != io.fingerprint_array(vectors):
+      raise io.ArtifactError(f"{path}: fingerprint {io.fingerprint_array(vectors)} does not match "
+                             f"{meta_path} ({expected}); the two files come from different runs "
+                             "(rerun --mode=vectors)")
   return vectors
+
+
+def _load_sid_table(workdir, num_items):
+  """The SID table, checked against the item count and the vectors it was made from."""
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
+  table, metrics = sid_table.load_sid_table(workdir)
+  source = os.path.join(workdir, sid_table.SID_DIR, sid_table.TABLE_FILE)
+  if table.shape[0] != num_items:
+    raise io.ArtifactError(f"{source}: {table.shape[0]} rows, but the prepared data has "
+                           f"{num_items} items (rerun --mode=tokenize)")
+  made_from = metrics.get("meta", {}).get("vectors_fingerprint")
+  vectors_path = os.path.join(workdir, "vectors.json")
+  if made_from and os.path.exists(vectors_path):
+    current = io.read_json(vectors_path).get("fingerprint")
+    if current != made_from:
+      raise io.ArtifactError(f"{source}: made from vectors with fingerprint {made_from}, but "
+                             f"{vectors_path} says {current}; rerun --mode=tokenize")
+  return table
 
 
 def _stage_tokenize(config, workdir):
@@ -100,17 +126,15 @@ def _stage_train(config, workdir):
     from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
     return diger_train.train_diger(config, workdir, _load_vectors(workdir, inter.num_items), spl)
   from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
-  table, _ = sid_table.load_sid_table(workdir)
+  table = _load_sid_table(workdir, inter.num_items)
   return train.train_recommender(config, workdir, table, spl)
 
 
 def _stage_evaluate(config, workdir):
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
-  _, spl = _load_data(workdir)
-  table, _ = sid_table.load_sid_table(workdir)
+  inter, spl = _load_data(workdir)
+  table = _load_sid_table(workdir, inter.num_items)
   metrics = {split: train.evaluate_recommender(config, workdir, table, spl, split=split)
              for split in ("valid", "test")}
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
@@ -180,29 +204,51 @@ def _git_commit() -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from r3vae_jax import parallel  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.io import ArtifactError  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, parallel  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
-  parallel.initialize_distributed()
   config, workdir = _CONFIG.value, _WORKDIR.value
-  os.makedirs(workdir, exist_ok=True)
   try:
-    if _MODE.value != "recommend":  # The config of the run, for later stages and the API.
-      from r3vae_jax import io  # pylint: disable=g-import-not-at-top
-      io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    validate.validate(config)
+    parallel.initialize_distributed()
+    os.makedirs(workdir, exist_ok=True)
     if _MODE.value == "all":
       run_all(config, workdir)
     elif _MODE.value == "recommend":
       _stage_recommend(config, workdir)
     else:
       _STAGES[_MODE.value](config, workdir)
-  except (ArtifactError, ValueError, FileNotFoundError) as e:
-    # One clear line and a non-zero exit, no traceback from deep inside JAX.
+    if _MODE.value != "recommend":  # The config of the run, for later stages and the API.
+      io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  except (io.ArtifactError, ValueError, OSError, FloatingPointError) as e:
+    # One clear line and a non-zero exit, no traceback from deep inside JAX; a failed stage
+    # leaves the files already in the workdir as they were.
     logging.error("%s failed: %s", _MODE.value, e)
-    print(f"error: {_MODE.value}: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(f"{_MODE.value}: {e}")
+
+
+def _fail(message: str) -> None:
+  print("error: " + " ".join(message.split()), file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing; a bad flag, config file or `--config.*` override is one error line."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of no config field.
+    while e.args and isinstance(e.args[0], BaseException):
+      e = e.args[0]
+    _fail(f"flags: no such config field {e.args[0] if e.args else e}")
+  except Exception as e:  # pylint: disable=broad-except  # a config file may raise anything.
+    _fail(f"flags: {type(e).__name__ + ': ' if not isinstance(e, flags.Error) else ''}{e}")
+
+
+def run() -> None:
+  """The command line entry point (`python -m r3vae_jax.main`)."""
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()
