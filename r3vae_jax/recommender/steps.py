@@ -38,7 +38,6 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
     "finite", "loss_per_level"}).
   """
   sizes = mdef.layout.level_sizes
-  base_key = jax.random.key(seed)
 
   def loss_fn(params, batch, key):
     model = mdef.bind(params)
@@ -47,7 +46,8 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
     return sid_loss(logits, batch["targets"], sizes, batch["weight"])
 
   def step(state: dict, batch: dict) -> tuple[dict, dict]:
-    key = jax.random.fold_in(base_key, state["step"])
+    # The key is built inside the traced step: a captured device key would be a host transfer.
+    key = jax.random.fold_in(jax.random.key(seed), state["step"])
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
