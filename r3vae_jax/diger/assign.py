@@ -116,8 +116,3 @@ def tokenizer_losses(z: jax.Array, codebooks: jax.Array, codes: jax.Array, beta:
     residual = residual - jax.lax.stop_gradient(q)
   return vq, quantize.straight_through(z, total)
 
-
-def greedy_codes(z: jax.Array, codebooks: jax.Array) -> jax.Array:
-  """Deterministic residual codes (the SID table's first L columns).  [B, D] -> int32[B, L]."""
-  codes, _, _ = quantize.residual_quantize(z, codebooks)
-  return codes

@@ -87,8 +87,8 @@ def target_onehots(indicators: jax.Array, collision: jax.Array, kmax: int) -> ja
 
 
 def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: jax.Array,
-               targets: jax.Array, vectors: jax.Array, table: jax.Array, usage: jax.Array,
-               key: jax.Array, cfg: JointConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+               targets: jax.Array, row_weights: jax.Array, vectors: jax.Array, table: jax.Array,
+               usage: jax.Array, key: jax.Array, cfg: JointConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The joint DIGER loss of one batch (module docstring).
 
   Args:
@@ -97,6 +97,7 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
     sigma: float[L] learnable noise scales ("learned_sigma"; unused otherwise).
     histories: int32[B, H] item ids, -1 = padding (every row has at least one item).
     targets: int32[B] item ids.
+    row_weights: float32[B] example weights (0 = filler row of a last batch).
     vectors: float[N, D] item vectors.
     table: int32[N, L+1] the epoch's SID table (its last column gives collision tokens).
     usage: float[L, K] usage EMA of the greedy codes.
@@ -118,7 +119,8 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   items = jnp.concatenate([histories.reshape(-1), targets])
   valid = items >= 0
   safe = jnp.maximum(items, 0)
-  weights = valid.astype(jnp.float32)
+  row_of_item = jnp.concatenate([jnp.repeat(row_weights, hist_len), row_weights])
+  weights = valid.astype(jnp.float32) * row_of_item
   x = vectors[safe]
   z = tokenizer.encoder(x)
   greedy_level1, _ = quantize.nearest_code(jax.lax.stop_gradient(z),
@@ -144,7 +146,8 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   logits = recommender(None, enc_mask, dec_targets, deterministic=False, rng=dropout_key,
                        enc_embeddings=enc_embeddings)
   ce = rec_loss_lib.sid_cross_entropy(logits, dec_targets, layout.level_sizes)
-  ce_per_level = ce.mean(0)
+  total_rows = jnp.maximum(row_weights.sum(), 1.0)
+  ce_per_level = jnp.sum(row_weights[:, None] * ce, axis=0) / total_rows
   rec = noise.rec_loss_with_sigma(ce_per_level[:levels], ce_per_level[levels], cfg.decay,
                                   sigma, cfg.sigma_lambda)
   total = rec + cfg.recon_weight * recon + cfg.vq_weight * vq
@@ -154,7 +157,7 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   noisy = (scales[:, 0] > 0).astype(jnp.float32)
   return total, {
       "loss": total, "rec": rec, "rec_ce": ce_per_level.mean(), "recon": recon, "vq": vq,
-      "accuracy": correct.mean(), "ce_per_level": ce_per_level,
+      "accuracy": jnp.sum(row_weights * correct) / total_rows, "ce_per_level": ce_per_level,
       "noisy_fraction": jnp.sum(noisy * weights) / jnp.maximum(weights.sum(), 1.0),
       "target_greedy": a.greedy[n_hist:],
   }
