@@ -2,16 +2,23 @@
 
 A checkpoint holds `state` (any pytree of arrays, restored into an already-sharded abstract
 tree so orbax reshards N devices -> M devices) and `meta` (JSON: data-iterator position, RNG
-seed, config fingerprint). A latest checkpoint that fails to restore (truncated, half written)
-is reported and the previous good one is used.
+seed, config fingerprint). `save` refuses non-finite state and stores a checksum of every
+leaf in the meta (orbax itself reads flipped bytes back without complaint); `restore` verifies
+them. A latest checkpoint that fails to restore (truncated, half written, garbled) is
+reported, renamed to `<step>.unreadable` (so the step can be written again) and the previous
+good one is used.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 from absl import logging
 import jax
+import jax.numpy as jnp
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 
 from r3vae_jax.io import ArtifactError
@@ -35,53 +42,125 @@ def make_manager(directory: str, keep: int = 2, best_metric: str | None = None,
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+CHECKSUMS_KEY = "state_checksums"   # added to meta by `save`, checked and removed by `restore`
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict,
          metrics: dict | None = None, force: bool = False) -> None:
   """Saves `state` (arrays) and `meta` (JSON) at `step`; refuses non-finite state."""
-  _check_finite(state, step)
+  names, finite, checksums = _summaries(state)
+  if not finite.all():
+    paths = [name for name, ok in zip(names, finite) if not ok]
+    raise FloatingPointError(f"refusing to checkpoint step {step}: non-finite values in {paths}")
+  meta = {**meta, CHECKSUMS_KEY: [int(c) for c in checksums]}
   manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                              meta=ocp.args.JsonSave(meta)),
                metrics=metrics, force=force)
 
 
-@jax.jit
-def _finite_flags(leaves: list) -> Any:
-  """One compiled reduction for a whole tree (eager per-leaf checks compile once per shape)."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+def _words(x: jax.Array) -> jax.Array:
+  """The raw bits of `x` as uint32 (one word per element; 8-byte types: [..., 2])."""
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
 
 
-def _check_finite(state: Any, step: int) -> None:
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+def _checksum(x: jax.Array) -> jax.Array:
+  """uint32 sum of word * (odd weight of its position): any single changed word changes it.
+
+  Exact modular arithmetic, so the value is the same however the array is sharded; the
+  position weights are built elementwise (no reshape), so no resharding either.
+  """
+  w = _words(x)
+  index, stride = jnp.zeros(w.shape, jnp.uint32), 1
+  for axis in reversed(range(w.ndim)):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, w.shape, axis) * jnp.uint32(stride)
+    stride = stride * w.shape[axis] % 2**32
+  weight = index * jnp.uint32(0x9E3779B1) | jnp.uint32(1)
+  return jnp.sum(w * weight, dtype=jnp.uint32)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _summarize(leaves: list, is_float: tuple) -> tuple[Any, Any]:
+  """One compiled program for a whole tree (eager per-leaf checks compile once per shape)."""
+  finite = [jnp.all(jnp.isfinite(x)) if f else jnp.bool_(True) for x, f in zip(leaves, is_float)]
+  return jnp.stack(finite), jnp.stack([_checksum(x) for x in leaves])
+
+
+def _summaries(state: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
+  """(leaf paths, finite flags bool[n], checksums uint32[n]) of the array leaves of `state`."""
   named = [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_leaves_with_path(state)
-           if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+           if hasattr(x, "dtype")]
   if not named:
-    return
-  flags = jax.device_get(_finite_flags([x for _, x in named]))
-  if not flags.all():
-    paths = [name for (name, _), ok in zip(named, flags) if not ok]
-    raise FloatingPointError(f"refusing to checkpoint step {step}: non-finite values in {paths}")
+    return [], np.ones(0, bool), np.zeros(0, np.uint32)
+  leaves = [x for _, x in named]
+  is_float = tuple(bool(jnp.issubdtype(x.dtype, jnp.inexact)) for x in leaves)
+  finite, checksums = jax.device_get(_summarize(leaves, is_float))
+  return [n for n, _ in named], np.asarray(finite), np.asarray(checksums)
+
+
+def _verify(state: Any, meta: dict) -> dict:
+  """Checks restored `state` against the checksums in `meta`; returns meta without them."""
+  meta = dict(meta)
+  expected = meta.pop(CHECKSUMS_KEY, None)
+  if expected is None:  # written before checksums existed
+    return meta
+  names, _, checksums = _summaries(state)
+  if len(expected) != len(checksums):
+    raise ArtifactError(f"{len(checksums)} arrays, the meta lists {len(expected)} checksums")
+  bad = [n for n, a, b in zip(names, checksums, expected) if int(a) != int(b)]
+  if bad:
+    raise ArtifactError(f"checksum mismatch (corrupted data) in {', '.join(bad[:4])}"
+                        + (f" and {len(bad) - 4} more" if len(bad) > 4 else ""))
+  return meta
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
             ) -> tuple[int, Any, dict] | None:
   """Restores `step` (default: the latest that reads back whole) into `abstract_state`.
 
-  Returns (step, state, meta), or None when the directory holds no checkpoint. A step that
-  fails to read is logged and skipped in favour of the one before it.
+  Returns (step, state, meta), or None when the directory holds no readable checkpoint. With
+  `step=None` a step that fails to read or verify is logged, renamed `<step>.unreadable`, and
+  skipped in favour of the one before it; an explicit `step` that fails raises ArtifactError.
   """
   steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
-  for s in steps:
-    try:
-      restored = manager.restore(s, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-      return s, restored["state"], dict(restored["meta"])
-    except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds.
-      if step is not None:
-        raise ArtifactError(f"{manager.directory}/{s}: checkpoint unreadable: {e}") from e
-      logging.warning("Checkpoint %s/%d is unreadable (%s); trying the previous one.",
-                      manager.directory, s, str(e).splitlines()[0][:200])
-  return None
+  unreadable = []
+  try:
+    for s in steps:
+      try:
+        restored = manager.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        return s, restored["state"], _verify(restored["state"], restored["meta"])
+      except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds.
+        message = " ".join(str(e).split())[:300]
+        if step is not None:
+          raise ArtifactError(f"{manager.directory}/{s}: checkpoint unreadable: {message}") from e
+        logging.warning("Checkpoint %s/%d is unreadable (%s); trying the previous one.",
+                        manager.directory, s, message)
+        unreadable.append(s)
+    return None
+  finally:
+    if unreadable:
+      _set_aside(manager, unreadable)
+
+
+def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Renames unreadable step folders to `<step>.unreadable[.N]`, kept for inspection."""
+  if jax.process_index() == 0:
+    for s in steps:
+      path = os.path.join(str(manager.directory), str(s))
+      target, n = path + ".unreadable", 1
+      while os.path.exists(target):
+        target, n = f"{path}.unreadable.{n}", n + 1
+      if os.path.isdir(path):
+        os.rename(path, target)
+        logging.warning("Moved unreadable checkpoint %s to %s", path, target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("checkpoint.set_aside")
+  manager.reload()
 
 
 def abstract_like(tree: Any) -> Any:

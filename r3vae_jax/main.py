@@ -40,8 +40,13 @@ _TOP_K = flags.DEFINE_integer("top_k", 10, "recommend: how many items to print."
 
 
 def _stage_prepare(config, workdir):
-  from r3vae_jax.data import dataset, pipeline  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data import dataset, pipeline, splits  # pylint: disable=g-import-not-at-top
   inter = pipeline.prepare(config)
+  try:  # Refuse data that later stages cannot split before writing anything.
+    splits.leave_one_out(inter.sequences)
+  except ValueError as e:
+    raise io.ArtifactError(f"{config.data.path or config.data.format}: {e}") from None
   dataset.save_prepared(workdir, inter)
   stats = dataset.stats(inter)
   print(f"{inter.name}: {stats['users']:,} users, {stats['items']:,} items, "
@@ -242,7 +247,10 @@ def parse_flags(argv: list[str]) -> list[str]:
       e = e.args[0]
     _fail(f"flags: no such config field {e.args[0] if e.args else e}")
   except Exception as e:  # pylint: disable=broad-except  # a config file may raise anything.
-    _fail(f"flags: {type(e).__name__ + ': ' if not isinstance(e, flags.Error) else ''}{e}")
+    # ml_collections puts a config file's traceback in the message: keep only its last line.
+    head, _, trace = str(e).partition("Traceback (most recent call last):")
+    message = head + (trace.strip().splitlines()[-1] if trace.strip() else "")
+    _fail(f"flags: {type(e).__name__ + ': ' if not isinstance(e, flags.Error) else ''}{message}")
 
 
 def run() -> None:

@@ -1,0 +1,128 @@
+"""Bad inputs through the command line (issue 13, item 4) and config validation.
+
+Every case of tests/bad_inputs/corpus.py runs `r3vae_jax.main` in its own process (forked by
+tests/bad_inputs/run_main.py, all in one batch) and must exit != 0 with exactly one `error:`
+line naming the file or field, no traceback, and the workdir's files as they were.
+"""
+import importlib
+import json
+import pathlib
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "bad_inputs"))
+import corpus  # pylint: disable=g-import-not-at-top,wrong-import-position
+import reliability_harness as rh  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from r3vae_jax.configs import default, validate  # pylint: disable=wrong-import-position
+
+_NAMES = [case.name for case in corpus.CASES]
+
+
+def _argv(case: corpus.Case, workdir: pathlib.Path) -> list[str]:
+  flags = [f.replace("{corpus}", str(corpus.HERE)) for f in case.flags]
+  if not any(f.startswith("--config=") for f in flags):
+    flags = rh.tiny_flags() + flags
+  return flags + [f"--workdir={workdir}", f"--mode={case.mode}"]
+
+
+@pytest.fixture(scope="module")
+def corpus_runs(tmp_path_factory):
+  """{case name: {"rc", "output", "seconds", "before", "after", "workdir"}} (run once)."""
+  shared = rh.shared_dir(tmp_path_factory, "corpus")
+  with rh.once(shared) as fresh:
+    if fresh:
+      bases = rh.build_bases(shared / "bases")
+      jobs, before = [], {}
+      for case in corpus.CASES:
+        workdir = shared / "cases" / case.name
+        if case.base == "empty":
+          workdir.mkdir(parents=True)
+        else:
+          shutil.copytree(bases[case.base], workdir)
+        for target, source in case.place:
+          shutil.copyfile(corpus.HERE / source, workdir / target)
+        for target in case.remove:
+          (workdir / target).unlink()
+        before[case.name] = rh.tree_hashes(workdir)
+        jobs.append({"name": case.name, "argv": _argv(case, workdir)})
+      results = rh.run_jobs(jobs, shared / "logs", rh.cache_env(shared / "jax_cache"))
+      (shared / "runs.json").write_text(json.dumps({
+          name: {"rc": r.rc, "output": r.output, "seconds": r.seconds, "before": before[name],
+                 "after": rh.tree_hashes(shared / "cases" / name),
+                 "workdir": str(shared / "cases" / name)}
+          for name, r in results.items()}))
+  return json.loads((shared / "runs.json").read_text())
+
+
+@pytest.mark.parametrize("name", _NAMES)
+def test_bad_input_fails_cleanly(corpus_runs, name):
+  case = next(c for c in corpus.CASES if c.name == name)
+  run = corpus_runs[name]
+  result = rh.Result(run["rc"], run["output"], run["seconds"])
+  if case.ok:
+    assert result.rc == 0, run["output"][-3000:]
+    return
+  rh.assert_clean_failure(result, case.expect, run["before"], run["after"])
+
+
+def test_duplicate_timestamps_keep_file_order(corpus_runs):
+  """Tied timestamps are legal: file order decides, a repeated (user, item, time) row is one
+  event."""
+  from r3vae_jax.data import dataset  # pylint: disable=g-import-not-at-top
+  inter = dataset.load_prepared(corpus_runs["duplicate_timestamps"]["workdir"])
+  assert [s.tolist() for s in inter.sequences] == [[0, 1, 2], [2, 0, 1]]
+
+
+def test_corpus_is_complete_and_current():
+  failing = [c for c in corpus.CASES if not c.ok]
+  assert len(failing) >= 20 and len(set(_NAMES)) == len(_NAMES)
+  for name, content in corpus.generated_files().items():
+    assert (corpus.HERE / name).read_bytes() == content, f"{name}: rerun corpus.py"
+  used = {p for c in corpus.CASES for p in [s for _, s in c.place]
+          + [f.split("{corpus}/")[1].split("/")[0] for f in c.flags if "{corpus}/" in f]}
+  files = {p.name for p in corpus.HERE.iterdir()
+           if not p.name.endswith(".py") or p.name.startswith("config_")} - {"__pycache__", "README.md"}
+  assert files - used == set(), f"corpus files no case uses: {files - used}"
+
+
+@pytest.mark.parametrize("module", ["default", "beauty", "sports", "toys", "lastfm", "ml1m"])
+def test_validate_accepts_shipped_configs(module):
+  get_config = importlib.import_module(f"r3vae_jax.configs.{module}").get_config
+  for tokenizer in default.TOKENIZERS:
+    validate.validate(get_config(tokenizer))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("sid.levels", 0, r"config\.sid\.levels: expected an int >= 1, got 0"),
+    ("sid.codebook_size", 1, r"config\.sid\.codebook_size: expected an int >= 2"),
+    ("train.batch_size", True, r"config\.train\.batch_size: expected an int >= 1, got True"),
+    ("train.lr", float("inf"), r"config\.train\.lr: expected a finite number > 0"),
+    ("recommender.dropout", 1.0, r"config\.recommender\.dropout: .* < 1"),
+    ("tokenizer", "vqvae", r"config\.tokenizer: expected one of \('rqkmeans'"),
+    ("mesh.data", 0, r"config\.mesh\.data: expected an int >= 1 \(or -1\), got 0"),
+    ("eval.ks", (5, "10"), r"config\.eval\.ks: expected a list of ints >= 1"),
+    ("train.select_metric", "mrr@10", r"config\.train\.select_metric: expected ndcg@K"),
+    ("train.select_metric", "ndcg@20", r"config\.train\.select_metric: expected K in"),
+    ("rqvae.hidden", (64, 0), r"config\.rqvae\.hidden: expected a list of ints >= 1"),
+])
+def test_validate_names_the_field(field, value, message):
+  config = default.get_config()
+  *path, last = field.split(".")
+  node = config
+  for part in path:
+    node = node[part]
+  with node.ignore_type():
+    node[last] = value
+  with pytest.raises(ValueError, match=message):
+    validate.validate(config)
+
+
+def test_validate_choices_match_the_modules():
+  from r3vae_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.diger import noise  # pylint: disable=g-import-not-at-top
+  assert validate.DATA_FORMATS == pipeline.FORMATS
+  assert validate.VECTOR_SOURCES == pipeline.VECTOR_SOURCES
+  assert validate.DIGER_DECAYS == noise.DECAYS
