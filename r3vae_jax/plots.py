@@ -3,7 +3,8 @@
 Every function reads files and returns a `matplotlib.figure.Figure`; multi-run figures take
 `runs`, a mapping label -> workdir (e.g. {"R3-VAE": wd_a, "RQ-VAE": wd_b}).
 
-  codebook_usage(runs)      usage per SID level over tokenizer training  (tokenizer/metrics.jsonl)
+  codebook_usage(runs)      usage per SID level over tokenizer training  (tokenizer/metrics.jsonl
+                            or the tokenizer checkpoint's history)
   sid_quality(runs)         SC, PD and collision rate of the final SIDs  (tokenizer/sid_metrics.json)
   training_curves(workdir)  recommender loss and validation NDCG@10       (recommender/metrics.jsonl)
   item_projection(runs)     2-D PCA of the item vectors by level-1 code   (vectors.npy, sid_table.npy)
@@ -14,15 +15,18 @@ keeps going and the reader learns which stage left no trace. `to_png(fig)` rende
 """
 from __future__ import annotations
 
+import glob
 import io as _bytes_io
 import json
 import os
+import textwrap
 from typing import Any, Mapping
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 import numpy as np
+import orbax.checkpoint as ocp
 
 from r3vae_jax import io
 
@@ -66,14 +70,41 @@ def last_per_key(records: list[dict[str, Any]], *keys: str) -> list[dict[str, An
 
 
 def tokenizer_history(workdir: str) -> list[dict[str, Any]]:
-  """Per-evaluation tokenizer metrics (`tokenizer/metrics.jsonl`), one record per epoch.
+  """Per-evaluation tokenizer metrics, one record per epoch.
+
+  Read from `tokenizer/metrics.jsonl`; a workdir without it falls back to the `history` that the
+  tokenizer trainer keeps in the meta of its latest checkpoint (`tokenizer/<name>_ckpt`, the
+  tokenizer named in `sid_metrics.json`).
 
   Raises:
-    FileNotFoundError: the tokenizer stage left no per-epoch log (RQ-KMeans has no training
-      curve; older runs did not write it).
+    FileNotFoundError: neither exists (RQ-KMeans has no training curve).
   """
-  records = read_jsonl(os.path.join(workdir, TOKENIZER_METRICS))
+  path = os.path.join(workdir, TOKENIZER_METRICS)
+  records = read_jsonl(path) if os.path.exists(path) else _checkpoint_history(workdir)
   return last_per_key([r for r in records if "usage_per_level" in r], "epoch")
+
+
+def _checkpoint_history(workdir: str) -> list[dict[str, Any]]:
+  directory = os.path.join(workdir, "tokenizer")
+  metrics_path = os.path.join(workdir, SID_METRICS)
+  name = io.read_json(metrics_path).get("tokenizer") if os.path.exists(metrics_path) else None
+  candidates = sorted(glob.glob(os.path.join(directory, f"{name or '*'}_ckpt")))
+  if len(candidates) != 1:
+    raise FileNotFoundError(f"{os.path.join(workdir, TOKENIZER_METRICS)}: no such file, and "
+                            f"{len(candidates)} tokenizer checkpoint folders to read instead")
+  manager = ocp.CheckpointManager(candidates[0],
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{candidates[0]}: no tokenizer checkpoint")
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  finally:
+    manager.close()
+  history = meta.get("history") if isinstance(meta, dict) else None
+  if not isinstance(history, list):
+    raise io.ArtifactError(f"{candidates[0]}/{step}: checkpoint meta has no 'history' list")
+  return history
 
 
 def recommender_history(workdir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -95,8 +126,10 @@ def to_png(fig: Figure, dpi: int = 100) -> bytes:
 
 
 def _missing(ax: Axes, message: str) -> None:
-  ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=9,
-          transform=ax.transAxes)
+  """Writes `message` across an empty panel (wrapped; ignored by the layout engine)."""
+  lines = [textwrap.fill(line, 48, break_on_hyphens=False) for line in message.splitlines()]
+  ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=8,
+          transform=ax.transAxes, in_layout=False)
   ax.set_xticks([])
   ax.set_yticks([])
 
@@ -123,7 +156,7 @@ def codebook_usage(runs: Mapping[str, str]) -> Figure:
     try:
       histories[label] = tokenizer_history(workdir)
     except FileNotFoundError:
-      missing.append(f"{label}: no {TOKENIZER_METRICS} in {workdir}")
+      missing.append(f"{label}: no {TOKENIZER_METRICS} or tokenizer checkpoint in {workdir}")
   levels = max((len(h[0]["usage_per_level"]) for h in histories.values() if h), default=1)
   fig, axes = _figure(levels)
   for level, ax in enumerate(axes):
@@ -139,8 +172,7 @@ def codebook_usage(runs: Mapping[str, str]) -> Figure:
   if histories:
     axes[0].legend(fontsize=8)
   if missing:
-    note = "\n".join(missing) + ("\n(RQ-KMeans has no training curve; a tokenizer run without "
-                                 "per-epoch logging leaves no file)")
+    note = "\n".join(missing) + "\n(RQ-KMeans has no training curve)"
     if histories:
       fig.suptitle(note, fontsize=8)
     else:
