@@ -1,0 +1,42 @@
+"""Random inputs of realistic shape for speed benchmarks (speed does not depend on the values)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_sid_table(rng: np.random.Generator, items: int, levels: int, codebook: int,
+                     max_collisions: int) -> np.ndarray:
+  """Uniform random codes for `levels` levels plus the collision token (rank among the items
+  sharing the same codes, in item order).
+
+  Returns:
+    int32[items, levels + 1], unique rows.
+
+  Raises:
+    ValueError: when more than `max_collisions` items share a code tuple.
+  """
+  codes = rng.integers(0, codebook, size=(items, levels))
+  order = np.lexsort(codes.T[::-1])
+  ordered = codes[order]
+  starts = np.ones(items, bool)
+  starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+  group_start = np.maximum.accumulate(np.where(starts, np.arange(items), 0))
+  collision = np.empty(items, np.int64)
+  collision[order] = np.arange(items) - group_start
+  if collision.max() >= max_collisions:
+    raise ValueError(f"random_sid_table: {collision.max() + 1} items share a code tuple, more "
+                     f"than max_collisions={max_collisions}")
+  return np.concatenate([codes, collision[:, None]], axis=1).astype(np.int32)
+
+
+def random_histories(rng: np.random.Generator, count: int, max_history: int, num_items: int
+                     ) -> np.ndarray:
+  """Histories of uniform length 1..max_history, uniform items, left-padded with -1.
+
+  Returns:
+    int32[count, max_history].
+  """
+  lengths = rng.integers(1, max_history + 1, size=count)
+  items = rng.integers(0, num_items, size=(count, max_history))
+  pad = np.arange(max_history)[None, :] < (max_history - lengths)[:, None]
+  return np.where(pad, -1, items).astype(np.int32)
