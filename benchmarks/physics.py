@@ -36,7 +36,8 @@ def tokenizer_step(name: str, batch: int, input_dim: int, hidden: Sequence[int],
 
   FLOPs: encoder + decoder MLP (forward 2 MACs, training x3); per level the code scores
   `[B, K] = e C^T` (RQ-VAE: forward only, under stop-gradient; R3-VAE: x3), R3-VAE's soft
-  output `w C` (x3) and, on the item vectors, soft SC (`W^T v`) and PD (`W^T v`, `P P^T`) (x3).
+  output `w C` (x3) and, on the item vectors, soft SC (`W^T v`) and PD (`W^T v`, `P P^T`) (x2:
+  the vectors need no gradient).
   Bytes: the batch read once; each parameter read, its gradient written and read, two Adam
   moments read and written, the parameter written (32 B); every activation written once and
   read once by the backward pass.
@@ -47,12 +48,14 @@ def tokenizer_step(name: str, batch: int, input_dim: int, hidden: Sequence[int],
   if name == "rqvae":
     flops += 2 * batch * codes * latent * levels
   else:
-    per_level = 2 * batch * codes * latent * (2 if rating == "soft" else 1)
+    flops += 3 * 2 * batch * codes * latent * (2 if rating == "soft" else 1) * levels
+    on_vectors = 0            # W^T v products: the vectors need no gradient (forward + 1 = x2)
     if use_sc:
-      per_level += 2 * batch * codes * input_dim
+      on_vectors += 2 * batch * codes * input_dim
     if use_pd:
-      per_level += 2 * batch * codes * input_dim + 2 * codes * codes * input_dim
-    flops += 3 * per_level * levels
+      on_vectors += 2 * batch * codes * input_dim
+      flops += 3 * 2 * codes * codes * input_dim * levels       # P P^T of the centres (x3)
+    flops += 2 * on_vectors * levels
   params = (2 * _mlp_macs(sizes) + 2 * sum(hidden) + latent + input_dim
             + levels * codes * latent + latent)
   activations = batch * (2 * 2 * sum(sizes[1:]) + 2 * levels * codes + input_dim)
