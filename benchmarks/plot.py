@@ -1,5 +1,6 @@
 r"""Plots `benchmarks/run.py`'s JSON: speedup of ours over the fastest PyTorch variant, per
-workload, against the issue's targets, plus each side's rate.
+workload, against the issue's targets, plus each side's rate; prints the same as a Markdown
+table (for benchmarks/README.md).
 
   python -m benchmarks.plot --results=benchmarks/results/vs_torch_h100.json \
       --out=benchmarks/results/speedups.png
@@ -69,9 +70,31 @@ def plot(record: dict, out: str) -> None:
   fig.savefig(out, dpi=130)
 
 
+def markdown_table(record: dict) -> str:
+  """One row per workload: rates of every variant, speedup, and what bounds ours."""
+  lines = ["| workload | unit | ours | torch eager | torch eager, device data | "
+           "torch.compile | speedup vs best torch | ours bound by |",
+           "|---|---|---|---|---|---|---|---|"]
+
+  def cell(entry: dict, name: str) -> str:
+    v = entry.get(name, {})
+    if "rate" in v:
+      return f"{v['rate']:,.0f}" if v["rate"] >= 100 else f"{v['rate']:.3g}"
+    return "error" if "error" in v else "-"
+  for name, e in record["workloads"].items():
+    speed = f"**{e['speedup']:.1f}x**" if "speedup" in e else "-"
+    bound = e.get("verdict_ours", "-").split(";")[0]
+    lines.append(f"| {name} | {e.get('unit', '')} | {cell(e, 'ours')} | "
+                 f"{cell(e, 'torch_eager')} | {cell(e, 'torch_eager_device_data')} | "
+                 f"{cell(e, 'torch_compiled')} | {speed} | {bound} |")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
-  plot(io.read_json(FLAGS.results), FLAGS.out)
+  record = io.read_json(FLAGS.results)
+  plot(record, FLAGS.out)
+  print(markdown_table(record))
   print(f"wrote {FLAGS.out}")
 
 

@@ -26,25 +26,27 @@ import os
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")
 
-import json  # pylint: disable=g-import-not-at-top,wrong-import-position
-import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
-import time  # pylint: disable=g-import-not-at-top,wrong-import-position
-from typing import Any  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import json
+import sys
+import time
+from typing import Any
 
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
 
-from benchmarks import harness  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import physics  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import vs_torch_decode  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import vs_torch_recommender  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import vs_torch_tokenizer  # pylint: disable=g-import-not-at-top,wrong-import-position
-from r3vae_jax import io  # pylint: disable=g-import-not-at-top,wrong-import-position
-from r3vae_jax.configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import harness
+from benchmarks import physics
+from benchmarks import vs_torch_decode
+from benchmarks import vs_torch_recommender
+from benchmarks import vs_torch_tokenizer
+from r3vae_jax import io
+from r3vae_jax.configs import default
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("name", "vs_torch", "Results name: benchmarks/results/<name>.json.")

@@ -57,8 +57,8 @@ def _ours(config: ml_collections.ConfigDict, table: np.ndarray, inputs: dict[str
 def _torch(config: ml_collections.ConfigDict, table: np.ndarray, inputs: dict[str, np.ndarray],
            params: dict, torch_users: int, torch_batch: int, compiled: bool, shared: dict,
            opts: harness.Options) -> dict[str, Any]:
-  import torch  # pylint: disable=import-outside-toplevel
-  from benchmarks.torch_reference import decoding as td, recommender as tr, weights  # pylint: disable=import-outside-toplevel
+  import torch
+  from benchmarks.torch_reference import decoding as td, recommender as tr, weights
   device = opts.torch_device
   layout = layout_from_config(config)
   model = tr.build(config.recommender, layout.vocab_size, config.seed)

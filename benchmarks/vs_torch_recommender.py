@@ -94,8 +94,8 @@ def _ours(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_da
 def _torch(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_data.Examples,
            params: dict, data: str, compiled: bool, shared: dict, opts: harness.Options
            ) -> dict[str, Any]:
-  import torch  # pylint: disable=import-outside-toplevel
-  from benchmarks.torch_reference import recommender as tr, weights  # pylint: disable=import-outside-toplevel
+  import torch
+  from benchmarks.torch_reference import recommender as tr, weights
   device, t = opts.torch_device, config.train
   layout = layout_from_config(config)
   model = tr.build(config.recommender, layout.vocab_size, config.seed)
@@ -125,7 +125,7 @@ def _torch(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_d
                            iters=opts.torch_steps)
   return {"rate": t.batch_size / timing["seconds"], "seconds_per_step": timing["seconds"],
           "compile_and_first_s": first_s, "data": data, "timing": timing,
-          "attn_implementation": str(model.config._attn_implementation)}  # pylint: disable=protected-access
+          "attn_implementation": str(getattr(model.config, "_attn_implementation", "?"))}
 
 
 def run(runner: harness.Runner, config: ml_collections.ConfigDict, items: int,

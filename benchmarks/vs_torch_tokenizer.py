@@ -95,9 +95,10 @@ def _ours_step_loop(config: ml_collections.ConfigDict, vectors: np.ndarray, batc
 
 
 def _torch(config: ml_collections.ConfigDict, vectors: np.ndarray, params: dict, batch: int,
-           data: str, compiled: bool, device_vectors: dict, opts: harness.Options) -> dict[str, Any]:
-  import torch  # pylint: disable=import-outside-toplevel
-  from benchmarks.torch_reference import tokenizer as tt, weights  # pylint: disable=import-outside-toplevel
+           data: str, compiled: bool, device_vectors: dict, opts: harness.Options
+           ) -> dict[str, Any]:
+  import torch
+  from benchmarks.torch_reference import tokenizer as tt, weights
   name = config.tokenizer
   c, device = config[name], opts.torch_device
   model = tt.build(name, c, config.sid, vectors.shape[1])

@@ -4,7 +4,8 @@ Given the same weights (copied by `torch_reference.weights`), the references mus
 same losses, gradients and logits as ours. Tolerance: relative L2 error `||a - b|| / ||b||`
 below `RTOL = 1e-4` in float32 on the CPU (measured ~1e-6; the rest is summation order).
 Marked slow: torch and transformers are not installed in CI
-(`pip install torch==2.13.0 transformers` then `python -m pytest -m slow tests/test_torch_parity.py`).
+(`pip install torch==2.13.0 transformers`, then
+`python -m pytest -m slow tests/test_torch_parity.py`).
 """
 import pathlib
 import sys
@@ -34,9 +35,9 @@ def rel_err(a, b) -> float:
 def ref():
   """The torch_reference package (imported here: torch is absent from CI)."""
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-  import torch  # pylint: disable=import-outside-toplevel
-  from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
-  from benchmarks.torch_reference import decoding, recommender, tokenizer, weights  # pylint: disable=import-outside-toplevel
+  import torch
+  from benchmarks import torch_reference
+  from benchmarks.torch_reference import decoding, recommender, tokenizer, weights
   del torch_reference
   torch.manual_seed(0)
   return dict(torch=torch, tokenizer=tokenizer, recommender=recommender, decoding=decoding,
