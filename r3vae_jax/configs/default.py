@@ -62,9 +62,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.r3vae = ml_collections.ConfigDict(dict(
       hidden=(512, 256, 128), latent_dim=32, beta=0.25, lr=5e-4, weight_decay=1e-4,
       epochs=200, batch_size=1024, kmeans_init=True, eval_every=10,
-      reference_vector=True, rating="soft", rating_temperature=1.0,
+      reference_vector=True, rating="soft", rating_temperature=0.01,
       metric_weight=0.01, use_sc=True, use_pd=True, pd_t=2.0))
-  # Tokenizer training (engineer E): codebook k-means init uses at most kmeans_max_items items
+  # Tokenizer training (engineer E): r3vae.rating_temperature 0.01 (was 1.0): softmax over cosine
+  # ratings in [-1, 1] at 1.0 is almost uniform over 256 codes (Beauty: 82% collisions; 0.1: 70%;
+  # 0.05: 27%; 0.02: 20%; 0.01: 14%). Codebook k-means init uses at most kmeans_max_items items
   # and kmeans_iters Lloyd steps per level; checkpoint_keep latest orbax checkpoints are kept.
   for _name in ("rqvae", "r3vae"):
     c[_name].kmeans_iters = 50

@@ -3,7 +3,7 @@
 * `rq_straight_through`: TIGER's RQ-VAE. Nearest code per level on the residual, the residual
   chain runs on stop-gradient codes, and the straight-through estimator carries the decoder's
   gradient to the latent once (`z_q = st(z, sum_l q_l)`). VQ loss per level:
-  `||sg(e_l) - q_l||^2 + beta ||e_l - sg(q_l)||^2` (each a mean over batch and dims).
+  `||sg(e_l) - q_l||^2 + beta ||e_l - sg(q_l)||^2` (each a mean over batch and dims, as `F.mse_loss`).
 * `reference_split`: R3-VAE's anchor. `alpha = z.r / ||r||^2`, `e_0 = z - alpha r`.
 * `rating_residual`: R3-VAE's rating quantisation per level, fully differentiable (no
   straight-through): `q_l = rating_quantize(e_{l-1}, C_l)`, `e_l = e_{l-1} - q_l`.

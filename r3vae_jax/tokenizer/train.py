@@ -47,7 +47,8 @@ _EVAL_ROWS = 16384          # rows coded per jitted call during evaluation
 
 @dataclasses.dataclass
 class TrainResult:
-  """codes int32[N, L] of the best epoch, its metrics, the epoch, and every evaluation."""
+  """The best epoch's model, codes int32[N, L] and metrics; every evaluation in `history`."""
+  model: nnx.Module
   codes: np.ndarray
   metrics: dict[str, Any]
   best_epoch: int
@@ -112,6 +113,39 @@ def _batch_size(requested: int, num_items: int, mesh: jax.sharding.Mesh) -> int:
 
 def _optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
   return optax.adamw(lr, weight_decay=weight_decay)
+
+
+@dataclasses.dataclass
+class Setup:
+  """A fresh run on a mesh: model structure, replicated state and vectors, static step args."""
+  graphdef: Any
+  state: dict[str, Any]         # {"params", "opt"}, replicated
+  vectors: jax.Array            # [N, D_in], replicated
+  shuffle_key: jax.Array
+  static: dict[str, Any]        # the static arguments of `train_chunk` except num_epochs
+
+
+def init_state(config: ml_collections.ConfigDict, vectors: np.ndarray, mesh: jax.sharding.Mesh,
+               kmeans: bool) -> Setup:
+  """Builds `config.tokenizer`'s model (k-means init on the first pass if `kmeans`) and AdamW.
+
+  Keys: `PRNGKey(config.seed)` splits into the k-means key and the shuffle key; parameters
+  are initialised from `config.seed`.
+  """
+  c = config[config.tokenizer]
+  rep = parallel.replicated(mesh)
+  init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  model = build_model(config, vectors.shape[1], config.seed)
+  x_dev = jax.device_put(vectors, rep)
+  if kmeans:
+    kmeans_init(model, x_dev, init_key, c.kmeans_iters, c.kmeans_max_items)
+  graphdef, params = nnx.split(model)
+  params = nnx.to_pure_dict(params)
+  state = jax.device_put(
+      {"params": params, "opt": _optimizer(c.lr, c.weight_decay).init(params)}, rep)
+  static = dict(graphdef=graphdef, lr=c.lr, weight_decay=c.weight_decay, mesh=mesh,
+                batch=_batch_size(c.batch_size, vectors.shape[0], mesh))
+  return Setup(graphdef, state, x_dev, shuffle_key, static)
 
 
 # ---- the jitted epoch scan ---------------------------------------------------------------
@@ -204,9 +238,14 @@ def selection_key(metrics: dict[str, Any], max_collisions: int) -> tuple[float, 
 
 # ---- checkpoint / resume -----------------------------------------------------------------
 
+_RESUMABLE_FIELDS = ("epochs", "eval_every", "checkpoint_keep")  # may change between runs
+
+
 def _run_fingerprint(config: ml_collections.ConfigDict, vectors: np.ndarray) -> str:
+  """What a checkpoint must match to be resumed (raising `epochs` extends a finished run)."""
   name = config.tokenizer
-  return io.fingerprint_json({"tokenizer": name, "section": config[name].to_dict(),
+  section = {k: v for k, v in config[name].to_dict().items() if k not in _RESUMABLE_FIELDS}
+  return io.fingerprint_json({"tokenizer": name, "section": section,
                               "sid": config.sid.to_dict(), "seed": config.seed,
                               "vectors": io.fingerprint_array(vectors)})
 
@@ -237,26 +276,12 @@ def train_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, work
                      f"got {c.epochs}, {c.eval_every}")
   n = vectors.shape[0]
   mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
-  batch = _batch_size(c.batch_size, n, mesh)
-  rep = parallel.replicated(mesh)
-  key = jax.random.PRNGKey(config.seed)
-  init_key, shuffle_key = jax.random.split(key)
-
-  # Model (+ k-means init on the first pass) and optimizer, placed replicated.
-  model = build_model(config, vectors.shape[1], config.seed)
-  x_dev = jax.device_put(vectors, rep)
-  if c.kmeans_init:
-    kmeans_init(model, x_dev, init_key, c.kmeans_iters, c.kmeans_max_items)
-  graphdef, params = nnx.split(model)
-  params = nnx.to_pure_dict(params)
-  state = jax.device_put(
-      {"params": params, "opt": _optimizer(c.lr, c.weight_decay).init(params)}, rep)
-  static = dict(graphdef=graphdef, lr=c.lr, weight_decay=c.weight_decay, mesh=mesh, batch=batch)
-
   ckpt_dir = os.path.join(workdir, "tokenizer", f"{name}_ckpt")
   manager = checkpoint.make_manager(ckpt_dir, keep=c.checkpoint_keep)
+  setup = init_state(config, vectors, mesh, kmeans=c.kmeans_init and not manager.all_steps())
+  graphdef, x_dev, static = setup.graphdef, setup.vectors, setup.static
   fingerprint = _run_fingerprint(config, vectors)
-  tree = {"state": state, "best_params": _copy(state["params"])}
+  tree = {"state": setup.state, "best_params": _copy(setup.state["params"])}
   restored = checkpoint.restore(manager, checkpoint.abstract_like(tree))
   if restored is not None:
     step, tree, meta = restored
@@ -272,7 +297,7 @@ def train_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, work
   t0, start_epoch = time.time(), epoch
   while epoch < c.epochs:
     num = min(c.eval_every, c.epochs - epoch)
-    state, terms = train_chunk(tree["state"], x_dev, shuffle_key, jnp.int32(epoch),
+    state, terms = train_chunk(tree["state"], x_dev, setup.shuffle_key, jnp.int32(epoch),
                                num_epochs=num, **static)
     epoch += num
     codes, recon = encode(graphdef, state["params"], vectors, mesh)
@@ -293,7 +318,8 @@ def train_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, work
   codes, _ = encode(graphdef, tree["best_params"], vectors, mesh)
   logging.info("%s: best epoch %d (collision rate %.4f, recon %.4g)", name, best["epoch"],
                best["collision_rate"], best["reconstruction_mse"])
-  return TrainResult(codes, best, int(best["epoch"]), history)
+  return TrainResult(nnx.merge(graphdef, tree["best_params"]), codes, best, int(best["epoch"]),
+                     history)
 
 
 def _copy(tree: Any) -> Any:

@@ -1,0 +1,107 @@
+"""RQ-VAE and R3-VAE models: shapes, codes, gradient paths, reference split, ablation flags."""
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from r3vae_jax import quantize
+from r3vae_jax.tokenizer import models
+from r3vae_jax.tokenizer import quantizers
+from r3vae_jax.tokenizer import train
+
+D_IN, LATENT, LEVELS, K = 12, 6, 2, 5
+
+
+def _x(n=16, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=(n, D_IN)), jnp.float32)
+
+
+def _r3vae(**kw):
+  args = dict(reference_vector=True, rating="soft", temperature=0.5, metric_weight=0.1,
+              use_sc=True, use_pd=True, pd_t=2.0)
+  args.update(kw)
+  return models.R3VAE(D_IN, (8,), LATENT, LEVELS, K, rngs=nnx.Rngs(0), **args)
+
+
+def _grads(model, x):
+  graphdef, params = nnx.split(model)
+  return jax.grad(lambda p: nnx.merge(graphdef, p)(x).loss)(nnx.to_pure_dict(params))
+
+
+def _nonzero(tree):
+  return all(float(jnp.abs(leaf).sum()) > 0 for leaf in jax.tree.leaves(tree))
+
+
+def test_rqvae_codes_are_the_hard_residual_codes_and_gradients_flow():
+  model = models.RQVAE(D_IN, (8,), LATENT, LEVELS, K, beta=0.25, rngs=nnx.Rngs(0))
+  x = _x()
+  out = model(x)
+  assert out.x_hat.shape == (16, D_IN) and out.codes.shape == (16, LEVELS)
+  codes, quantized, _ = quantize.residual_quantize(model.encoder(x), model.codebooks[...])
+  np.testing.assert_array_equal(out.codes, codes)
+  np.testing.assert_allclose(out.x_hat, model.decoder(quantized), rtol=1e-5, atol=1e-5)
+  assert float(out.loss) == pytest.approx(float(out.terms["recon"] + out.terms["vq"]), rel=1e-6)
+  grads = _grads(model, x)
+  assert _nonzero(grads["encoder"]) and _nonzero(grads["decoder"])
+  # The codebook learns only from the codebook term, and only at chosen codes.
+  used = np.zeros((LEVELS, K), bool)
+  used[np.arange(LEVELS)[None, :], np.asarray(codes)] = True
+  g = np.abs(np.asarray(grads["codebooks"])).sum(-1)
+  assert np.all(g[used] > 0) and np.all(g[~used] == 0)
+
+
+def test_straight_through_passes_the_decoder_gradient_to_the_latent_once():
+  z = jnp.asarray(np.random.default_rng(1).normal(size=(4, LATENT)), jnp.float32)
+  books = jnp.asarray(np.random.default_rng(2).normal(size=(LEVELS, K, LATENT)), jnp.float32)
+  g = jax.grad(lambda z: jnp.sum(quantizers.rq_straight_through(z, books, 0.0)[0] * 3.0))(z)
+  np.testing.assert_allclose(g, 3.0 * jnp.ones_like(z))
+
+
+def test_reference_split_removes_the_reference_direction():
+  z = _x(8)[:, :LATENT]
+  r = jnp.arange(1.0, LATENT + 1.0)
+  alpha, e0 = quantizers.reference_split(z, r)
+  np.testing.assert_allclose(e0 @ r, 0.0, atol=1e-4)
+  np.testing.assert_allclose(e0 + alpha[:, None] * r, z, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rating", ["soft", "hard"])
+def test_r3vae_forward_codes_and_gradients(rating):
+  model = _r3vae(rating=rating)
+  x = _x()
+  out = model(x)
+  assert out.codes.shape == (16, LEVELS) and out.codes.dtype == jnp.int32
+  anchor, e0 = model.split(model.encoder(x))
+  _, codes, weights, _ = quantizers.rating_residual(e0, model.codebooks[...], 0.5, rating)
+  np.testing.assert_array_equal(out.codes, codes)
+  np.testing.assert_array_equal(out.codes, jnp.argmax(weights, -1))
+  expected = (out.terms["recon"] - 0.1 * out.terms["soft_sc"] + 0.1 * out.terms["soft_pd"])
+  assert float(out.loss) == pytest.approx(float(expected), rel=1e-5)
+  grads = _grads(model, x)
+  assert _nonzero(grads["reference"]) and _nonzero(grads["encoder"])
+  assert float(jnp.abs(grads["codebooks"]).sum()) > 0
+
+
+def test_r3vae_ablation_flags():
+  x = _x()
+  plain = _r3vae(reference_vector=False, use_sc=False, use_pd=False)
+  out = plain(x)
+  assert plain.reference is None and set(out.terms) == {"recon"}
+  assert float(out.loss) == pytest.approx(float(out.terms["recon"]))
+  np.testing.assert_allclose(plain.init_latents(x), plain.encoder(x))
+  assert set(_r3vae(use_pd=False)(x).terms) == {"recon", "soft_sc"}
+  assert set(_r3vae(use_sc=False)(x).terms) == {"recon", "soft_pd"}
+  with pytest.raises(ValueError, match="r3vae.rating"):
+    _r3vae(rating="median")
+
+
+def test_kmeans_init_fits_the_codebooks_on_e0():
+  model = _r3vae()
+  x = _x(40)
+  train.kmeans_init(model, x, jax.random.PRNGKey(0), iters=5, max_items=1000)
+  np.testing.assert_allclose(model.reference[...], jnp.mean(model.encoder(x), 0), rtol=1e-5)
+  codes, _, _ = quantize.residual_quantize(model.init_latents(x), model.codebooks[...])
+  assert len(np.unique(np.asarray(codes[:, 0]))) == K  # every first-level code is used
+  with pytest.raises(ValueError, match="at least codebook_size=5 items"):
+    train.kmeans_init(_r3vae(), x[:3], jax.random.PRNGKey(0), iters=5, max_items=1000)

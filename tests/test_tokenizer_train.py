@@ -1,0 +1,146 @@
+"""Tokenizer fitting end to end: synthetic default, a real Beauty slice, determinism, resume."""
+import os
+
+from flax import nnx
+import jax
+import numpy as np
+import pytest
+
+from r3vae_jax.configs import default
+from r3vae_jax.data import splits as splits_lib
+from r3vae_jax.data.synthetic import make_synthetic
+from r3vae_jax.data.vectors import interactions
+from r3vae_jax.io import ArtifactError
+from r3vae_jax.tokenizer import api
+from r3vae_jax.tokenizer import sid_table
+from r3vae_jax.tokenizer import train
+
+K, LEVELS = 8, 2
+
+
+def _config(name: str, epochs: int = 4):
+  c = default.get_config(name)
+  c.sid.update(dict(levels=LEVELS, codebook_size=K, max_collisions=64))
+  c.rqkmeans.iters = 10
+  for n in ("rqvae", "r3vae"):
+    c[n].update(dict(hidden=(16,), latent_dim=8, epochs=epochs, eval_every=2, batch_size=64,
+                     kmeans_iters=10))
+  c.data.synthetic.update(dict(num_items=256, num_users=40, num_topics=8, dim=16))
+  return c
+
+
+@pytest.fixture(scope="module")
+def synthetic_vectors():
+  return make_synthetic(_config("r3vae").data.synthetic)[1]
+
+
+def _check_table(table, n, workdir):
+  assert table.shape == (n, LEVELS + 1) and table.dtype == np.int32
+  assert len({tuple(r) for r in table}) == n
+  assert table[:, :LEVELS].max() < K
+  loaded, info = sid_table.load_sid_table(workdir)
+  np.testing.assert_array_equal(loaded, table)
+  return info
+
+
+@pytest.mark.parametrize("name", ["rqkmeans", "rqvae", "r3vae"])
+def test_fit_tokenizer_on_synthetic(tmp_path, synthetic_vectors, name):
+  config = _config(name)
+  table, metrics = api.fit_tokenizer(config, synthetic_vectors, str(tmp_path))
+  info = _check_table(table, 256, str(tmp_path))
+  for key in ("usage_per_level", "perplexity_per_level", "collision_rate", "semantic_cohesion",
+              "preference_discrimination", "gini", "reconstruction_mse"):
+    assert key in metrics and key in info
+  assert info["meta"]["tokenizer"] == name and len(info["meta"]["vectors_fingerprint"]) == 16
+  assert metrics["usage_per_level"][0] >= 0.95
+  assert metrics["semantic_cohesion"] > 0.5  # topic clusters stay together
+  if name != "rqkmeans":
+    assert metrics["best_epoch"] in (2, 4)
+    assert os.path.isdir(tmp_path / "tokenizer" / f"{name}_ckpt")
+
+
+def test_r3vae_is_deterministic_and_resumes_to_the_same_state(tmp_path, synthetic_vectors):
+  whole = train.train_tokenizer(_config("r3vae", epochs=4), synthetic_vectors,
+                                str(tmp_path / "whole"))
+  first = train.train_tokenizer(_config("r3vae", epochs=2), synthetic_vectors,
+                                str(tmp_path / "cut"))
+  assert first.history == whole.history[:1]
+  resumed = train.train_tokenizer(_config("r3vae", epochs=4), synthetic_vectors,
+                                  str(tmp_path / "cut"))
+  assert resumed.history == whole.history
+  assert resumed.best_epoch == whole.best_epoch
+  np.testing.assert_array_equal(resumed.codes, whole.codes)
+  for a, b in zip(jax.tree.leaves(nnx.state(resumed.model)), jax.tree.leaves(nnx.state(whole.model))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  other = _config("r3vae", epochs=2)
+  other.seed = 1
+  assert (train.train_tokenizer(other, synthetic_vectors, str(tmp_path / "seed1")).history
+          != first.history)
+  changed = _config("r3vae", epochs=4)
+  changed.r3vae.lr = 1e-2
+  with pytest.raises(ArtifactError, match="checkpoint of another run"):
+    train.train_tokenizer(changed, synthetic_vectors, str(tmp_path / "cut"))
+
+
+def test_selection_rule_prefers_buildable_then_fewer_collisions_then_recon():
+  ok = {"max_group_size": 3, "collision_rate": 0.2, "reconstruction_mse": 0.5}
+  better_recon = {**ok, "reconstruction_mse": 0.1}
+  fewer = {**ok, "collision_rate": 0.1, "reconstruction_mse": 0.9}
+  unbuildable = {**fewer, "max_group_size": 65, "collision_rate": 0.0}
+  ranked = sorted([ok, unbuildable, fewer, better_recon],
+                  key=lambda m: train.selection_key(m, max_collisions=64))
+  assert ranked == [fewer, better_recon, ok, unbuildable]
+
+
+def test_bad_requests(tmp_path, synthetic_vectors):
+  config = _config("rqkmeans")
+  config.tokenizer = "vqgan"
+  with pytest.raises(ValueError, match="config.tokenizer must be one of"):
+    api.fit_tokenizer(config, synthetic_vectors, str(tmp_path))
+  config = _config("rqkmeans")
+  config.sid.max_collisions = 2  # 256 items on 8 x 8 tuples: some tuple holds more than 2
+  with pytest.raises(ValueError, match="items share the code tuple"):
+    api.fit_tokenizer(config, synthetic_vectors, str(tmp_path))
+  diger = _config("diger")
+  assert api.resolve_tokenizer(diger) == diger.diger.pretrain
+
+
+def _beauty_vectors(shared_data, num_items: int, dim: int) -> np.ndarray:
+  """Interaction (PPMI-SVD) vectors of Beauty's first `num_items` items, from training events."""
+  sequences = []
+  with open(shared_data / "amazon_beauty" / "Beauty.txt", encoding="utf-8") as f:
+    for line in f:
+      items = np.array(line.split()[1:], np.int32) - 1
+      items = items[items < num_items]
+      if items.size >= 3:
+        sequences.append(items)
+  train_seqs = splits_lib.leave_one_out(sequences).train
+  return interactions.ppmi_svd(train_seqs, num_items, dim=dim, window=5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def beauty_slice(shared_data):
+  """256 real item vectors (rows of an embedding of Beauty's first 2000 items): the same shape
+  as the synthetic vectors, so the compiled steps are shared."""
+  return _beauty_vectors(shared_data, num_items=2000, dim=16)[:256]
+
+
+@pytest.mark.parametrize("name", ["rqkmeans", "rqvae", "r3vae"])
+def test_fit_tokenizer_on_a_real_beauty_slice(tmp_path, beauty_slice, name):
+  vectors = beauty_slice
+  table, metrics = api.fit_tokenizer(_config(name), vectors, str(tmp_path))
+  _check_table(table, 256, str(tmp_path))
+  assert metrics["usage_per_level"][0] >= 0.95, metrics
+  unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+  mean_cos = (np.sum(unit.sum(0) ** 2) - len(unit)) / (len(unit) * (len(unit) - 1))
+  assert metrics["semantic_cohesion"] > mean_cos + 0.2  # groups are more alike than random pairs
+
+
+@pytest.mark.slow
+def test_r3vae_full_beauty_uses_the_first_level(tmp_path, shared_data):
+  vectors = _beauty_vectors(shared_data, num_items=12101, dim=128)
+  config = default.base_config()
+  config.tokenizer = "r3vae"
+  table, metrics = api.fit_tokenizer(config, vectors, str(tmp_path))
+  assert len({tuple(r) for r in table}) == 12101
+  assert metrics["usage_per_level"][0] >= 0.95, metrics
