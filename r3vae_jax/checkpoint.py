@@ -6,7 +6,7 @@ seed, config fingerprint). `save` refuses non-finite state and stores a checksum
 leaf in the meta (orbax itself reads flipped bytes back without complaint); `restore` verifies
 them. A latest checkpoint that fails to restore (truncated, half written, garbled) is
 reported, renamed to `<step>.unreadable` (so the step can be written again) and the previous
-good one is used.
+good one is used; when none reads back, restore raises instead of starting over.
 """
 from __future__ import annotations
 
@@ -122,29 +122,41 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
             ) -> tuple[int, Any, dict] | None:
   """Restores `step` (default: the latest that reads back whole) into `abstract_state`.
 
-  Returns (step, state, meta), or None when the directory holds no readable checkpoint. With
-  `step=None` a step that fails to read or verify is logged, renamed `<step>.unreadable`, and
-  skipped in favour of the one before it; an explicit `step` that fails raises ArtifactError.
+  With `step=None`, a step that fails to read or verify is logged and the one before it is
+  tried; once one reads, the failed newer ones are renamed `<step>.unreadable`. When steps
+  exist but none reads (a checkpoint of another model or code version, or all damaged),
+  nothing is renamed and ArtifactError says why: starting over silently would lose the run.
+
+  Returns:
+    (step, state, meta), or None when the directory holds no checkpoint.
+
+  Raises:
+    ArtifactError: an explicit `step` fails, or no step reads.
   """
   steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
-  unreadable = []
-  try:
-    for s in steps:
-      try:
-        restored = manager.restore(s, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return s, restored["state"], _verify(restored["state"], restored["meta"])
-      except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds.
-        message = " ".join(str(e).split())[:300]
-        if step is not None:
-          raise ArtifactError(f"{manager.directory}/{s}: checkpoint unreadable: {message}") from e
-        logging.warning("Checkpoint %s/%d is unreadable (%s); trying the previous one.",
-                        manager.directory, s, message)
-        unreadable.append(s)
-    return None
-  finally:
-    if unreadable:
-      _set_aside(manager, unreadable)
+  failed = []
+  for s in steps:
+    try:
+      restored = manager.restore(s, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      meta = _verify(restored["state"], restored["meta"])
+    except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds.
+      message = " ".join(str(e).split())[:300]
+      if step is not None:
+        raise ArtifactError(f"{manager.directory}/{s}: checkpoint unreadable: {message}") from e
+      logging.warning("Checkpoint %s/%d is unreadable (%s); trying the previous one.",
+                      manager.directory, s, message)
+      failed.append((s, message))
+      continue
+    if failed:
+      _set_aside(manager, [f for f, _ in failed])
+    return s, restored["state"], meta
+  if failed:
+    reasons = "; ".join(f"{s}: {m}" for s, m in failed)
+    raise ArtifactError(f"{manager.directory}: no checkpoint reads back ({reasons}). If the "
+                        "model, config or code changed, use a fresh --workdir; to start over, "
+                        "delete this folder")
+  return None
 
 
 def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:

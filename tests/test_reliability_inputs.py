@@ -34,7 +34,7 @@ def corpus_runs(tmp_path_factory):
   shared = rh.shared_dir(tmp_path_factory, "corpus")
   with rh.once(shared) as fresh:
     if fresh:
-      bases = rh.build_bases(shared / "bases")
+      bases = rh.shared_bases(tmp_path_factory)
       jobs, before = [], {}
       for case in corpus.CASES:
         workdir = shared / "cases" / case.name
@@ -48,7 +48,8 @@ def corpus_runs(tmp_path_factory):
           (workdir / target).unlink()
         before[case.name] = rh.tree_hashes(workdir)
         jobs.append({"name": case.name, "argv": _argv(case, workdir)})
-      results = rh.run_jobs(jobs, shared / "logs", rh.cache_env(shared / "jax_cache"))
+      env = rh.cache_env(rh.shared_dir(tmp_path_factory, "jax_cache"))
+      results = rh.run_jobs(jobs, shared / "logs", env)
       (shared / "runs.json").write_text(json.dumps({
           name: {"rc": r.rc, "output": r.output, "seconds": r.seconds, "before": before[name],
                  "after": rh.tree_hashes(shared / "cases" / name),
@@ -84,7 +85,8 @@ def test_corpus_is_complete_and_current():
   used = {p for c in corpus.CASES for p in [s for _, s in c.place]
           + [f.split("{corpus}/")[1].split("/")[0] for f in c.flags if "{corpus}/" in f]}
   files = {p.name for p in corpus.HERE.iterdir()
-           if not p.name.endswith(".py") or p.name.startswith("config_")} - {"__pycache__", "README.md"}
+           if not p.name.endswith(".py") or p.name.startswith("config_")}
+  files -= {"__pycache__", "README.md"}
   assert files - used == set(), f"corpus files no case uses: {files - used}"
 
 

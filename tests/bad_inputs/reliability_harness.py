@@ -15,10 +15,14 @@ import hashlib
 import json
 import os
 import pathlib
+import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from typing import Any, Iterator
 
 CORPUS = pathlib.Path(__file__).resolve().parent
@@ -57,17 +61,29 @@ def tiny_config(**overrides: Any):
   return config
 
 
+BASES = ("prepared", "vectors", "tokenized")
+
+
 def build_bases(root: pathlib.Path) -> dict[str, pathlib.Path]:
   """Workdirs after prepare / vectors / tokenize of the tiny pipeline (in-process stages)."""
   from r3vae_jax import main  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=protected-access
+  stages = (main._stage_prepare, main._stage_vectors, main._stage_tokenize)
   config = tiny_config()
-  bases, work = {}, root / "build"
-  for name, stage in (("prepared", main._stage_prepare), ("vectors", main._stage_vectors),  # pylint: disable=protected-access
-                      ("tokenized", main._stage_tokenize)):  # pylint: disable=protected-access
+  work = root / "build"
+  for name, stage in zip(BASES, stages):
     stage(config, str(work))
-    bases[name] = root / name
-    shutil.copytree(work, bases[name])
-  return bases
+    shutil.copytree(work, root / name)
+  return {name: root / name for name in BASES}
+
+
+def shared_bases(tmp_path_factory: Any) -> dict[str, pathlib.Path]:
+  """`build_bases` once per pytest session (whichever worker gets there first builds)."""
+  root = shared_dir(tmp_path_factory, "bases")
+  with once(root) as fresh:
+    if fresh:
+      build_bases(root)
+  return {name: root / name for name in BASES}
 
 
 def tree_hashes(root: pathlib.Path) -> dict[str, str]:
@@ -156,3 +172,52 @@ def assert_clean_failure(result: Result, expect: str, before: dict[str, str],
   assert not changed, f"files changed or removed by a failed run: {changed}"
   stray = [p for p in after if p not in before and (".tmp" in p or "orbax-checkpoint-tmp" in p)]
   assert not stray, f"temporary files left behind: {stray}"
+
+
+@dataclasses.dataclass
+class Launch:
+  """One `python -m r3vae_jax.main --mode=train` process, watched through its log."""
+  rc: int
+  output: str
+  steps: list[int]              # the step numbers it logged, in order
+  resumed_from: int | None      # "resumed from step N"
+  recovery_s: float | None      # process start -> its first logged step
+  signalled_at: int | None      # the logged step after which the signal was sent
+
+
+_STEP = re.compile(r"recommender: step (\d+)/")
+_RESUMED = re.compile(r"recommender: resumed from step (\d+)")
+
+
+def launch_train(argv: list[str], env: dict[str, str], log: pathlib.Path,
+                 stop_at: int | None = None, sig: int = signal.SIGKILL,
+                 timeout: float = 900) -> Launch:
+  """Runs main in a real subprocess; sends `sig` once it has logged step >= `stop_at`."""
+  start = time.time()
+  proc = subprocess.Popen([sys.executable, "-m", "r3vae_jax.main", *argv], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  lines: queue.Queue = queue.Queue()
+  reader = threading.Thread(target=lambda: [lines.put((time.time(), l)) for l in proc.stdout],
+                            daemon=True)
+  reader.start()
+  output, steps, resumed, recovery, signalled = [], [], None, None, None
+  while reader.is_alive() or not lines.empty():
+    try:
+      stamp, line = lines.get(timeout=1.0)
+    except queue.Empty:
+      if time.time() - start > timeout:
+        proc.kill()
+        raise AssertionError(f"main did not finish in {timeout}s:\n{''.join(output)[-3000:]}")
+      continue
+    output.append(line)
+    if (m := _RESUMED.search(line)):
+      resumed = int(m.group(1))
+    if (m := _STEP.search(line)):
+      steps.append(int(m.group(1)))
+      recovery = stamp - start if recovery is None else recovery
+      if stop_at is not None and signalled is None and steps[-1] >= stop_at:
+        proc.send_signal(sig)
+        signalled = steps[-1]
+  rc = proc.wait()
+  log.write_text("".join(output))
+  return Launch(rc, "".join(output), steps, resumed, recovery, signalled)

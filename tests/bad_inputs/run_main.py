@@ -8,10 +8,10 @@ matters here: its own flag parsing (`sys.argv` is the job's), its own JAX backen
 stderr in its own file, exit code as `python -m r3vae_jax.main` would return it (an uncaught
 exception prints its traceback and exits 1, as the interpreter does).
 
-JOBS.json: a list of {"name", "argv": [flags of r3vae_jax.main], "log": path for stdout+stderr,
+JOBS.json: a list of {"name", "argv": [flags of r3vae_jax.main], "log": stdout+stderr path,
 "phase": optional int (default 0; phases run in ascending order, the jobs of one phase in
-parallel), "poison_step": optional int}. `poison_step` makes the recommender's training batch of that
-global step carry NaN loss weights (a test hook: the compiled step is unchanged).
+parallel), "poison_step": optional int}. `poison_step` makes the recommender's training batch
+of that global step carry NaN loss weights (a test hook: the compiled step is unchanged).
 RESULTS.json: {name: {"rc": int, "seconds": float}}.
 """
 from __future__ import annotations
