@@ -1,4 +1,4 @@
-"""Recommender input pipeline: examples -> SID-token batches -> devices, deterministic and resumable.
+"""Recommender input pipeline: examples -> SID-token batches -> devices, deterministic, resumable.
 
 Training examples are every prefix of each training sequence -> its next item (histories capped
 at `config.data.max_history`, left-padded). Epoch `e` visits the examples in the permutation

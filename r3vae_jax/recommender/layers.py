@@ -84,22 +84,24 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None,
               key: jax.Array | None = None) -> jax.Array:
   """Scaled dot-product attention with an additive bias and a boolean mask.
 
+  Head-major layouts (batch and head dimensions lead) need no transposes around the products.
+
   Args:
-    q: [b, q, h, e]; k, v: [b, k, h, e].
+    q: [b, h, q, e]; k, v: [b, h, k, e].
     bias: float[h, q, k] (or broadcastable to [b, h, q, k]) or None.
     mask: bool broadcastable to [b, h, q, k]; False = may not attend.
     dtype: compute dtype of the two matrix products.
     dropout_rate, key: dropout on the attention weights (`key` None = off).
 
   Returns:
-    float32[b, q, h, e].
+    float32[b, h, q, e].
   """
-  logits = matmul("bqhe,bkhe->bhqk", q, k, dtype) * (q.shape[-1] ** -0.5)
+  logits = matmul("bhqe,bhke->bhqk", q, k, dtype) * (q.shape[-1] ** -0.5)
   if bias is not None:
     logits = logits + bias
   logits = jnp.where(mask, logits, MASKED)
   weights = dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, key)
-  return matmul("bhqk,bkhe->bqhe", weights, v, dtype)
+  return matmul("bhqk,bhke->bhqe", weights, v, dtype)
 
 
 def feed_forward(x: jax.Array, wi: jax.Array, wo: jax.Array, kind: str, dtype: jnp.dtype,

@@ -49,13 +49,16 @@ def _ones(size: int) -> nnx.Param:
 
 
 class _Attention(nnx.Module):
-  """Query/key/value `[d, h, e]` and output `[h, e, d]` projections, no biases."""
+  """Fused projections, no biases: self-attention `qkv [3, d, h, e]`; cross-attention
+  `q [d, h, e]` and `kv [2, d, h, e]` (the memory is projected once); output `o [h, e, d]`."""
 
-  def __init__(self, d_model: int, num_heads: int, d_kv: int, rngs: nnx.Rngs):
-    shape, std = (d_model, num_heads, d_kv), d_model ** -0.5
-    self.q = _param(rngs.params(), shape, std, ("embed", "heads", "kv"))
-    self.k = _param(rngs.params(), shape, std, ("embed", "heads", "kv"))
-    self.v = _param(rngs.params(), shape, std, ("embed", "heads", "kv"))
+  def __init__(self, d_model: int, num_heads: int, d_kv: int, cross: bool, rngs: nnx.Rngs):
+    shape, std, axes = (d_model, num_heads, d_kv), d_model ** -0.5, ("embed", "heads", "kv")
+    if cross:
+      self.q = _param(rngs.params(), shape, std, axes)
+      self.kv = _param(rngs.params(), (2,) + shape, std, (None,) + axes)
+    else:
+      self.qkv = _param(rngs.params(), (3,) + shape, std, (None,) + axes)
     self.o = _param(rngs.params(), (num_heads, d_kv, d_model), (num_heads * d_kv) ** -0.5,
                     ("heads", "kv", "embed"))
 
@@ -77,7 +80,7 @@ class _EncoderLayer(nnx.Module):
 
   def __init__(self, c: ml_collections.ConfigDict, rngs: nnx.Rngs):
     self.attn_norm = _ones(c.d_model)
-    self.attn = _Attention(c.d_model, c.num_heads, c.d_kv, rngs)
+    self.attn = _Attention(c.d_model, c.num_heads, c.d_kv, False, rngs)
     self.ffn_norm = _ones(c.d_model)
     self.ffn = _FeedForward(c.d_model, c.d_ff, c.ffn, rngs)
 
@@ -86,9 +89,9 @@ class _DecoderLayer(nnx.Module):
 
   def __init__(self, c: ml_collections.ConfigDict, rngs: nnx.Rngs):
     self.self_norm = _ones(c.d_model)
-    self.self_attn = _Attention(c.d_model, c.num_heads, c.d_kv, rngs)
+    self.self_attn = _Attention(c.d_model, c.num_heads, c.d_kv, False, rngs)
     self.cross_norm = _ones(c.d_model)
-    self.cross_attn = _Attention(c.d_model, c.num_heads, c.d_kv, rngs)
+    self.cross_attn = _Attention(c.d_model, c.num_heads, c.d_kv, True, rngs)
     self.ffn_norm = _ones(c.d_model)
     self.ffn = _FeedForward(c.d_model, c.d_ff, c.ffn, rngs)
 
@@ -226,8 +229,8 @@ class T5Recommender(nnx.Module):
     mask = enc_mask[:, None, None, :]
     for layer in self.encoder:
       h = layers.rms_norm(x, layer.attn_norm[...])
-      x = x + layers.dropout(self._attend(layer.attn, h, h, bias, mask, keys), self.dropout_rate,
-                             keys())
+      x = x + layers.dropout(self._self_attend(layer.attn, h, bias, mask, keys),
+                             self.dropout_rate, keys())
       h = layers.rms_norm(x, layer.ffn_norm[...])
       x = x + layers.dropout(self._ffn(layer.ffn, h, keys), self.dropout_rate, keys())
     return layers.dropout(layers.rms_norm(x, self.enc_norm[...]), self.dropout_rate, keys())
@@ -253,10 +256,10 @@ class T5Recommender(nnx.Module):
     cross_mask = enc_mask[:, None, None, :]
     for layer in self.decoder:
       h = layers.rms_norm(x, layer.self_norm[...])
-      x = x + layers.dropout(self._attend(layer.self_attn, h, h, bias, causal, keys),
+      x = x + layers.dropout(self._self_attend(layer.self_attn, h, bias, causal, keys),
                              self.dropout_rate, keys())
       h = layers.rms_norm(x, layer.cross_norm[...])
-      x = x + layers.dropout(self._attend(layer.cross_attn, h, enc_out, None, cross_mask, keys),
+      x = x + layers.dropout(self._cross_attend(layer.cross_attn, h, enc_out, cross_mask, keys),
                              self.dropout_rate, keys())
       h = layers.rms_norm(x, layer.ffn_norm[...])
       x = x + layers.dropout(self._ffn(layer.ffn, h, keys), self.dropout_rate, keys())
@@ -294,20 +297,20 @@ class T5Recommender(nnx.Module):
   # ---- incremental decoding ----------------------------------------------------------------
 
   def init_cache(self, batch: int, max_len: int | None = None) -> Cache:
-    """Empty self-attention KV cache: per decoder layer {"k", "v": [batch, max_len, h, e]}."""
+    """Empty self-attention KV cache: per decoder layer {"k", "v": [batch, h, max_len, e]}."""
     max_len = self.layout.num_levels if max_len is None else max_len
-    shape = (batch, max_len) + self.decoder[0].self_attn.q.shape[1:]
+    _, _, heads, d_kv = self.decoder[0].self_attn.qkv.shape
+    shape = (batch, heads, max_len, d_kv)
     return tuple({"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)}
                  for _ in self.decoder)
 
-  def cross_kv(self, enc_out: jax.Array) -> tuple[tuple[jax.Array, jax.Array], ...]:
-    """Cross-attention keys/values of every decoder layer, computed once: [B, S, h, e] each."""
-    return tuple((layers.matmul("bsd,dhe->bshe", enc_out, layer.cross_attn.k[...], self.dtype),
-                  layers.matmul("bsd,dhe->bshe", enc_out, layer.cross_attn.v[...], self.dtype))
+  def cross_kv(self, enc_out: jax.Array) -> tuple[jax.Array, ...]:
+    """Cross-attention keys/values of every decoder layer, computed once: [2, B, h, S, e]."""
+    return tuple(layers.matmul("bsd,cdhe->cbhse", enc_out, layer.cross_attn.kv[...], self.dtype)
                  for layer in self.decoder)
 
   def decode_step(self, tokens: jax.Array, level: int, cache: Cache,
-                  cross: tuple[tuple[jax.Array, jax.Array], ...], enc_mask: jax.Array
+                  cross: tuple[jax.Array, ...], enc_mask: jax.Array
                   ) -> tuple[jax.Array, Cache]:
     """One decoder step (no dropout) at position `level`, writing its keys/values to `cache`.
 
@@ -323,7 +326,7 @@ class T5Recommender(nnx.Module):
     Returns:
       (float32[N, K_level] logits over level `level`'s codes, updated cache).
     """
-    max_len = cache[0]["k"].shape[1]
+    max_len = cache[0]["k"].shape[2]
     x = self.embed_tokens(tokens)[:, None, :]
     bias = layers.relative_bias(self.dec_bias[...], max_len, max_len, False,
                                 self.max_distance)[:, level:level + 1]
@@ -333,23 +336,21 @@ class T5Recommender(nnx.Module):
     if rows % users:
       raise ValueError(f"decode_step: {rows} rows do not group into {users} users")
     new_cache = []
-    for layer, layer_cache, (ck, cv) in zip(self.decoder, cache, cross):
+    for layer, layer_cache, kv in zip(self.decoder, cache, cross):
       h = layers.rms_norm(x, layer.self_norm[...])
-      att = layer.self_attn
-      k = layer_cache["k"].at[:, level].set(
-          layers.matmul("bd,dhe->bhe", h[:, 0], att.k[...], self.dtype).astype(self.dtype))
-      v = layer_cache["v"].at[:, level].set(
-          layers.matmul("bd,dhe->bhe", h[:, 0], att.v[...], self.dtype).astype(self.dtype))
+      q, k, v = layers.matmul("bsd,cdhe->cbhse", h, layer.self_attn.qkv[...], self.dtype)
+      k = layer_cache["k"].at[:, :, level].set(k[:, :, 0].astype(self.dtype))
+      v = layer_cache["v"].at[:, :, level].set(v[:, :, 0].astype(self.dtype))
       new_cache.append({"k": k, "v": v})
-      q = layers.matmul("bqd,dhe->bqhe", h, att.q[...], self.dtype)
       ctx = layers.attention(q, k, v, bias, self_mask, self.dtype)
-      x = x + layers.matmul("bqhe,hed->bqd", ctx, att.o[...], self.dtype)
+      x = x + layers.matmul("bhqe,hed->bqd", ctx, layer.self_attn.o[...], self.dtype)
       h = layers.rms_norm(x, layer.cross_norm[...])
       q = layers.matmul("nd,dhe->nhe", h[:, 0], layer.cross_attn.q[...], self.dtype)
-      q = q.reshape(users, rows // users, *q.shape[1:])  # a user's rows act as its queries
-      ctx = layers.attention(q, ck, cv, None, cross_mask, self.dtype).reshape(rows, 1,
-                                                                              *q.shape[2:])
-      x = x + layers.matmul("bqhe,hed->bqd", ctx, layer.cross_attn.o[...], self.dtype)
+      # A user's rows act as that user's queries: [G*R, h, e] -> [G, h, R, e].
+      q = jnp.swapaxes(q.reshape(users, rows // users, *q.shape[1:]), 1, 2)
+      ctx = layers.attention(q, kv[0], kv[1], None, cross_mask, self.dtype)
+      x = x + layers.matmul("ghre,hed->grd", ctx, layer.cross_attn.o[...],
+                            self.dtype).reshape(rows, 1, -1)
       h = layers.rms_norm(x, layer.ffn_norm[...])
       x = x + self._ffn(layer.ffn, h, _Keys(None))
     h = layers.rms_norm(x[:, 0], self.dec_norm[...])
@@ -357,13 +358,18 @@ class T5Recommender(nnx.Module):
 
   # ---- sublayers ---------------------------------------------------------------------------
 
-  def _attend(self, att: _Attention, x: jax.Array, memory: jax.Array, bias: jax.Array | None,
-              mask: jax.Array, keys: _Keys) -> jax.Array:
-    q = layers.matmul("bqd,dhe->bqhe", x, att.q[...], self.dtype)
-    k = layers.matmul("bkd,dhe->bkhe", memory, att.k[...], self.dtype)
-    v = layers.matmul("bkd,dhe->bkhe", memory, att.v[...], self.dtype)
+  def _self_attend(self, att: _Attention, x: jax.Array, bias: jax.Array, mask: jax.Array,
+                   keys: _Keys) -> jax.Array:
+    q, k, v = layers.matmul("bsd,cdhe->cbhse", x, att.qkv[...], self.dtype)
     ctx = layers.attention(q, k, v, bias, mask, self.dtype, self.dropout_rate, keys())
-    return layers.matmul("bqhe,hed->bqd", ctx, att.o[...], self.dtype)
+    return layers.matmul("bhqe,hed->bqd", ctx, att.o[...], self.dtype)
+
+  def _cross_attend(self, att: _Attention, x: jax.Array, memory: jax.Array, mask: jax.Array,
+                    keys: _Keys) -> jax.Array:
+    q = layers.matmul("bqd,dhe->bhqe", x, att.q[...], self.dtype)
+    k, v = layers.matmul("bkd,cdhe->cbhke", memory, att.kv[...], self.dtype)
+    ctx = layers.attention(q, k, v, None, mask, self.dtype, self.dropout_rate, keys())
+    return layers.matmul("bhqe,hed->bqd", ctx, att.o[...], self.dtype)
 
   def _ffn(self, ffn: _FeedForward, x: jax.Array, keys: _Keys) -> jax.Array:
     return layers.feed_forward(x, ffn.wi[...], ffn.wo[...], self.ffn_kind, self.dtype,
@@ -386,7 +392,7 @@ def make_step_fn(model: T5Recommender, enc_out: jax.Array, enc_mask: jax.Array,
 
   Returns:
     (step_fn(prev_codes int32[batch*beam], level, cache) -> (logits float32[batch*beam, K_level],
-    cache), the empty cache with leaves [batch*beam, L+1, h, e]).
+    cache), the empty cache with leaves [batch*beam, h, L+1, e]).
   """
   rows = enc_out.shape[0] * beam_size
   cross = model.cross_kv(enc_out)

@@ -1,4 +1,4 @@
-"""Preemption: SIGTERM (single host) or JAX's preemption sync point (multi-host) -> save and exit."""
+"""Preemption: SIGTERM (one host) or JAX's preemption sync point (multi-host) -> save and exit."""
 from __future__ import annotations
 
 import signal

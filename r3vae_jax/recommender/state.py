@@ -93,10 +93,10 @@ def _initial_state(mdef: ModelDef, tx: optax.GradientTransformation) -> dict:
       "opt": tx.init(params),
       "step": jnp.zeros((), jnp.int32),
       # first_step: the first step whose loss or gradients were non-finite (-1: none yet);
-      # which: at that step, [loss, update, *param grads] non-finite flags; count: such steps.
+      # which: at that step, [loss, *param grads] non-finite flags; count: such steps so far.
       "nonfinite": {"first_step": jnp.full((), -1, jnp.int32),
                     "count": jnp.zeros((), jnp.int32),
-                    "which": jnp.zeros((2 + len(jax.tree.leaves(params)),), bool)},
+                    "which": jnp.zeros((1 + len(jax.tree.leaves(params)),), bool)},
   }
 
 

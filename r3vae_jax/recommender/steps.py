@@ -20,7 +20,7 @@ from r3vae_jax.recommender.model import make_step_fn
 from r3vae_jax.recommender.state import ModelDef, batch_shardings
 
 
-NONFINITE_NAMES = ("loss", "update")  # then "grad <param path>" per parameter
+NONFINITE_NAMES = ("loss",)  # then "grad <param path>" per parameter
 
 
 def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
@@ -28,16 +28,18 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
   """The (unjitted) update step.
 
   Dropout is keyed by `fold_in(key(seed), step)`, so a resumed run draws the same masks. When
-  the loss, the update or any gradient is non-finite the update is not applied (params and
-  optimizer state are kept, the step counter advances) and `state["nonfinite"]` records the
-  step and which tensors were bad (`NONFINITE_NAMES` + one flag per parameter gradient); the
-  host reads that when it next logs (no extra sync).
+  the loss or any gradient is non-finite (a gradient whose squared norm overflows float32
+  counts as non-finite) the update is not applied (`lax.cond`: params and optimizer state are
+  kept, the step counter advances) and `state["nonfinite"]` records the step and which tensors
+  were bad (`NONFINITE_NAMES` + one flag per parameter gradient); the host reads that when it
+  next logs (no extra sync).
 
   Returns:
     step(state, batch) -> (state, {"loss", "accuracy", "grad_norm", "lr", "examples",
     "finite", "loss_per_level"}).
   """
   sizes = mdef.layout.level_sizes
+  base_key = jax.random.key(seed)
 
   def loss_fn(params, batch, key):
     model = mdef.bind(params)
@@ -46,27 +48,28 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
     return sid_loss(logits, batch["targets"], sizes, batch["weight"])
 
   def step(state: dict, batch: dict) -> tuple[dict, dict]:
-    # The key is built inside the traced step: a captured device key would be a host transfer.
-    key = jax.random.fold_in(jax.random.key(seed), state["step"])
+    key = jax.random.fold_in(base_key, state["step"])
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    leaf_finite = jnp.stack([jnp.isfinite(loss), jnp.isfinite(optax.global_norm(updates))]
-                            + [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    grad_sq = jnp.stack([jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)])
+    leaf_finite = jnp.concatenate([jnp.isfinite(loss)[None], jnp.isfinite(grad_sq)])
     finite = jnp.all(leaf_finite)
-    keep = lambda new, old: jnp.where(finite, new, old)
+
+    def apply(params_opt):
+      updates, opt = tx.update(grads, params_opt[1], params_opt[0])
+      return optax.apply_updates(params_opt[0], updates), opt
+
+    params, opt = jax.lax.cond(finite, apply, lambda params_opt: params_opt,
+                               (state["params"], state["opt"]))
     bad = state["nonfinite"]
     first = (bad["first_step"] < 0) & ~finite
     new_state = {
-        "params": jax.tree.map(keep, params, state["params"]),
-        "opt": jax.tree.map(keep, opt, state["opt"]),
-        "step": state["step"] + 1,
+        "params": params, "opt": opt, "step": state["step"] + 1,
         "nonfinite": {"first_step": jnp.where(first, state["step"], bad["first_step"]),
                       "count": bad["count"] + (~finite).astype(jnp.int32),
                       "which": jnp.where(first, ~leaf_finite, bad["which"])},
     }
     measurements = {"loss": loss, "accuracy": aux["accuracy"], "examples": aux["weight"],
-                    "grad_norm": optax.global_norm(grads), "lr": schedule(state["step"]),
+                    "grad_norm": jnp.sqrt(jnp.sum(grad_sq)), "lr": schedule(state["step"]),
                     "finite": finite, "loss_per_level": aux["loss_per_level"]}
     return new_state, measurements
 

@@ -338,7 +338,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
     epoch = progress.validated_epochs
     flush()
     progress.validated_epochs = epoch + 1
-    metrics = None
+    metrics, improved = None, False
     if (epoch + 1) % t.eval_every_epochs == 0 or epoch + 1 == t.epochs:
       metrics = validate()
       log.write({"kind": "valid", "step": step, "epoch": epoch + 1, **metrics,
@@ -346,7 +346,8 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
       logging.info("recommender: epoch %d valid %s", epoch + 1,
                    " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
       value = metrics[t.select_metric]
-      if value > progress.best:
+      improved = value > progress.best
+      if improved:
         progress.best, progress.best_epoch, progress.best_step = value, epoch + 1, step
         progress.best_metrics = dict(metrics)
         progress.bad_validations = 0
@@ -356,7 +357,9 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
         progress.finished = "early_stop"
     if progress.validated_epochs >= t.epochs:
       progress.finished = progress.finished or "epochs"
-    save({t.select_metric: metrics[t.select_metric]} if metrics else None)
+    # Only improvements carry the metric: orbax's BestN then keeps exactly our best (ties and
+    # later equal scores never displace it).
+    save({t.select_metric: progress.best} if metrics and improved else None)
 
   # ================================ Train loop ==================================================
   finished = progress.finished

@@ -1,0 +1,95 @@
+"""Recommender input pipeline: prefix examples, SID-token batches, deterministic resumable order."""
+import threading
+
+import jax
+import numpy as np
+import pytest
+
+from r3vae_jax import parallel
+from r3vae_jax.data.splits import leave_one_out
+from r3vae_jax.io import ArtifactError
+from r3vae_jax.recommender import data, tokens
+
+LAYOUT = tokens.TokenLayout((4, 4, 2))
+SID = np.array([[0, 0, 0], [0, 0, 1], [1, 2, 0], [3, 3, 0], [2, 1, 0], [1, 1, 1]], np.int32)
+
+
+def _splits():
+  return leave_one_out([np.array([0, 1, 2, 3, 4]), np.array([5, 4, 3]),
+                        np.array([2, 0, 1, 5, 3, 4])])
+
+
+def test_every_prefix_predicts_its_next_item():
+  ex = data.train_examples(_splits(), max_history=2)
+  # train = [0,1,2], [5], [2,0,1,5]: 2 + 0 + 3 examples, histories capped at 2, left-padded.
+  np.testing.assert_array_equal(ex.history, [[-1, 0], [0, 1], [-1, 2], [2, 0], [0, 1]])
+  np.testing.assert_array_equal(ex.target, [1, 2, 0, 1, 5])
+  valid = data.eval_examples(_splits(), "valid", max_history=2)
+  np.testing.assert_array_equal(valid.history, [[1, 2], [-1, 5], [1, 5]])
+  np.testing.assert_array_equal(valid.target, [3, 4, 3])
+  with pytest.raises(ValueError, match="split"):
+    data.eval_examples(_splits(), "train", 2)
+
+
+def test_batch_holds_sid_tokens_mask_and_targets():
+  ex = data.train_examples(_splits(), max_history=2)
+  batch = data.make_batch(ex, np.array([0, 3]), np.array([1.0, 0.0]), LAYOUT.item_tokens(SID),
+                          SID)
+  # Item 0 = SID (0,0,0) -> tokens (2, 6, 10); item 2 = (1,2,0) -> (3, 8, 10); pad -> PAD.
+  np.testing.assert_array_equal(batch["enc_tokens"], [[0, 0, 0, 2, 6, 10], [3, 8, 10, 2, 6, 10]])
+  np.testing.assert_array_equal(batch["enc_mask"], [[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+  np.testing.assert_array_equal(batch["targets"], SID[[1, 1]])
+  np.testing.assert_array_equal(batch["weight"], [1.0, 0.0])
+
+
+def test_sid_table_must_cover_every_item():
+  ex = data.train_examples(_splits(), max_history=2)
+  with pytest.raises(ArtifactError, match="item id 5 has no SID"):
+    data.check_items(ex, num_items=5, source="train")
+
+
+def test_epoch_order_is_deterministic_complete_and_padded():
+  plan = data.BatchPlan(num_examples=10, global_batch=4, seed=7)
+  assert plan.steps_per_epoch == 3
+  for epoch in range(2):
+    rows = [plan.rows(epoch * 3 + k) for k in range(3)]
+    index = np.concatenate([r[0] for r in rows])
+    weight = np.concatenate([r[1] for r in rows])
+    assert len(index) == 12 and weight.sum() == 10
+    np.testing.assert_array_equal(np.sort(index[weight > 0]), np.arange(10))
+    assert (weight[-2:] == 0).all()  # the last batch is filled with weight-0 rows
+  np.testing.assert_array_equal(plan.order(0), data.BatchPlan(10, 4, 7).order(0))
+  assert not np.array_equal(plan.order(0), plan.order(1))
+  np.testing.assert_array_equal(data.BatchPlan(10, 4, None).order(5), np.arange(10))
+
+
+def test_resumed_iterator_yields_the_same_batches():
+  ex = data.train_examples(_splits(), max_history=2)
+  source = data.BatchSource(ex, data.BatchPlan(len(ex), 2, seed=1), LAYOUT.item_tokens(SID), SID)
+  mesh = parallel.make_mesh(2, 1, jax.devices()[:2])
+  full = [(i, jax.device_get(b)) for i, b in data.device_batches(source, mesh, 0, 6)]
+  resumed = [(i, jax.device_get(b)) for i, b in data.device_batches(source, mesh, 4, 6)]
+  assert [i for i, _ in full] == list(range(6)) and [i for i, _ in resumed] == [4, 5]
+  for (_, a), (_, b) in zip(full[4:], resumed):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  placed = next(iter(data.device_batches(source, mesh, 0, 1)))[1]
+  assert placed["enc_tokens"].sharding.spec == jax.sharding.PartitionSpec("data")
+
+
+def test_prefetcher_propagates_errors_and_stops():
+  def produce(i):
+    if i == 3:
+      raise KeyError("boom")
+    return i * i
+
+  got = []
+  with pytest.raises(KeyError, match="boom"):
+    for i, value in data.Prefetcher(produce, 0, 10, size=2):
+      got.append((i, value))
+  assert got == [(0, 0), (1, 1), (2, 4)]
+  before = threading.active_count()
+  prefetcher = data.Prefetcher(lambda i: i, 0, 1000, size=1)
+  next(iter(prefetcher))
+  prefetcher.close()
+  assert threading.active_count() <= before

@@ -1,0 +1,186 @@
+"""Recommender trainer on a real slice of Beauty: sharding, learning, exact resume, preemption.
+
+Tolerance of the sharding test: 1e-5 absolute on the loss, gradient norm and updated
+parameters (float32 reductions in a different order across devices).
+"""
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from r3vae_jax import parallel
+from r3vae_jax.configs import default
+from r3vae_jax.data.splits import leave_one_out
+from r3vae_jax.io import ArtifactError
+from r3vae_jax.recommender import data, tokens, train
+
+USERS = 300
+
+
+def _random_sid_table(num_items: int, levels: int, k: int, seed: int = 0) -> np.ndarray:
+  """Random codes plus the collision rank of each item among items with the same codes."""
+  codes = np.random.default_rng(seed).integers(0, k, (num_items, levels))
+  _, group = np.unique(codes, axis=0, return_inverse=True)
+  seen: dict[int, int] = {}
+  rank = np.zeros(num_items, np.int64)
+  for item, g in enumerate(group.ravel()):
+    rank[item] = seen.get(g, 0)
+    seen[g] = rank[item] + 1
+  return np.concatenate([codes, rank[:, None]], 1).astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def setup(shared_data):
+  """(config, sid_table, splits) for the first USERS users of Beauty, item ids made dense."""
+  lines = (shared_data / "amazon_beauty" / "Beauty.txt").read_text().splitlines()[:USERS]
+  seqs = [np.array([int(x) for x in line.split()[1:]]) for line in lines]
+  items, dense = np.unique(np.concatenate(seqs), return_inverse=True)
+  dense_seqs = np.split(dense.astype(np.int32), np.cumsum([len(s) for s in seqs])[:-1])
+  table = _random_sid_table(len(items), levels=3, k=16)
+  c = default.base_config()
+  c.sid.levels, c.sid.codebook_size, c.sid.max_collisions = 3, 16, int(table[:, -1].max()) + 1
+  c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=32, num_heads=2,
+                            d_kv=16, d_ff=64, dropout=0.1))
+  c.data.max_history = 10
+  c.train.update(dict(batch_size=256, epochs=2, warmup_steps=3, lr=3e-3, log_every_steps=2,
+                      checkpoint_every_steps=5, patience=5))
+  c.eval.update(dict(beam_size=10, batch_size=320))
+  c.mesh.update(dict(data=2, model=1))
+  return c, table, leave_one_out(dense_seqs)
+
+
+def _first_batch(config, table, splits):
+  ex = data.train_examples(splits, config.data.max_history)
+  layout = tokens.layout_from_config(config)
+  source = data.BatchSource(ex, data.BatchPlan(len(ex), config.train.batch_size, 0),
+                            layout.item_tokens(table), table)
+  return source.host_batch(0)
+
+
+def test_sharded_step_equals_single_device_step(setup):
+  config, table, splits = setup
+  config = config.copy_and_resolve_references()
+  config.recommender.dropout = 0.0  # halves the compile time of each mesh's step
+  batch = _first_batch(config, table, splits)
+  out, initial = {}, None
+  for n_data, n_model in ((1, 1), (8, 1), (4, 2)):
+    mesh = parallel.make_mesh(n_data, n_model, jax.devices()[:n_data * n_model])
+    prog = train.train_programs(config, mesh, total_steps=100)
+    initial = jax.device_get(prog.init()) if initial is None else initial
+    state = jax.device_put(initial, prog.shardings)
+    state, measurements = prog.train_step(state, parallel.to_global(batch, mesh))
+    out[n_data, n_model] = jax.device_get((measurements, state["params"]))
+  (ref_m, ref_p) = out[1, 1]
+  assert np.isfinite(ref_m["loss"]) and ref_m["grad_norm"] > 0
+  for key in ((8, 1), (4, 2)):
+    m, p = out[key]
+    np.testing.assert_allclose(m["loss"], ref_m["loss"], atol=1e-5)
+    np.testing.assert_allclose(m["grad_norm"], ref_m["grad_norm"], atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), p, ref_p)
+
+
+def _records(workdir, kind):
+  with open(os.path.join(workdir, "recommender", "metrics.jsonl"), encoding="utf-8") as f:
+    return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+def _latest_params(config, table, workdir):
+  mesh = train.make_mesh(config)
+  return jax.device_get(train.restore_params(config, workdir, table, mesh, "latest")[1])
+
+
+class _Crash(Exception):
+  pass
+
+
+def test_train_crash_sigterm_resume_evaluate(setup, tmp_path):
+  """One test (so that pytest-xdist runs the reference training once): an uninterrupted run
+  learns (2 epochs of 13 steps); a run killed at step 8 (last checkpoint 5), relaunched,
+  SIGTERMed at step 18 and relaunched again ends with bitwise the same parameters and metrics;
+  a finished run relaunches as a no-op, evaluates its best checkpoint and refuses another SID
+  table."""
+  config, table, splits = setup
+  reference = str(tmp_path / "reference")
+  expected = train.train_recommender(config, reference, table, splits)
+
+  # The uninterrupted run learns and logs.
+  losses = [r["loss"] for r in _records(reference, "train")]
+  assert np.mean(losses[-2:]) < losses[0] - 0.1, losses
+  assert all(r["examples_per_s"] > 0 and r["eta_s"] >= 0 for r in _records(reference, "train"))
+  valid = _records(reference, "valid")
+  assert [r["epoch"] for r in valid] == [1, 2] and all(r["users"] == USERS for r in valid)
+  assert expected["finished"] == "epochs" and expected["best_epoch"] in (1, 2)
+  with open(expected["result_path"], encoding="utf-8") as f:
+    assert json.load(f)["best_valid"] == expected["best_valid"]
+
+  # Killed (no save at the kill), then preempted by SIGTERM (save and return), then finished.
+  workdir = str(tmp_path / "interrupted")
+  handler_before = signal.getsignal(signal.SIGTERM)
+
+  def crash(step):
+    if step == 8:
+      raise _Crash("simulated kill: nothing saved since step 5")
+
+  with pytest.raises(_Crash):
+    train.train_recommender(config, workdir, table, splits, step_hook=crash)
+
+  def sigterm(step):
+    if step == 18:
+      assert signal.getsignal(signal.SIGTERM) != handler_before, "no SIGTERM handler installed"
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  preempted = train.train_recommender(config, workdir, table, splits, step_hook=sigterm)
+  assert preempted["finished"] == "preempted" and preempted["step"] == 18
+  assert os.path.isdir(os.path.join(workdir, "recommender", "checkpoints", "18"))
+  assert signal.getsignal(signal.SIGTERM) == handler_before
+  resumed = train.train_recommender(config, workdir, table, splits)
+  assert resumed["finished"] == "epochs" and resumed["step"] == expected["step"]
+  assert resumed["best_valid"] == expected["best_valid"]
+  jax.tree.map(np.testing.assert_array_equal, _latest_params(config, table, workdir),
+               _latest_params(config, table, reference))
+
+  # A finished run: relaunching changes nothing; evaluation reads the best checkpoint.
+  again = train.train_recommender(config, reference, table, splits)
+  assert again["step"] == expected["step"] and again["best_valid"] == expected["best_valid"]
+  metrics = train.evaluate_recommender(config, reference, table, splits, split="valid")
+  assert metrics["step"] == expected["best_step"]
+  for key in ("recall@5", "ndcg@5", "recall@10", "ndcg@10"):
+    assert metrics[key] == pytest.approx(expected["best_valid"][key])
+  assert os.path.exists(os.path.join(reference, "recommender", "valid_metrics.json"))
+
+  # Checkpoints trained on one SID table are never resumed with another.
+  other = table.copy()
+  other[[0, 1]] = other[[1, 0]]
+  with pytest.raises(ArtifactError, match="different sid_table"):
+    train.train_recommender(config, reference, other, splits)
+
+
+def test_nonfinite_step_is_skipped_and_named(setup):
+  config, table, splits = setup
+  mesh = train.make_mesh(config)
+  batch = _first_batch(config, table, splits)
+  steps_per_epoch = -(-len(data.train_examples(splits, config.data.max_history))
+                      // config.train.batch_size)
+  # The same programs as the training runs (reused when they run in this process).
+  prog = train.train_programs(config, mesh, config.train.epochs * steps_per_epoch)
+  state = prog.init()
+  before = jax.device_get(state["params"])
+  bad = dict(batch, weight=np.where(np.arange(len(batch["weight"])) == 3, np.nan,
+                                    batch["weight"]).astype(np.float32))
+  state, m = prog.train_step(state, parallel.to_global(bad, mesh))
+  assert not m["finite"]
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state["params"]), before)
+  state, m = prog.train_step(state, parallel.to_global(batch, mesh))
+  assert m["finite"]
+  record = jax.device_get(state["nonfinite"])
+  assert record["first_step"] == 0 and record["count"] == 1
+  names = train.model_programs(config, mesh).mdef.param_names()
+  message = train.nonfinite_error(record, names)
+  assert "non-finite loss" in message and "at step 0" in message
+  with pytest.raises(ValueError, match="config.train.nonfinite"):
+    bad_config = config.copy_and_resolve_references()
+    bad_config.train.nonfinite = "ignore"
+    train.train_recommender(bad_config, "/nonexistent", table, splits)
