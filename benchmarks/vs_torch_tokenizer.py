@@ -32,26 +32,19 @@ from r3vae_jax.tokenizer import train as tok_train
 
 def _ours_chunk(config: ml_collections.ConfigDict, vectors: np.ndarray, batch: int,
                 min_steps: int, opts: harness.Options) -> dict[str, Any]:
-  c = config[config.tokenizer]
   n = vectors.shape[0]
   mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
-  model = tok_train.build_model(config, vectors.shape[1], config.seed)
-  graphdef, params = nnx.split(model)
-  params = nnx.to_pure_dict(params)
-  tx = optax.adamw(c.lr, weight_decay=c.weight_decay)
-  rep = parallel.replicated(mesh)
-  state = jax.device_put({"params": params, "opt": tx.init(params)}, rep)
-  x_dev = jax.device_put(vectors, rep)
+  setup = tok_train.init_state(config, vectors, mesh, kmeans=False)
+  if setup.static["batch"] != batch:
+    raise ValueError(f"tokenizer trainer batch {setup.static['batch']} != benchmark batch {batch}")
   steps_per_epoch = math.ceil(n / batch)
   epochs = max(1, math.ceil(min_steps / steps_per_epoch))
-  static = dict(graphdef=graphdef, lr=c.lr, weight_decay=c.weight_decay, mesh=mesh, batch=batch,
-                num_epochs=epochs)
-  key = jax.random.PRNGKey(config.seed)
-  epoch = 0
+  state, epoch = setup.state, 0
 
   def call():
     nonlocal state, epoch
-    state, terms = tok_train.train_chunk(state, x_dev, key, jnp.int32(epoch), **static)
+    state, terms = tok_train.train_chunk(state, setup.vectors, setup.shuffle_key,
+                                         jnp.int32(epoch), num_epochs=epochs, **setup.static)
     epoch += epochs
     return terms
   compile_s = harness.timed_first_call(call, jax.block_until_ready)
