@@ -39,7 +39,6 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
     "finite", "loss_per_level"}).
   """
   sizes = mdef.layout.level_sizes
-  base_key = jax.random.key(seed)
 
   def loss_fn(params, batch, key):
     model = mdef.bind(params)
@@ -48,7 +47,7 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
     return sid_loss(logits, batch["targets"], sizes, batch["weight"])
 
   def step(state: dict, batch: dict) -> tuple[dict, dict]:
-    key = jax.random.fold_in(base_key, state["step"])
+    key = jax.random.fold_in(jax.random.key(seed), state["step"])  # built in the trace: no host transfer
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
     grad_sq = jnp.stack([jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)])
     leaf_finite = jnp.concatenate([jnp.isfinite(loss)[None], jnp.isfinite(grad_sq)])
