@@ -24,9 +24,21 @@ def _r3vae(**kw):
   return models.R3VAE(D_IN, (8,), LATENT, LEVELS, K, rngs=nnx.Rngs(0), **args)
 
 
-def _grads(model, x):
+def _loss_and_grads(model, x):
+  """(forward output, gradient of the loss w.r.t. every parameter) from one jitted call."""
   graphdef, params = nnx.split(model)
-  return jax.grad(lambda p: nnx.merge(graphdef, p)(x).loss)(nnx.to_pure_dict(params))
+  fn = lambda p: (lambda out: (out.loss, out))(nnx.merge(graphdef, p)(x))
+  (_, out), grads = jax.jit(jax.value_and_grad(fn, has_aux=True))(nnx.to_pure_dict(params))
+  return out, grads, nnx.to_pure_dict(params)
+
+
+def _np_mlp(layers, x):
+  """The MLP in numpy (float64): ReLU between layers."""
+  for i in range(len(layers)):
+    x = x @ np.asarray(layers[i]["kernel"], np.float64) + np.asarray(layers[i]["bias"])
+    if i < len(layers) - 1:
+      x = np.maximum(x, 0.0)
+  return x
 
 
 def _nonzero(tree):
@@ -36,17 +48,22 @@ def _nonzero(tree):
 def test_rqvae_codes_are_the_hard_residual_codes_and_gradients_flow():
   model = models.RQVAE(D_IN, (8,), LATENT, LEVELS, K, beta=0.25, rngs=nnx.Rngs(0))
   x = _x()
-  out = model(x)
+  out, grads, p = _loss_and_grads(model, x)
   assert out.x_hat.shape == (16, D_IN) and out.codes.shape == (16, LEVELS)
-  codes, quantized, _ = quantize.residual_quantize(model.encoder(x), model.codebooks[...])
-  np.testing.assert_array_equal(out.codes, codes)
-  np.testing.assert_allclose(out.x_hat, model.decoder(quantized), rtol=1e-5, atol=1e-5)
+  residual = _np_mlp(p["encoder"]["layers"], np.asarray(x, np.float64))
+  books = np.asarray(p["codebooks"], np.float64)
+  total = np.zeros_like(residual)
+  for level in range(LEVELS):
+    code = np.argmin(((residual[:, None] - books[level][None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(out.codes[:, level], code)
+    total += books[level][code]
+    residual -= books[level][code]
+  np.testing.assert_allclose(out.x_hat, _np_mlp(p["decoder"]["layers"], total), atol=1e-4)
   assert float(out.loss) == pytest.approx(float(out.terms["recon"] + out.terms["vq"]), rel=1e-6)
-  grads = _grads(model, x)
   assert _nonzero(grads["encoder"]) and _nonzero(grads["decoder"])
   # The codebook learns only from the codebook term, and only at chosen codes.
   used = np.zeros((LEVELS, K), bool)
-  used[np.arange(LEVELS)[None, :], np.asarray(codes)] = True
+  used[np.arange(LEVELS)[None, :], np.asarray(out.codes)] = True
   g = np.abs(np.asarray(grads["codebooks"])).sum(-1)
   assert np.all(g[used] > 0) and np.all(g[~used] == 0)
 
@@ -54,14 +71,14 @@ def test_rqvae_codes_are_the_hard_residual_codes_and_gradients_flow():
 def test_straight_through_passes_the_decoder_gradient_to_the_latent_once():
   z = jnp.asarray(np.random.default_rng(1).normal(size=(4, LATENT)), jnp.float32)
   books = jnp.asarray(np.random.default_rng(2).normal(size=(LEVELS, K, LATENT)), jnp.float32)
-  g = jax.grad(lambda z: jnp.sum(quantizers.rq_straight_through(z, books, 0.0)[0] * 3.0))(z)
+  g = jax.jit(jax.grad(lambda z: jnp.sum(quantizers.rq_straight_through(z, books, 0.0)[0] * 3.0)))(z)
   np.testing.assert_allclose(g, 3.0 * jnp.ones_like(z))
 
 
 def test_reference_split_removes_the_reference_direction():
   z = _x(8)[:, :LATENT]
   r = jnp.arange(1.0, LATENT + 1.0)
-  alpha, e0 = quantizers.reference_split(z, r)
+  alpha, e0 = jax.jit(quantizers.reference_split)(z, r)
   np.testing.assert_allclose(e0 @ r, 0.0, atol=1e-4)
   np.testing.assert_allclose(e0 + alpha[:, None] * r, z, rtol=1e-5, atol=1e-6)
 
@@ -70,15 +87,25 @@ def test_reference_split_removes_the_reference_direction():
 def test_r3vae_forward_codes_and_gradients(rating):
   model = _r3vae(rating=rating)
   x = _x()
-  out = model(x)
+  out, grads, p = _loss_and_grads(model, x)
   assert out.codes.shape == (16, LEVELS) and out.codes.dtype == jnp.int32
-  anchor, e0 = model.split(model.encoder(x))
-  _, codes, weights, _ = quantizers.rating_residual(e0, model.codebooks[...], 0.5, rating)
-  np.testing.assert_array_equal(out.codes, codes)
-  np.testing.assert_array_equal(out.codes, jnp.argmax(weights, -1))
+  z = _np_mlp(p["encoder"]["layers"], np.asarray(x, np.float64))
+  r = np.asarray(p["reference"], np.float64)
+  alpha = z @ r / (r @ r)
+  residual, total = z - alpha[:, None] * r, alpha[:, None] * r
+  unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
+  for level in range(LEVELS):
+    book = np.asarray(p["codebooks"][level], np.float64)
+    ratings = unit(residual) @ unit(book).T / 0.5
+    w = np.exp(ratings - ratings.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    code = np.argmax(w, axis=1)
+    np.testing.assert_array_equal(out.codes[:, level], code)
+    q = w @ book if rating == "soft" else w[np.arange(16), code][:, None] * book[code]
+    total, residual = total + q, residual - q
+  np.testing.assert_allclose(out.x_hat, _np_mlp(p["decoder"]["layers"], total), atol=1e-4)
   expected = (out.terms["recon"] - 0.1 * out.terms["soft_sc"] + 0.1 * out.terms["soft_pd"])
   assert float(out.loss) == pytest.approx(float(expected), rel=1e-5)
-  grads = _grads(model, x)
   assert _nonzero(grads["reference"]) and _nonzero(grads["encoder"])
   assert float(jnp.abs(grads["codebooks"]).sum()) > 0
 
@@ -86,12 +113,11 @@ def test_r3vae_forward_codes_and_gradients(rating):
 def test_r3vae_ablation_flags():
   x = _x()
   plain = _r3vae(reference_vector=False, use_sc=False, use_pd=False)
-  out = plain(x)
-  assert plain.reference is None and set(out.terms) == {"recon"}
-  assert float(out.loss) == pytest.approx(float(out.terms["recon"]))
-  np.testing.assert_allclose(plain.init_latents(x), plain.encoder(x))
-  assert set(_r3vae(use_pd=False)(x).terms) == {"recon", "soft_sc"}
-  assert set(_r3vae(use_sc=False)(x).terms) == {"recon", "soft_pd"}
+  assert plain.reference is None and "reference" not in nnx.to_pure_dict(nnx.state(plain))
+  for kw, terms in ((dict(reference_vector=False, use_sc=False, use_pd=False), {"recon"}),
+                    (dict(use_pd=False), {"recon", "soft_sc"}),
+                    (dict(use_sc=False), {"recon", "soft_pd"})):
+    assert set(jax.eval_shape(_r3vae(**kw), x).terms) == terms
   with pytest.raises(ValueError, match="r3vae.rating"):
     _r3vae(rating="median")
 
@@ -100,8 +126,10 @@ def test_kmeans_init_fits_the_codebooks_on_e0():
   model = _r3vae()
   x = _x(40)
   train.kmeans_init(model, x, jax.random.PRNGKey(0), iters=5, max_items=1000)
-  np.testing.assert_allclose(model.reference[...], jnp.mean(model.encoder(x), 0), rtol=1e-5)
-  codes, _, _ = quantize.residual_quantize(model.init_latents(x), model.codebooks[...])
+  p = nnx.to_pure_dict(nnx.state(model))
+  np.testing.assert_allclose(model.reference[...], _np_mlp(p["encoder"]["layers"], x).mean(0),
+                             rtol=1e-4, atol=1e-5)
+  codes, _, _ = quantize.residual_quantize(jax.jit(model.init_latents)(x), model.codebooks[...])
   assert len(np.unique(np.asarray(codes[:, 0]))) == K  # every first-level code is used
   with pytest.raises(ValueError, match="at least codebook_size=5 items"):
     train.kmeans_init(_r3vae(), x[:3], jax.random.PRNGKey(0), iters=5, max_items=1000)

@@ -22,6 +22,7 @@ from typing import NamedTuple, Sequence
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from r3vae_jax import quantize
 from r3vae_jax.tokenizer import quantizers
@@ -39,11 +40,38 @@ class TokenizerOutput(NamedTuple):
   terms: dict[str, jax.Array]
 
 
-class MLP(nnx.Module):
-  """Linear layers with ReLU between them (none after the last)."""
+def host_rng(rngs: nnx.Rngs) -> np.random.Generator:
+  """A numpy generator seeded from one `rngs.params()` key.
 
-  def __init__(self, sizes: Sequence[int], *, rngs: nnx.Rngs):
-    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+  Parameters are drawn on the host: no per-op device compilation at construction (seconds on a
+  CPU), and the same initial values on every backend.
+  """
+  key = rngs.params()
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return np.random.default_rng(np.asarray(key).ravel().tolist())
+
+
+def _normal(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> nnx.Param:
+  return nnx.Param(jnp.asarray(rng.standard_normal(shape) * scale, jnp.float32))
+
+
+class Dense(nnx.Module):
+  """`x @ kernel + bias`; kernel ~ N(0, 1/fan_in) (LeCun normal), bias 0."""
+
+  def __init__(self, fan_in: int, fan_out: int, rng: np.random.Generator):
+    self.kernel = _normal(rng, (fan_in, fan_out), fan_in ** -0.5)
+    self.bias = nnx.Param(jnp.zeros((fan_out,), jnp.float32))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x @ self.kernel[...] + self.bias[...]
+
+
+class MLP(nnx.Module):
+  """Dense layers with ReLU between them (none after the last)."""
+
+  def __init__(self, sizes: Sequence[int], rng: np.random.Generator):
+    self.layers = nnx.List([Dense(a, b, rng) for a, b in zip(sizes[:-1], sizes[1:])])
 
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, layer in enumerate(self.layers):
@@ -53,9 +81,9 @@ class MLP(nnx.Module):
     return x
 
 
-def _codebooks(levels: int, size: int, dim: int, rngs: nnx.Rngs) -> nnx.Param:
+def _codebooks(levels: int, size: int, dim: int, rng: np.random.Generator) -> nnx.Param:
   """`[L, K, D]` codebooks, N(0, 1/D); replaced by k-means when `kmeans_init` is on."""
-  return nnx.Param(jax.random.normal(rngs.params(), (levels, size, dim)) / jnp.sqrt(dim))
+  return _normal(rng, (levels, size, dim), dim ** -0.5)
 
 
 class RQVAE(nnx.Module):
@@ -68,14 +96,15 @@ class RQVAE(nnx.Module):
     levels: L codebooks.
     codebook_size: K codes per level.
     beta: commitment weight.
-    rngs: parameter RNG.
+    rngs: parameter RNG (one `params` key seeds the host-side initialisation).
   """
 
   def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, levels: int,
                codebook_size: int, beta: float, *, rngs: nnx.Rngs):
-    self.encoder = MLP([input_dim, *hidden, latent_dim], rngs=rngs)
-    self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rngs=rngs)
-    self.codebooks = _codebooks(levels, codebook_size, latent_dim, rngs)
+    rng = host_rng(rngs)
+    self.encoder = MLP([input_dim, *hidden, latent_dim], rng)
+    self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rng)
+    self.codebooks = _codebooks(levels, codebook_size, latent_dim, rng)
     self.beta = beta
 
   def init_latents(self, x: jax.Array) -> jax.Array:
@@ -109,11 +138,11 @@ class R3VAE(nnx.Module):
                metric_weight: float, use_sc: bool, use_pd: bool, pd_t: float, rngs: nnx.Rngs):
     if rating not in ("soft", "hard"):
       raise ValueError(f"r3vae.rating must be 'soft' or 'hard', got {rating!r}")
-    self.encoder = MLP([input_dim, *hidden, latent_dim], rngs=rngs)
-    self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rngs=rngs)
-    self.codebooks = _codebooks(levels, codebook_size, latent_dim, rngs)
-    self.reference = (nnx.Param(jax.random.normal(rngs.params(), (latent_dim,)) / jnp.sqrt(latent_dim))
-                      if reference_vector else None)
+    rng = host_rng(rngs)
+    self.encoder = MLP([input_dim, *hidden, latent_dim], rng)
+    self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rng)
+    self.codebooks = _codebooks(levels, codebook_size, latent_dim, rng)
+    self.reference = _normal(rng, (latent_dim,), latent_dim ** -0.5) if reference_vector else None
     self.rating = rating
     self.temperature = temperature
     self.metric_weight = metric_weight

@@ -74,6 +74,17 @@ def build_model(config: ml_collections.ConfigDict, input_dim: int, seed: int) ->
                       use_sc=c.use_sc, use_pd=c.use_pd, pd_t=c.pd_t, rngs=rngs)
 
 
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _first_pass(params: dict[str, Any], vectors: jax.Array, *, graphdef: Any
+                ) -> tuple[jax.Array | None, jax.Array]:
+  """(reference set to the mean latent, or None without one; the latents to cluster `[N, D]`)."""
+  model = nnx.merge(graphdef, params)
+  if getattr(model, "reference", None) is None:
+    return None, model.init_latents(vectors)
+  model.reference[...] = jnp.mean(model.encoder(vectors), axis=0)
+  return model.reference[...], model.init_latents(vectors)
+
+
 def kmeans_init(model: nnx.Module, vectors: jax.Array, key: jax.Array, iters: int,
                 max_items: int) -> None:
   """Sets the codebooks (in place) by residual k-means on the model's initial latents.
@@ -96,9 +107,10 @@ def kmeans_init(model: nnx.Module, vectors: jax.Array, key: jax.Array, iters: in
   if vectors.shape[0] < k:
     raise ValueError(f"tokenizer: k-means init needs at least codebook_size={k} items, "
                      f"got {vectors.shape[0]}")
-  if getattr(model, "reference", None) is not None:
-    model.reference[...] = jnp.mean(model.encoder(vectors), axis=0)
-  latents = model.init_latents(vectors)
+  graphdef, params = nnx.split(model)
+  reference, latents = _first_pass(nnx.to_pure_dict(params), vectors, graphdef=graphdef)
+  if reference is not None:
+    model.reference[...] = reference
   books, _ = quantize.residual_kmeans(fit_key, latents, levels, k, iters)
   model.codebooks[...] = books
 
