@@ -44,14 +44,20 @@ def load_tokenizer(model: nn.Module, params: Mapping[str, Any]) -> None:
 
 
 def _attention(att: nn.Module, p: Mapping[str, Any], name: str) -> None:
-  """`q/k/v [d, h, e]`, `o [h, e, d]` -> T5Attention `q/k/v/o.weight`.
+  """Our fused projections -> T5Attention `q/k/v/o.weight`.
 
-  T5 does not scale attention logits; ours scale by d_kv^-0.5, folded into q here.
+  Self-attention holds `qkv [3, d, h, e]`, cross-attention `q [d, h, e]` and `kv [2, d, h, e]`;
+  both `o [h, e, d]`. T5 does not scale attention logits; ours scale by d_kv^-0.5, folded into
+  q here.
   """
-  d, h, e = np.shape(p["q"])
-  _set(att.q.weight, _tensor(p["q"]).reshape(d, h * e).T * e ** -0.5, f"{name}.q")
-  _set(att.k.weight, _tensor(p["k"]).reshape(d, h * e).T, f"{name}.k")
-  _set(att.v.weight, _tensor(p["v"]).reshape(d, h * e).T, f"{name}.v")
+  if "qkv" in p:
+    q, k, v = (_tensor(p["qkv"])[i] for i in range(3))
+  else:
+    q, (k, v) = _tensor(p["q"]), (_tensor(p["kv"])[i] for i in range(2))
+  d, h, e = q.shape
+  _set(att.q.weight, q.reshape(d, h * e).T * e ** -0.5, f"{name}.q")
+  _set(att.k.weight, k.reshape(d, h * e).T, f"{name}.k")
+  _set(att.v.weight, v.reshape(d, h * e).T, f"{name}.v")
   _set(att.o.weight, _tensor(p["o"]).reshape(h * e, d).T, f"{name}.o")
 
 
