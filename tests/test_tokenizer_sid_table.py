@@ -27,7 +27,7 @@ def test_make_sid_table_rejects_too_many_collisions():
 
 def test_round_trip(tmp_path):
   table = sid_table.make_sid_table(_codes(), max_collisions=4)
-  metrics = {"collision_rate": 0.83, "usage_per_level": [0.5, 0.25]}
+  metrics = {"collision_rate": 0.83, "usage_per_level": [0.5, 0.25], "semantic_cohesion": np.nan}
   path = sid_table.save_sid_table(str(tmp_path), table, metrics, {"tokenizer": "rqkmeans"})
   assert path == os.path.join(str(tmp_path), "tokenizer", "sid_table.npy")
   for where in (str(tmp_path), os.path.dirname(path), path):
@@ -35,6 +35,7 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded, table)
     assert loaded.dtype == np.int32
     assert info["collision_rate"] == 0.83 and info["meta"]["tokenizer"] == "rqkmeans"
+    assert info["semantic_cohesion"] is None  # NaN is written as null (strict JSON)
   assert not [f for f in os.listdir(os.path.dirname(path)) if f.endswith(".tmp")]
 
 

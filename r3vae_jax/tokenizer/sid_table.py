@@ -7,6 +7,7 @@ never read together. A table made elsewhere (any `.npy`) loads too, with or with
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -54,10 +55,21 @@ def save_sid_table(workdir: str, table: np.ndarray, metrics: dict[str, Any],
   directory = os.path.join(workdir, SID_DIR)
   path = os.path.join(directory, TABLE_FILE)
   io.write_npy(path, table)
-  io.write_json(os.path.join(directory, METRICS_FILE), {
+  io.write_json(os.path.join(directory, METRICS_FILE), _finite_or_null({
       **metrics, "meta": {**meta, "table_fingerprint": io.fingerprint_array(table),
-                          "table_shape": list(table.shape)}})
+                          "table_shape": list(table.shape)}}))
   return path
+
+
+def _finite_or_null(obj: Any) -> Any:
+  """NaN/inf floats (e.g. SC when no two items share a tuple) -> None, for strict JSON."""
+  if isinstance(obj, dict):
+    return {k: _finite_or_null(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_finite_or_null(v) for v in obj]
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  return obj
 
 
 def load_sid_table(path_or_workdir: str) -> tuple[np.ndarray, dict[str, Any]]:

@@ -340,7 +340,9 @@ def _copy(tree: Any) -> Any:
 
 
 def _check_finite(metrics: dict[str, Any], name: str, epoch: int) -> None:
-  bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+  """Training losses and reconstruction must be finite (SC/PD are NaN when undefined)."""
+  bad = [k for k, v in metrics.items() if (k.startswith("train_") or k == "reconstruction_mse")
+         and not math.isfinite(v)]
   if bad:
     raise FloatingPointError(f"{name}: non-finite {bad} at epoch {epoch}")
 
