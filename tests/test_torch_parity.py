@@ -36,9 +36,7 @@ def ref():
   """The torch_reference package (imported here: torch is absent from CI)."""
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
   import torch
-  from benchmarks import torch_reference
   from benchmarks.torch_reference import decoding, recommender, tokenizer, weights
-  del torch_reference
   torch.manual_seed(0)
   return dict(torch=torch, tokenizer=tokenizer, recommender=recommender, decoding=decoding,
               weights=weights)
