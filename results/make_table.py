@@ -1,0 +1,64 @@
+"""Builds the results table (markdown) from results/*.json; never typed by hand.
+
+  python results/make_table.py > results/table.md
+
+Rows: dataset × tokenizer × vector source, ours as mean ± std over seeds, beside the R3-VAE
+paper's numbers and the public PyTorch re-implementation's (docs/spec.md).
+"""
+import collections
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+# R@10 / N@10 from the R3-VAE paper (spec.md), and the public PyTorch re-implementation
+# (5 seeds, maxlen 20; spec.md), keyed by (dataset, tokenizer).
+PAPER = {("beauty", "r3vae"): (0.0716, 0.0393), ("sports", "r3vae"): (0.0412, 0.0217),
+         ("toys", "r3vae"): (0.0657, 0.0368), ("beauty", "rqkmeans"): (0.0639, 0.0347),
+         ("sports", "rqkmeans"): (0.0353, 0.0191), ("toys", "rqkmeans"): (0.0577, 0.0308)}
+REIMPL = {("beauty", "rqvae"): (0.0669, 0.0371), ("beauty", "rqkmeans"): (0.0683, 0.0374),
+          ("beauty", "r3vae"): (0.0710, 0.0390), ("beauty", "diger"): (0.0664, 0.0365),
+          ("sports", "rqvae"): (None, 0.0206), ("sports", "r3vae"): (None, 0.0229),
+          ("sports", "diger"): (None, 0.0207), ("toys", "rqvae"): (None, 0.0342),
+          ("toys", "r3vae"): (None, 0.0374), ("toys", "diger"): (None, 0.0326)}
+
+
+def _fmt(values):
+  if not values:
+    return "–"
+  a = np.asarray(values, float)
+  return f"{a.mean():.4f}" + (f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else "")
+
+
+def _ref(table, key, i):
+  v = table.get(key, (None, None))[i]
+  return "–" if v is None else f"{v:.4f}"
+
+
+def main(directory):
+  rows = collections.defaultdict(list)
+  for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+    r = json.load(open(path))
+    if r.get("kind") != "experiment":
+      continue
+    rows[(r["dataset"], r["tokenizer"], r["vectors"])].append(r)
+  print("| dataset | tokenizer | vectors | seeds | R@5 | R@10 | N@5 | N@10 | paper R@10 / N@10 "
+        "| re-impl. R@10 / N@10 | collisions | wall s (train) | device |")
+  print("|" + "---|" * 13)
+  for (dataset, tok, vec), runs in sorted(rows.items()):
+    test = [r["metrics"]["test"] for r in runs]
+    key = (dataset, tok)
+    wall = [sum(r["wall_time_s"].values()) for r in runs]
+    train = [r["wall_time_s"].get("train", 0) for r in runs]
+    coll = [r["sid_metrics"].get("collision_rate", float("nan")) for r in runs]
+    print(f"| {dataset} | {tok} | {vec} | {len(runs)} | {_fmt([t['recall@5'] for t in test])} "
+          f"| {_fmt([t['recall@10'] for t in test])} | {_fmt([t['ndcg@5'] for t in test])} "
+          f"| {_fmt([t['ndcg@10'] for t in test])} | {_ref(PAPER, key, 0)} / {_ref(PAPER, key, 1)} "
+          f"| {_ref(REIMPL, key, 0)} / {_ref(REIMPL, key, 1)} | {np.mean(coll):.3f} "
+          f"| {np.mean(wall):.0f} ({np.mean(train):.0f}) | {runs[0].get('device', '?')} |")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__)))
