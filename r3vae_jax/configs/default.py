@@ -80,11 +80,13 @@ def base_config() -> ml_collections.ConfigDict:
   # lambda of L/(2(|s|+lambda)^2)+log(|s|+lambda); tokenizer_lr: tokenizer group lr (the
   # recommender uses train.lr); recon_weight / vq_weight: weights of the tokenizer losses;
   # detach_codes: cut the indicators' gradient (the released code's detached SID table, ablation);
-  # rng_impl: PRNG of the Gumbel noise and dropout (unsafe_rbg compiles ~3x faster than threefry).
+  # rng_impl: PRNG of the Gumbel noise and dropout (unsafe_rbg compiles ~3x faster than threefry);
+  # vq_codes: chosen | greedy, the codes of the VQ/commitment and reconstruction losses (joint.py).
   c.diger = ml_collections.ConfigDict(dict(
       decay="frequency", tau=2.0, noise_scale=1.0, usage_momentum=0.99, hot_factor=1.5,
       sigma_lambda=1.0, tokenizer_lr=1e-5, recon_weight=1.0, vq_weight=1.0, pretrain="rqvae",
-      sigma_init=1.0, sigma_lr=1e-3, detach_codes=False, rng_impl="unsafe_rbg"))
+      sigma_init=1.0, sigma_lr=1e-3, detach_codes=False, rng_impl="unsafe_rbg",
+      vq_codes="chosen"))
 
   # ---- recommender (T5 encoder-decoder) -------------------------------------------------
   c.recommender = ml_collections.ConfigDict(dict(

@@ -12,7 +12,8 @@ For a batch of training examples (history item ids `[B, H]`, target item ids `[B
 3. the collision token (last SID position) is read from the epoch's SID table: a constant one-hot
    with no gradient;
 4. total = rec (sigma-reweighted under "learned_sigma") + recon_weight * recon
-   + vq_weight * VQ/commitment (beta from the tokenizer).
+   + vq_weight * VQ/commitment (beta from the tokenizer), the last two on the chosen or the
+   greedy codes (`JointConfig.vq_codes`).
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ class JointConfig:
     recon_weight: weight of the reconstruction loss.
     vq_weight: weight of the VQ/commitment loss.
     detach: cut the indicators' gradient (the released code's detached SID table; ablation).
+    vq_codes: "chosen" (VQ/commitment and reconstruction on the codes the recommender sees,
+      noisy ones included, as the released code) or "greedy" (on the noiseless residual
+      codes: the noise then only changes what the recommender sees).
   """
   decay: str
   tau: float
@@ -52,6 +56,7 @@ class JointConfig:
   recon_weight: float
   vq_weight: float
   detach: bool = False
+  vq_codes: str = "chosen"
 
 
 def history_onehots(indicators: jax.Array, collision: jax.Array, valid: jax.Array,
@@ -128,7 +133,9 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   scales = noise.noise_scales(cfg.decay, greedy_level1, usage[0], sigma, cfg.noise_scale,
                               cfg.hot_factor)
   a = assign.gumbel_residual(z, books, gumbel_key, cfg.tau, scales, cfg.detach)
-  vq, decoder_in = assign.tokenizer_losses(z, books, a.codes, cfg.beta, weights)
+  vq_codes = a.codes if cfg.vq_codes == "chosen" else quantize.residual_quantize(
+      jax.lax.stop_gradient(z), jax.lax.stop_gradient(books))[0]
+  vq, decoder_in = assign.tokenizer_losses(z, books, vq_codes, cfg.beta, weights)
   x_hat = tokenizer.decoder(decoder_in)
   recon = jnp.sum(weights[:, None] * jnp.square(x - x_hat)) / (
       jnp.maximum(weights.sum(), 1.0) * x.shape[-1])

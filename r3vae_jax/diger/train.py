@@ -2,25 +2,31 @@
 
   python -m r3vae_jax.main --config=r3vae_jax/configs/default.py:diger --workdir=DIR --mode=all
 
-Sections, top to bottom: config checks, pretrained tokenizer, input pipeline, model & optimizer,
-shard & transfer, update step, SID table & evaluation, checkpoint/resume, train loop, save.
+Sections, top to bottom: config checks, pretrained tokenizer, model & optimizer, update step,
+SID table & evaluation, save, the train loop (mesh, input pipeline, shard & transfer, resume,
+epochs).
 
 * Starts from the RQ-VAE of `config.diger.pretrain` (its best parameters in
-  `workdir/tokenizer/<pretrain>_ckpt`; fitted first when absent).
-* One jitted, sharded step (batch over `data`; recommender parameters by
-  `recommender.sharding`, tokenizer, sigma and the usage EMA replicated) computes
-  `joint.joint_loss` and applies one `optax.multi_transform` with three groups: tokenizer
-  (`diger.tokenizer_lr`), recommender (`train.lr`, warmup + schedule) and sigma
-  (`diger.sigma_lr`), after a global-norm clip.
-* After every epoch the SID table is recomputed (greedy codes + collision tokens), its code usage
-  per level, collision rate and sigma are logged, and validation NDCG@10 is measured by the
-  constrained beam search over that table. Early stopping on `train.select_metric` with
-  `train.patience`; the best epoch's tokenizer, recommender, sigma and SID table are saved
-  together in `workdir/diger/` and the table also via `tokenizer.sid_table.save_sid_table`.
-* Every epoch is checkpointed (orbax, `workdir/diger/ckpt`); a rerun resumes from the latest one.
+  `workdir/tokenizer/<pretrain>_ckpt`; fitted first when absent) and a fresh recommender.
+* One jitted step (batch over `data`; recommender parameters by `recommender.sharding`,
+  tokenizer, sigma and the usage EMA replicated) computes `joint.joint_loss` and applies one
+  `optax.multi_transform` with three groups: tokenizer (`diger.tokenizer_lr`), recommender
+  (the recommender's own optimizer: `train.lr`, warmup, schedule) and sigma (`diger.sigma_lr`).
+* After every epoch the SID table is recomputed (greedy codes + collision tokens) and its code
+  usage per level, collision rate, largest code-tuple group and sigma are logged; every
+  `train.eval_every_epochs` epochs validation NDCG@10 comes from the constrained beam search over
+  that table. An epoch whose codes put more than `sid.max_collisions` items on one tuple has no
+  valid table (collapse): training continues on the last valid table and the epoch cannot be
+  the best. Early stopping on `train.select_metric` with `train.patience` validations.
+* The best epoch's tokenizer, recommender, sigma and SID table are saved together in
+  `workdir/diger/`; the table also via `tokenizer.sid_table.save_sid_table` and the recommender
+  also as a `workdir/recommender/checkpoints` step, so `--mode=evaluate` reads them unchanged.
+* Every epoch is checkpointed (orbax, `workdir/diger/ckpt`, with the epoch's table); a rerun of
+  the same config resumes from the latest one.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -40,13 +46,12 @@ from r3vae_jax import io
 from r3vae_jax import parallel
 from r3vae_jax import quantize
 from r3vae_jax.data.splits import Splits
-from r3vae_jax.decode import beam_search
 from r3vae_jax.decode import build_trie
 from r3vae_jax.diger import joint
 from r3vae_jax.diger import noise
 from r3vae_jax.recommender import data as rec_data
-from r3vae_jax.recommender import model as rec_model
-from r3vae_jax.recommender import sharding as rec_sharding
+from r3vae_jax.recommender import state as rec_state
+from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.tokenizer import api as tok_api
 from r3vae_jax.tokenizer import sid_table as sid_lib
 from r3vae_jax.tokenizer import train as tok_train
@@ -63,6 +68,8 @@ def joint_config(config: ml_collections.ConfigDict) -> joint.JointConfig:
   noise.check_decay(d.decay)
   if d.pretrain != "rqvae":
     raise ValueError(f"config.diger.pretrain: DIGER starts from an RQ-VAE; got {d.pretrain!r}")
+  if d.vq_codes not in ("chosen", "greedy"):
+    raise ValueError(f"config.diger.vq_codes must be 'chosen' or 'greedy', got {d.vq_codes!r}")
   if d.tau <= 0 or d.noise_scale < 0 or d.sigma_lambda <= 0:
     raise ValueError(f"config.diger: tau and sigma_lambda must be > 0 and noise_scale >= 0; "
                      f"got tau={d.tau}, sigma_lambda={d.sigma_lambda}, "
@@ -71,13 +78,7 @@ def joint_config(config: ml_collections.ConfigDict) -> joint.JointConfig:
                            hot_factor=float(d.hot_factor), sigma_lambda=float(d.sigma_lambda),
                            beta=float(config[d.pretrain].beta),
                            recon_weight=float(d.recon_weight), vq_weight=float(d.vq_weight),
-                           detach=bool(d.detach_codes))
-
-
-def _pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  c = config.copy_and_resolve_references()
-  c.tokenizer = config.diger.pretrain
-  return c
+                           detach=bool(d.detach_codes), vq_codes=d.vq_codes)
 
 
 # ---- pretrained tokenizer ----------------------------------------------------------------
@@ -89,96 +90,72 @@ def load_pretrained_tokenizer(config: ml_collections.ConfigDict, vectors: np.nda
   Reads the checkpoint `tokenizer/train.py` writes (`workdir/tokenizer/<name>_ckpt`, tree
   {"state": {"params", "opt"}, "best_params"}).
   """
-  pre = _pretrain_config(config)
-  name = pre.tokenizer
-  ckpt_dir = os.path.join(workdir, "tokenizer", f"{name}_ckpt")
-  if not _has_checkpoint(ckpt_dir):
-    logging.info("diger: no pretrained %s in %s; fitting it first", name, ckpt_dir)
+  pre = config.copy_and_resolve_references()
+  pre.tokenizer = config.diger.pretrain
+  c = pre[pre.tokenizer]
+  ckpt_dir = os.path.join(workdir, "tokenizer", f"{pre.tokenizer}_ckpt")
+  if not (os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))):
+    logging.info("diger: no pretrained %s in %s; fitting it first", pre.tokenizer, ckpt_dir)
     tok_api.fit_tokenizer(pre, vectors, workdir)
-  model = tok_train.build_model(pre, vectors.shape[1], pre.seed)
-  graphdef, params = nnx.split(model)
+  graphdef, params = nnx.split(tok_train.build_model(pre, vectors.shape[1], pre.seed))
   params = nnx.to_pure_dict(params)
-  c = pre[name]
   tx = tok_train._optimizer(c.lr, c.weight_decay)  # pylint: disable=protected-access  # layout.
   tree = {"state": {"params": params, "opt": tx.init(params)}, "best_params": params}
   manager = checkpoint.make_manager(ckpt_dir, keep=c.checkpoint_keep, async_save=False)
   restored = checkpoint.restore(manager, checkpoint.abstract_like(tree))
   if restored is None:
-    raise io.ArtifactError(f"{ckpt_dir}: no readable {name} checkpoint to start DIGER from")
-  _, tree, _ = restored
-  return nnx.merge(graphdef, tree["best_params"])
-
-
-def _has_checkpoint(directory: str) -> bool:
-  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+    raise io.ArtifactError(f"{ckpt_dir}: no readable {pre.tokenizer} checkpoint to start from")
+  return nnx.merge(graphdef, restored[1]["best_params"])
 
 
 # ---- model & optimizer -------------------------------------------------------------------
 
-def _recommender_schedule(t: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup to `train.lr`, then cosine decay to 0 ("cosine") or constant."""
-  warmup = min(t.warmup_steps, max(total_steps - 1, 0))
-  if t.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(total_steps, warmup + 1))
-  if t.schedule == "constant":
-    return optax.join_schedules([optax.linear_schedule(0.0, t.lr, max(warmup, 1)),
-                                 optax.constant_schedule(t.lr)], [max(warmup, 1)])
-  raise ValueError(f"config.train.schedule must be 'cosine' or 'constant', got {t.schedule!r}")
-
-
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
                    ) -> optax.GradientTransformation:
-  """Global-norm clip, then one AdamW per group (tokenizer lr << recommender lr)."""
+  """One optimizer per parameter group: the tokenizer's lr is << the recommender's.
+
+  tokenizer: clip + AdamW(`diger.tokenizer_lr`); recommender: its own optimizer
+  (`recommender.state.make_optimizer`: clip, AdamW, warmup + `train.schedule`); sigma:
+  Adam(`diger.sigma_lr`).
+  """
   d, t = config.diger, config.train
+  rec_tx, _ = rec_state.make_optimizer(config, total_steps)
   transforms = {
-      "tokenizer": optax.adamw(d.tokenizer_lr, weight_decay=config[d.pretrain].weight_decay),
-      "recommender": optax.adamw(_recommender_schedule(t, total_steps),
-                                 weight_decay=t.weight_decay),
+      "tokenizer": optax.chain(optax.clip_by_global_norm(t.clip_norm),
+                               optax.adamw(d.tokenizer_lr,
+                                           weight_decay=config[d.pretrain].weight_decay)),
+      "recommender": rec_tx,
       "sigma": optax.adam(d.sigma_lr),
   }
   labels = lambda params: {g: jax.tree.map(lambda _, g=g: g, params[g]) for g in GROUPS}
-  return optax.chain(optax.clip_by_global_norm(t.clip_norm),
-                     optax.multi_transform(transforms, labels))
-
-
-# ---- shard & transfer --------------------------------------------------------------------
-
-def param_shardings(recommender: rec_model.T5Recommender, params: dict[str, Any],
-                    mesh: jax.sharding.Mesh, fsdp_min_size: int) -> dict[str, Any]:
-  """Recommender parameters by its logical axes (TP/FSDP); the rest replicated."""
-  rep = parallel.replicated(mesh)
-  return {
-      "tokenizer": jax.tree.map(lambda _: rep, params["tokenizer"]),
-      "recommender": rec_sharding.param_shardings(nnx.state(recommender, nnx.Param), mesh,
-                                                  fsdp_min_size),
-      "sigma": rep,
-  }
+  return optax.multi_transform(transforms, labels)
 
 
 # ---- update step -------------------------------------------------------------------------
 
-def make_train_step(tok_graph: Any, rec_graph: Any, tx: optax.GradientTransformation,
-                    cfg: joint.JointConfig, momentum: float, seed: int, rng_impl: str):
+def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.GradientTransformation,
+                    cfg: joint.JointConfig, config: ml_collections.ConfigDict,
+                    state_shardings: Any, mesh: jax.sharding.Mesh):
   """Returns the jitted `step(state, batch, vectors, table) -> (state, metrics)`.
 
   `state` = {"params": {tokenizer, recommender, sigma}, "opt", "usage": float[L, K],
-  "step": int32}; `batch` = {"history": int32[B, H], "target": int32[B], "weight": float[B]}
-  sharded over `data`. The state is donated; per-step randomness (Gumbel noise, dropout) is
-  `fold_in(key(seed, impl=rng_impl), step)`.
+  "step": int32}, kept in `state_shardings` and donated; `batch` = {"history": int32[B, H],
+  "target": int32[B], "weight": float[B]} split over `data`; vectors float[N, D] and the SID
+  table int32[N, L+1] replicated. Per-step randomness (Gumbel noise, dropout) is
+  `fold_in(key(seed, impl=diger.rng_impl), step)`, built inside the step.
   """
-  base_key = jax.random.key(seed, impl=rng_impl)
+  seed, impl, momentum = config.seed, config.diger.rng_impl, config.diger.usage_momentum
 
-  def loss_fn(params, state, batch, vectors, table, key):
-    tokenizer = nnx.merge(tok_graph, params["tokenizer"])
-    recommender = nnx.merge(rec_graph, params["recommender"])
-    return joint.joint_loss(tokenizer, recommender, params["sigma"], batch["history"],
-                            batch["target"], batch["weight"], vectors, table, state["usage"],
-                            key, cfg)
+  def loss_fn(params, usage, batch, vectors, table, key):
+    return joint.joint_loss(nnx.merge(tok_graph, params["tokenizer"]),
+                            mdef.bind(params["recommender"]), params["sigma"],
+                            batch["history"], batch["target"], batch["weight"], vectors, table,
+                            usage, key, cfg)
 
   def step(state, batch, vectors, table):
-    key = jax.random.fold_in(base_key, state["step"])
+    key = jax.random.fold_in(jax.random.key(seed, impl=impl), state["step"])
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state, batch, vectors, table, key)
+        state["params"], state["usage"], batch, vectors, table, key)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     new_state = {
         "params": optax.apply_updates(state["params"], updates), "opt": opt,
@@ -189,7 +166,9 @@ def make_train_step(tok_graph: Any, rec_graph: Any, tx: optax.GradientTransforma
     aux["codebook_grad_norm"] = jnp.linalg.norm(grads["tokenizer"]["codebooks"])
     return new_state, aux
 
-  return jax.jit(step, donate_argnums=0)
+  rep = parallel.replicated(mesh)
+  return jax.jit(step, in_shardings=(state_shardings, parallel.batch_sharding(mesh), rep, rep),
+                 out_shardings=(state_shardings, rep), donate_argnums=0)
 
 
 # ---- SID table & evaluation --------------------------------------------------------------
@@ -218,43 +197,74 @@ def build_table(tok_graph: Any, tok_params: Any, vectors: np.ndarray, mesh: jax.
   return table, stats
 
 
-def make_ranker(rec_graph: Any, beam_size: int):
-  """Returns jitted `rank(rec_params, trie, batch) -> int32[B, beam]` (constrained beam search)."""
-
-  @jax.jit
-  def rank(rec_params, trie, batch):
-    model = nnx.merge(rec_graph, rec_params)
-    enc_out = model.encode(batch["enc_tokens"], batch["enc_mask"])
-    step_fn, cache = rec_model.make_step_fn(model, enc_out, batch["enc_mask"], beam_size)
-    return beam_search(step_fn, cache, trie, enc_out.shape[0], beam_size).item_ids
-
-  return rank
-
-
-def validate(rank: Any, rec_params: Any, table: np.ndarray, layout: Any,
+def validate(generate: Any, rec_params: Any, table: np.ndarray, layout: Any,
              examples: rec_data.Examples, config: ml_collections.ConfigDict,
              mesh: jax.sharding.Mesh) -> dict[str, float]:
-  """Recall/NDCG@K of the recommender over `examples` with the SIDs of `table`."""
+  """Recall/NDCG@K over `examples`: the recommender's constrained beam search over `table`."""
   trie = build_trie(table, list(layout.level_sizes))
   tokens = layout.item_tokens(table)
   inputs = {"enc_tokens": tokens[examples.history].reshape(len(examples), -1),
             "enc_mask": np.repeat(examples.history >= 0, layout.num_levels, axis=1)}
-  batch = parallel.pad_to_multiple(min(config.eval.batch_size, len(examples)), mesh)
-  return evaluate.evaluate_ranked(lambda b: rank(rec_params, trie, b), inputs, examples.target,
-                                  batch, mesh, tuple(config.eval.ks))
+  multiple = int(np.lcm(mesh.shape[parallel.DATA], jax.process_count()))
+  batch = -(-min(config.eval.batch_size, len(examples)) // multiple) * multiple
+  return evaluate.evaluate_ranked(lambda b: generate(rec_params, b, trie), inputs,
+                                  examples.target, batch, mesh, tuple(config.eval.ks))
 
 
-# ---- checkpoint / resume -----------------------------------------------------------------
+# ---- save --------------------------------------------------------------------------------
 
-def _fingerprint(config: ml_collections.ConfigDict, vectors: np.ndarray) -> str:
-  sections = {k: config[k].to_dict() for k in ("diger", "recommender", "sid", "train", "data")}
-  return io.fingerprint_json({**sections, "seed": config.seed,
-                              "pretrain": config[config.diger.pretrain].to_dict(),
-                              "vectors": io.fingerprint_array(vectors)})
+def save_final(workdir: str, params: dict[str, Any], table: np.ndarray, summary: dict[str, Any],
+               config: ml_collections.ConfigDict, vectors: np.ndarray, step: int,
+               mesh: jax.sharding.Mesh) -> None:
+  """The best epoch's tokenizer, recommender, sigma and SID table, together and for evaluation.
+
+  Writes diger/model (orbax: {tokenizer, recommender, sigma}), diger/sid_table.npy,
+  diger/summary.json; tokenizer/sid_table.npy (+ sid_metrics.json) via `save_sid_table`; and the
+  recommender as step `step` of recommender/checkpoints in the recommender trainer's layout.
+  """
+  out_dir = os.path.join(workdir, DIGER_DIR)
+  best_epoch = summary["best_epoch"]
+  final = checkpoint.make_manager(os.path.join(out_dir, "model"), keep=1, async_save=False)
+  if best_epoch not in final.all_steps():
+    checkpoint.save(final, best_epoch, params, {"decay": config.diger.decay,
+                                                "best_epoch": best_epoch}, force=True)
+    final.wait_until_finished()
+  io.write_npy(os.path.join(out_dir, "sid_table.npy"), table)
+  io.write_json(os.path.join(out_dir, "summary.json"), summary)
+  meta = {"tokenizer": "diger", "pretrain": config.diger.pretrain,
+          "num_items": int(vectors.shape[0]), "levels": config.sid.levels,
+          "codebook_size": config.sid.codebook_size, "max_collisions": config.sid.max_collisions,
+          "vectors_fingerprint": io.fingerprint_array(vectors), "best_epoch": best_epoch,
+          "config": config.diger.to_dict()}
+  sid_lib.save_sid_table(workdir, table, {**summary["sid_metrics"], "tokenizer": "diger"}, meta)
+  export_recommender(workdir, params["recommender"], table, summary["valid"], best_epoch, step,
+                     config, mesh)
 
 
-def _copy(tree: Any) -> Any:
-  return jax.tree.map(jnp.copy, tree)
+def export_recommender(workdir: str, rec_params: Any, table: np.ndarray, valid: dict[str, float],
+                       best_epoch: int, step: int, config: ml_collections.ConfigDict,
+                       mesh: jax.sharding.Mesh) -> None:
+  """Writes the recommender as the best step of `workdir/recommender/checkpoints`, with the meta
+  (`rec_train.Progress`, fingerprints of this config and table) that `evaluate_recommender`
+  and `api.Recommender` check; the optimizer part of that train state is freshly initialised."""
+  select = config.train.select_metric
+  directory = os.path.join(workdir, "recommender", "checkpoints")
+  manager = checkpoint.make_manager(directory, keep=config.train.checkpoint_keep,
+                                    best_metric=select, async_save=False)
+  if step in manager.all_steps():
+    return
+  state = rec_train.train_programs(config, mesh, 1).init()
+  state["params"] = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), rec_params,
+                                 state["params"])
+  state["step"] = jax.device_put(jnp.int32(step), state["step"].sharding)
+  progress = rec_train.Progress(
+      validated_epochs=best_epoch, best=float(valid.get(select, -1.0)), best_epoch=best_epoch,
+      best_step=step, best_metrics=dict(valid), finished="diger")
+  meta = {"version": rec_train.META_VERSION, "step": step,
+          "progress": dataclasses.asdict(progress),
+          "fingerprints": rec_train.fingerprints(config, table)}
+  checkpoint.save(manager, step, state, meta, metrics={select: progress.best}, force=True)
+  manager.wait_until_finished()
 
 
 # ---- train loop --------------------------------------------------------------------------
@@ -266,43 +276,39 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   Args:
     config: full config (diger, the pretrain tokenizer's section, sid, recommender, train, eval,
       data.max_history, mesh, seed).
-    workdir: run folder (reads tokenizer/, writes diger/ and tokenizer/sid_table.npy).
+    workdir: run folder (reads tokenizer/; writes diger/, tokenizer/sid_table.npy and a
+      recommender/checkpoints step).
     vectors: float32[N, D] item vectors.
     splits: leave-one-out splits over the same N items.
 
   Returns:
-    {"best_epoch", "valid" (metrics of the best epoch), "history" (one dict per epoch: losses,
-    usage_per_level, collision_rate, sigma, noisy_fraction, validation metrics, seconds),
-    "sid_metrics", "decay"}.
+    {"decay", "best_epoch", "valid" (metrics of the best epoch), "sid_metrics" (of the saved
+    table), "history": one dict per epoch (0 = the pretrained tokenizer) with usage_per_level,
+    perplexity_per_level, collision_rate, max_group_size, reconstruction_mse, sigma,
+    table_valid, train_* (epoch means of the step metrics: loss, rec, rec_ce, ce_per_level,
+    recon, vq, accuracy, noisy_fraction, grad_norm, codebook_grad_norm), valid_* and seconds}.
   """
   cfg = joint_config(config)
   vectors = np.asarray(vectors, np.float32)
   t, sid = config.train, config.sid
   if vectors.ndim != 2:
     raise ValueError(f"diger: vectors must be [N, D], got shape {vectors.shape}")
-  mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
   out_dir = os.path.join(workdir, DIGER_DIR)
 
-  # Pretrained tokenizer and a fresh recommender.
-  tokenizer = load_pretrained_tokenizer(config, vectors, workdir)
-  recommender = rec_model.T5Recommender.from_config(config, config.seed)
-  layout = recommender.layout
-  tok_graph, tok_params = nnx.split(tokenizer)
-  rec_graph, rec_params = nnx.split(recommender)
-  params = {"tokenizer": nnx.to_pure_dict(tok_params),
-            "recommender": nnx.to_pure_dict(rec_params),
-            "sigma": jnp.full((sid.levels,), config.diger.sigma_init, jnp.float32)}
+  # ================================ Mesh ======================================================
+  mesh = rec_train.make_mesh(config)
+  rep = parallel.replicated(mesh)
 
-  # Input pipeline: item-id batches (the tokenizer makes the tokens inside the step).
+  # ================================ Input pipeline ============================================
+  # Batches of item ids: the tokenizer makes the SID tokens inside the step.
   train_ex = rec_data.train_examples(splits, config.data.max_history)
   valid_ex = rec_data.eval_examples(splits, "valid", config.data.max_history)
   for ex, name in ((train_ex, "train"), (valid_ex, "valid")):
     rec_data.check_items(ex, vectors.shape[0], f"diger {name} examples")
-  global_batch = parallel.pad_to_multiple(min(t.batch_size, len(train_ex)), mesh)
-  parallel.check_batch_size(global_batch, mesh)
-  plan = rec_data.BatchPlan(len(train_ex), global_batch, config.seed)
+  parallel.check_batch_size(t.batch_size, mesh)
+  plan = rec_data.BatchPlan(len(train_ex), t.batch_size, config.seed)
   steps_per_epoch = plan.steps_per_epoch
-  host_rows = parallel.host_batch_slice(global_batch)
+  host_rows = parallel.host_batch_slice(t.batch_size)
 
   def host_batch(step):
     index, weight = plan.rows(step)
@@ -310,29 +316,40 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
     return parallel.to_global({"history": train_ex.history[index],
                                "target": train_ex.target[index], "weight": weight}, mesh)
 
-  # Optimizer and the sharded train state.
+  # ================================ Model & optimizer =========================================
+  tokenizer = load_pretrained_tokenizer(config, vectors, workdir)
+  tok_graph, tok_params = nnx.split(tokenizer)
+  programs = rec_train.model_programs(config, mesh)
+  mdef, layout = programs.mdef, programs.mdef.layout
   tx = make_optimizer(config, t.epochs * steps_per_epoch)
-  shardings = param_shardings(recommender, params, mesh, t.fsdp_min_size)
-  rep = parallel.replicated(mesh)
-  params = jax.device_put(params, shardings)
-  state = {"params": params, "opt": jax.jit(tx.init)(params),
+
+  # ================================ Shard & transfer ==========================================
+  params = {
+      "tokenizer": jax.device_put(nnx.to_pure_dict(tok_params), rep),
+      "recommender": jax.jit(mdef.init_params, out_shardings=programs.param_shardings)(),
+      "sigma": jax.device_put(jnp.full((sid.levels,), config.diger.sigma_init, jnp.float32),
+                              rep)}
+  # Adam moments inherit their parameter's sharding; step counts (made from nothing) would land
+  # on one device, so they are replicated.
+  opt = jax.tree.map(lambda x: x if len(x.sharding.device_set) == mesh.size
+                     else jax.device_put(x, rep), jax.jit(tx.init)(params))
+  state = {"params": params, "opt": opt,
            "usage": jax.device_put(jnp.full((sid.levels, sid.codebook_size),
                                             1.0 / sid.codebook_size, jnp.float32), rep),
            "step": jax.device_put(jnp.zeros((), jnp.int32), rep)}
   vectors_dev = jax.device_put(vectors, rep)
-  train_step = make_train_step(tok_graph, rec_graph, tx, cfg, config.diger.usage_momentum,
-                               config.seed, config.diger.rng_impl)
-  rank = make_ranker(rec_graph, config.eval.beam_size)
+  train_step = make_train_step(tok_graph, mdef, tx, cfg, config,
+                               jax.tree.map(lambda x: x.sharding, state), mesh)
 
-  # The pretrained tokenizer's SID table, then resume (the checkpoint holds the epoch's table).
-  table, stats = build_table(tok_graph, state["params"]["tokenizer"], vectors, mesh, config)
+  # ================================ Load checkpoint ===========================================
+  table, stats = build_table(tok_graph, params["tokenizer"], vectors, mesh, config)
   if table is None:
     raise ValueError(f"diger: the pretrained {config.diger.pretrain} puts "
                      f"{stats['max_group_size']} items on one code tuple, more than "
                      f"config.sid.max_collisions={sid.max_collisions}: no SID table")
   manager = checkpoint.make_manager(os.path.join(out_dir, "ckpt"), keep=t.checkpoint_keep)
   fingerprint = _fingerprint(config, vectors)
-  tree = {"state": state, "best": _copy(state["params"]), "table": jax.device_put(table, rep)}
+  tree = {"state": state, "best": _copy(params), "table": jax.device_put(table, rep)}
   restored = checkpoint.restore(manager, checkpoint.abstract_like(tree))
   if restored is not None:
     epoch, tree, meta = restored
@@ -340,41 +357,43 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
       raise io.ArtifactError(f"{out_dir}/ckpt: checkpoint of another run (fingerprint "
                              f"{meta['fingerprint']} != {fingerprint}); use a fresh workdir")
     history, best_epoch, bad_epochs = meta["history"], meta["best_epoch"], meta["bad_epochs"]
-    table = np.asarray(tree["table"])
     logging.info("diger: resumed after epoch %d", epoch)
   else:
     epoch, history, best_epoch, bad_epochs = 0, [], 0, 0
-    history.append({"epoch": 0, **stats, "sigma": _floats(state["params"]["sigma"])})
-    logging.info("diger epoch 0 (pretrained): usage %s collision %.4f",
-                 _fmt(stats["usage_per_level"]), stats["collision_rate"])
-  state = tree["state"]
+    history.append({"epoch": 0, **stats, "sigma": _floats(params["sigma"]),
+                    "table_valid": True})
+    logging.info("diger epoch 0 (pretrained %s): usage %s collision %.4f max group %d",
+                 config.diger.pretrain, _fmt(stats["usage_per_level"]),
+                 stats["collision_rate"], stats["max_group_size"])
 
+  # ================================ Train loop ================================================
   select = t.select_metric
   while epoch < t.epochs and bad_epochs < t.patience:
     start = time.time()
-    table_dev = jax.device_put(table, rep)
+    state, table_dev = tree["state"], tree["table"]
     sums: dict[str, jax.Array] = {}
     for step, batch in rec_data.Prefetcher(host_batch, epoch * steps_per_epoch,
                                            (epoch + 1) * steps_per_epoch, t.prefetch):
       state, metrics = train_step(state, batch, vectors_dev, table_dev)
       sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
-      if t.log_every_steps and (step + 1) % t.log_every_steps == 0:
-        logging.info("diger step %d: loss %.4f rec_ce %.4f", step + 1, float(metrics["loss"]),
-                     float(metrics["rec_ce"]))
+      if (step + 1) % t.log_every_steps == 0:
+        logging.info("diger step %d: loss %.4f rec_ce %.4f noisy %.3f", step + 1,
+                     float(metrics["loss"]), float(metrics["rec_ce"]),
+                     float(metrics["noisy_fraction"]))
     epoch += 1
     means = {k: np.asarray(v) / steps_per_epoch for k, v in sums.items()}
     if t.nonfinite == "raise" and not math.isfinite(float(means["loss"])):
       raise FloatingPointError(f"diger: non-finite loss in epoch {epoch} ({means['loss']})")
-    new_table, stats = build_table(tok_graph, state["params"]["tokenizer"], vectors, mesh, config)
-    # Collapsed codes (no valid table): keep training on the last table; the epoch can't win.
-    table = table if new_table is None else new_table
+
+    # ---- evals: the epoch's SID table, its statistics, validation over it -------------------
+    new_table, stats = build_table(tok_graph, state["params"]["tokenizer"], vectors, mesh,
+                                   config)
     evaluated = epoch % t.eval_every_epochs == 0 or epoch == t.epochs
-    valid = (validate(rank, state["params"]["recommender"], table, layout, valid_ex, config, mesh)
-             if evaluated and new_table is not None else {})
+    valid = (validate(programs.generate, state["params"]["recommender"], new_table, layout,
+                      valid_ex, config, mesh) if evaluated and new_table is not None else {})
     record = {"epoch": epoch, **{f"train_{k}": _floats(v) for k, v in means.items()}, **stats,
               "sigma": _floats(state["params"]["sigma"]), "table_valid": new_table is not None,
-              **{f"valid_{k}": v for k, v in valid.items()},
-              "seconds": time.time() - start}
+              **{f"valid_{k}": v for k, v in valid.items()}, "seconds": time.time() - start}
     best_value = max((h.get(f"valid_{select}", -1.0) for h in history), default=-1.0)
     history.append(record)
     improved = bool(valid) and valid[select] > best_value
@@ -383,51 +402,39 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
     elif evaluated:
       bad_epochs += 1
     tree = {"state": state, "best": _copy(state["params"]) if improved else tree["best"],
-            "table": table_dev if new_table is None else jax.device_put(table, rep)}
+            "table": table_dev if new_table is None else jax.device_put(new_table, rep)}
     checkpoint.save(manager, epoch, tree, {"fingerprint": fingerprint, "history": history,
                                            "best_epoch": best_epoch, "bad_epochs": bad_epochs})
     logging.info("diger epoch %d: rec_ce %.4f recon %.4g usage %s collision %.4f max group %d "
-                 "sigma %s noisy %.3f valid %s %s (%.0fs)", epoch, record["train_rec_ce"],
+                 "sigma %s noisy %.3f %s %s (%.0fs)", epoch, record["train_rec_ce"],
                  record["train_recon"], _fmt(stats["usage_per_level"]),
                  stats["collision_rate"], stats["max_group_size"], _fmt(record["sigma"]),
                  record["train_noisy_fraction"], select,
                  f"{valid[select]:.4f}" if valid else "-", record["seconds"])
   manager.wait_until_finished()
 
-  # ---- save: SID table + recommender + tokenizer of the best epoch, together --------------
+  # ================================ Save ======================================================
   best = tree["best"]
   table, stats = build_table(tok_graph, best["tokenizer"], vectors, mesh, config)
-  if table is None:
-    raise ValueError(f"diger (decay={cfg.decay}): the codes collapsed from the start (max group "
-                     f"{stats['max_group_size']} > config.sid.max_collisions) and no epoch gave "
-                     "a valid SID table")
   best_record = next(h for h in history if h["epoch"] == best_epoch)
   summary = {"decay": cfg.decay, "best_epoch": best_epoch,
              "valid": {k[len("valid_"):]: v for k, v in best_record.items()
                        if k.startswith("valid_")},
              "sid_metrics": stats, "history": history}
-  save_final(out_dir, workdir, best, table, summary, config, vectors, best_epoch)
+  save_final(workdir, best, table, summary, config, vectors, best_epoch * steps_per_epoch, mesh)
   return summary
 
 
-def save_final(out_dir: str, workdir: str, params: dict[str, Any], table: np.ndarray,
-               summary: dict[str, Any], config: ml_collections.ConfigDict, vectors: np.ndarray,
-               best_epoch: int) -> None:
-  """Writes diger/model (orbax: tokenizer, recommender, sigma), diger/sid_table.npy,
-  diger/summary.json, and the table again as workdir/tokenizer/sid_table.npy."""
-  final = checkpoint.make_manager(os.path.join(out_dir, "model"), keep=1, async_save=False)
-  checkpoint.save(final, best_epoch, params, {"decay": config.diger.decay,
-                                              "best_epoch": best_epoch}, force=True)
-  final.wait_until_finished()
-  io.write_npy(os.path.join(out_dir, "sid_table.npy"), table)
-  io.write_json(os.path.join(out_dir, "summary.json"), summary)
-  meta = {"tokenizer": "diger", "pretrain": config.diger.pretrain,
-          "num_items": int(vectors.shape[0]), "levels": config.sid.levels,
-          "codebook_size": config.sid.codebook_size, "max_collisions": config.sid.max_collisions,
-          "vectors_fingerprint": io.fingerprint_array(vectors), "best_epoch": best_epoch,
-          "config": config.diger.to_dict()}
-  metrics = {**summary["sid_metrics"], "tokenizer": "diger"}
-  sid_lib.save_sid_table(workdir, table, metrics, meta)
+def _fingerprint(config: ml_collections.ConfigDict, vectors: np.ndarray) -> str:
+  sections = {k: config[k].to_dict() for k in ("diger", "recommender", "sid", "train", "data")}
+  return io.fingerprint_json({**sections, "seed": config.seed,
+                              "pretrain": config[config.diger.pretrain].to_dict(),
+                              "vectors": io.fingerprint_array(vectors)})
+
+
+def _copy(tree: Any) -> Any:
+  """A device copy (the train state is donated to the next step; the best must survive)."""
+  return jax.tree.map(jnp.copy, tree)
 
 
 def _floats(x: Any) -> float | list[float]:
