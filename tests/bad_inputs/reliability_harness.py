@@ -1,10 +1,11 @@
 """Shared by the reliability tests: a tiny pipeline, base workdirs, main as a process.
 
 The tiny pipeline: the synthetic catalogue shrunk to 200 items / 120 users, residual k-means
-SIDs (2 levels x 8 codes + collision token), a 1+1-layer d_model-16 T5 trained 2 epochs of 21
-steps (batch 32) with a checkpoint every 5 steps and one validation at the end; ~1 s of
-training on a CPU, the rest is JAX start-up and compilation (all subprocesses of one pytest
-session share a persistent compilation cache, so only the first one compiles).
+SIDs (2 levels x 8 codes + collision token), a 1+1-layer d_model-16 T5 without dropout (its
+threefry key makes the step compile ~60% slower on a CPU; the slow test trains with dropout)
+trained 2 epochs of 21 steps (batch 32) with a checkpoint every 5 steps and one validation at
+the end; ~1 s of training on a CPU, the rest is JAX start-up and compilation (all subprocesses
+of one pytest session share a persistent compilation cache, so only the first one compiles).
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ TINY = {
     "sid.levels": 2, "sid.codebook_size": 8, "sid.max_collisions": 32, "rqkmeans.iters": 10,
     "recommender.num_encoder_layers": 1, "recommender.num_decoder_layers": 1,
     "recommender.d_model": 16, "recommender.d_ff": 32, "recommender.num_heads": 2,
-    "recommender.d_kv": 8, "train.batch_size": 32, "train.epochs": 2, "train.warmup_steps": 10,
+    "recommender.d_kv": 8, "recommender.dropout": 0.0,
+    "train.batch_size": 32, "train.epochs": 2, "train.warmup_steps": 10,
     "train.log_every_steps": 1, "train.checkpoint_every_steps": 5, "train.checkpoint_keep": 2,
     "train.eval_every_epochs": 2, "eval.beam_size": 10, "eval.batch_size": 128, "mesh.data": 1,
 }
