@@ -2,6 +2,11 @@
 
 Tolerance of the sharding test: 1e-5 absolute on the loss, gradient norm and updated
 parameters (float32 reductions in a different order across devices).
+
+Compile time dominates on CPU, so the CI tests share one config (no dropout) and one mesh
+(data=4 x model=2 over the 8 fake devices): when they run in one process the training runs
+reuse the step compiled by the sharding test (`train.train_programs` caches programs). The
+`slow` variants add the data=8 mesh and dropout.
 """
 import json
 import os
@@ -43,12 +48,12 @@ def setup(shared_data):
   c = default.base_config()
   c.sid.levels, c.sid.codebook_size, c.sid.max_collisions = 3, 16, int(table[:, -1].max()) + 1
   c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=32, num_heads=2,
-                            d_kv=16, d_ff=64, dropout=0.1))
-  c.data.max_history = 10
-  c.train.update(dict(batch_size=256, epochs=2, warmup_steps=3, lr=3e-3, log_every_steps=2,
-                      checkpoint_every_steps=5, patience=5))
+                            d_kv=16, d_ff=64, dropout=0.0))
+  c.data.max_history = 5
+  c.train.update(dict(batch_size=512, epochs=2, warmup_steps=2, lr=5e-3, log_every_steps=2,
+                      checkpoint_every_steps=3, patience=5))
   c.eval.update(dict(beam_size=10, batch_size=320))
-  c.mesh.update(dict(data=2, model=1))
+  c.mesh.update(dict(data=4, model=2))
   return c, table, leave_one_out(dense_seqs)
 
 
@@ -60,22 +65,31 @@ def _first_batch(config, table, splits):
   return source.host_batch(0)
 
 
-def test_sharded_step_equals_single_device_step(setup):
+def _total_steps(config, splits):
+  examples = len(data.train_examples(splits, config.data.max_history))
+  return config.train.epochs * -(-examples // config.train.batch_size)
+
+
+@pytest.mark.parametrize("meshes", [
+    ((4, 2),),
+    pytest.param(((8, 1),), marks=pytest.mark.slow),
+], ids=["data4_model2", "data8"])
+def test_sharded_step_equals_single_device_step(setup, meshes):
   config, table, splits = setup
-  config = config.copy_and_resolve_references()
-  config.recommender.dropout = 0.0  # halves the compile time of each mesh's step
   batch = _first_batch(config, table, splits)
   out, initial = {}, None
-  for n_data, n_model in ((1, 1), (8, 1), (4, 2)):
+  for n_data, n_model in ((1, 1),) + meshes:
     mesh = parallel.make_mesh(n_data, n_model, jax.devices()[:n_data * n_model])
-    prog = train.train_programs(config, mesh, total_steps=100)
-    initial = jax.device_get(prog.init()) if initial is None else initial
-    state = jax.device_put(initial, prog.shardings)
+    prog = train.train_programs(config, mesh, _total_steps(config, splits))
+    state = prog.init()
+    # Parameters are created in their shardings, with the same values on every mesh.
+    initial = jax.device_get(state["params"]) if initial is None else initial
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state["params"]), initial)
     state, measurements = prog.train_step(state, parallel.to_global(batch, mesh))
     out[n_data, n_model] = jax.device_get((measurements, state["params"]))
   (ref_m, ref_p) = out[1, 1]
   assert np.isfinite(ref_m["loss"]) and ref_m["grad_norm"] > 0
-  for key in ((8, 1), (4, 2)):
+  for key in meshes:
     m, p = out[key]
     np.testing.assert_allclose(m["loss"], ref_m["loss"], atol=1e-5)
     np.testing.assert_allclose(m["grad_norm"], ref_m["grad_norm"], atol=1e-5)
@@ -96,13 +110,16 @@ class _Crash(Exception):
   pass
 
 
-def test_train_crash_sigterm_resume_evaluate(setup, tmp_path):
+@pytest.mark.parametrize("dropout", [0.0, pytest.param(0.1, marks=pytest.mark.slow)])
+def test_train_crash_sigterm_resume_evaluate(setup, tmp_path, dropout):
   """One test (so that pytest-xdist runs the reference training once): an uninterrupted run
-  learns (2 epochs of 13 steps); a run killed at step 8 (last checkpoint 5), relaunched,
-  SIGTERMed at step 18 and relaunched again ends with bitwise the same parameters and metrics;
+  learns (2 epochs of 7 steps); a run killed at step 5 (last checkpoint 3), relaunched,
+  SIGTERMed at step 10 and relaunched again ends with bitwise the same parameters and metrics;
   a finished run relaunches as a no-op, evaluates its best checkpoint and refuses another SID
   table."""
   config, table, splits = setup
+  config = config.copy_and_resolve_references()
+  config.recommender.dropout = dropout  # with dropout: its masks must replay exactly too
   reference = str(tmp_path / "reference")
   expected = train.train_recommender(config, reference, table, splits)
 
@@ -121,20 +138,20 @@ def test_train_crash_sigterm_resume_evaluate(setup, tmp_path):
   handler_before = signal.getsignal(signal.SIGTERM)
 
   def crash(step):
-    if step == 8:
-      raise _Crash("simulated kill: nothing saved since step 5")
+    if step == 5:
+      raise _Crash("simulated kill: nothing saved since step 3")
 
   with pytest.raises(_Crash):
     train.train_recommender(config, workdir, table, splits, step_hook=crash)
 
   def sigterm(step):
-    if step == 18:
+    if step == 10:
       assert signal.getsignal(signal.SIGTERM) != handler_before, "no SIGTERM handler installed"
       os.kill(os.getpid(), signal.SIGTERM)
 
   preempted = train.train_recommender(config, workdir, table, splits, step_hook=sigterm)
-  assert preempted["finished"] == "preempted" and preempted["step"] == 18
-  assert os.path.isdir(os.path.join(workdir, "recommender", "checkpoints", "18"))
+  assert preempted["finished"] == "preempted" and preempted["step"] == 10
+  assert os.path.isdir(os.path.join(workdir, "recommender", "checkpoints", "10"))
   assert signal.getsignal(signal.SIGTERM) == handler_before
   resumed = train.train_recommender(config, workdir, table, splits)
   assert resumed["finished"] == "epochs" and resumed["step"] == expected["step"]
@@ -162,10 +179,8 @@ def test_nonfinite_step_is_skipped_and_named(setup):
   config, table, splits = setup
   mesh = train.make_mesh(config)
   batch = _first_batch(config, table, splits)
-  steps_per_epoch = -(-len(data.train_examples(splits, config.data.max_history))
-                      // config.train.batch_size)
   # The same programs as the training runs (reused when they run in this process).
-  prog = train.train_programs(config, mesh, config.train.epochs * steps_per_epoch)
+  prog = train.train_programs(config, mesh, _total_steps(config, splits))
   state = prog.init()
   before = jax.device_get(state["params"])
   bad = dict(batch, weight=np.where(np.arange(len(batch["weight"])) == 3, np.nan,

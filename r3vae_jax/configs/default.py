@@ -101,9 +101,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Recommender trainer (engineer C): checkpoint_every_steps = extra mid-epoch checkpoints
   # (0: at epoch ends only); select_metric = validation metric for early stopping and the best
   # checkpoint; prefetch = batches prepared ahead on a host thread; fsdp_min_size = parameters
-  # with at least this many elements are also split over the `data` axis.
+  # with at least this many elements are also split over the `data` axis; rng_impl = RNG of
+  # parameter init and dropout: rbg (XLA RngBitGenerator; ~3x cheaper to compile on CPU) |
+  # threefry2x32.
   c.train.update(dict(checkpoint_every_steps=0, select_metric="ndcg@10", prefetch=2,
-                      fsdp_min_size=2**18))
+                      fsdp_min_size=2**18, rng_impl="rbg"))
 
   c.eval = ml_collections.ConfigDict(dict(beam_size=20, ks=(5, 10), batch_size=1024))
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 MASKED = -1e9  # attention logit of a masked key (finite, so fully masked rows stay finite)
+NEG = -1e9  # output logit of a code past its level's size (finite: no 0 * inf NaNs)
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:

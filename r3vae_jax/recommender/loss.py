@@ -6,13 +6,17 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from r3vae_jax.recommender.layers import NEG
+
 
 def sid_cross_entropy(logits: jax.Array, targets: jax.Array, level_sizes: Sequence[int]
                       ) -> jax.Array:
   """Per-example, per-level cross-entropy; each level's softmax runs over its own codes only.
 
   Args:
-    logits: float[B, L+1, Kmax] (padded past each level's size).
+    logits: float[B, L+1, Kmax], padded past each level's size with `layers.NEG` (a finite
+      large negative: those entries get exactly zero probability, so one log-softmax over Kmax
+      equals the per-level log-softmax).
     targets: int codes [B, L+1], or float soft/one-hot targets [B, L+1, Kmax] (differentiable;
       entries past a level's size are ignored).
     level_sizes: codes per level, len L+1.
@@ -20,15 +24,11 @@ def sid_cross_entropy(logits: jax.Array, targets: jax.Array, level_sizes: Sequen
   Returns:
     float32[B, L+1].
   """
-  hard = jnp.issubdtype(targets.dtype, jnp.integer)
-  per_level = []
-  for p, k in enumerate(level_sizes):
-    logp = jax.nn.log_softmax(logits[:, p, :k].astype(jnp.float32), axis=-1)
-    if hard:
-      per_level.append(-jnp.take_along_axis(logp, targets[:, p, None], axis=-1)[:, 0])
-    else:
-      per_level.append(-jnp.sum(targets[:, p, :k].astype(jnp.float32) * logp, axis=-1))
-  return jnp.stack(per_level, axis=1)
+  valid = jnp.arange(logits.shape[-1]) < jnp.asarray(level_sizes)[:, None]  # [L+1, Kmax]
+  logp = jax.nn.log_softmax(jnp.where(valid, logits.astype(jnp.float32), NEG), axis=-1)
+  if jnp.issubdtype(targets.dtype, jnp.integer):
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  return -jnp.sum(jnp.where(valid, targets.astype(jnp.float32), 0.0) * logp, axis=-1)
 
 
 def sid_loss(logits: jax.Array, targets: jax.Array, level_sizes: Sequence[int],
@@ -47,8 +47,9 @@ def sid_loss(logits: jax.Array, targets: jax.Array, level_sizes: Sequence[int],
   w = jnp.ones(ce.shape[0], jnp.float32) if weights is None else weights.astype(jnp.float32)
   total = jnp.maximum(jnp.sum(w), 1e-9)
   codes = targets if jnp.issubdtype(targets.dtype, jnp.integer) else jnp.argmax(targets, -1)
-  correct = jnp.all(jnp.stack([jnp.argmax(logits[:, p, :k], -1) == codes[:, p]
-                               for p, k in enumerate(level_sizes)], 1), axis=1)
+  valid = jnp.arange(logits.shape[-1]) < jnp.asarray(level_sizes)[:, None]
+  predicted = jnp.argmax(jnp.where(valid, logits, NEG), axis=-1)
+  correct = jnp.all(predicted == codes, axis=1)
   return jnp.sum(w * jnp.mean(ce, axis=1)) / total, {
       "loss_per_level": jnp.sum(w[:, None] * ce, axis=0) / total,
       "accuracy": jnp.sum(w * correct) / total,

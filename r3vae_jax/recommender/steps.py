@@ -24,10 +24,12 @@ NONFINITE_NAMES = ("loss",)  # then "grad <param path>" per parameter
 
 
 def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                  seed: int) -> Callable[[dict, dict], tuple[dict, dict]]:
+                  seed: int, rng_impl: str) -> Callable[[dict, dict], tuple[dict, dict]]:
   """The (unjitted) update step.
 
-  Dropout is keyed by `fold_in(key(seed), step)`, so a resumed run draws the same masks. When
+  Dropout is keyed by `fold_in(key(seed, impl=rng_impl), step)`, so a resumed run draws the
+  same masks. `rng_impl` "rbg" draws them with XLA's RngBitGenerator (cheaper to compile and
+  run than "threefry2x32"). When
   the loss or any gradient is non-finite (a gradient whose squared norm overflows float32
   counts as non-finite) the update is not applied (`lax.cond`: params and optimizer state are
   kept, the step counter advances) and `state["nonfinite"]` records the step and which tensors
@@ -47,7 +49,8 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
     return sid_loss(logits, batch["targets"], sizes, batch["weight"])
 
   def step(state: dict, batch: dict) -> tuple[dict, dict]:
-    key = jax.random.fold_in(jax.random.key(seed), state["step"])  # built in the trace: no host transfer
+    # The key is built inside the trace: a closed-over key array is a host transfer on GPU.
+    key = jax.random.fold_in(jax.random.key(seed, impl=rng_impl), state["step"])
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
     grad_sq = jnp.stack([jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)])
     leaf_finite = jnp.concatenate([jnp.isfinite(loss)[None], jnp.isfinite(grad_sq)])
@@ -76,9 +79,9 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
 
 
 def make_train_step(mdef: ModelDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    seed: int, state_shardings: Any, mesh: Mesh):
+                    seed: int, rng_impl: str, state_shardings: Any, mesh: Mesh):
   """`train_step_fn` under one `jax.jit`: state donated, batch split over `data`."""
-  return jax.jit(train_step_fn(mdef, tx, schedule, seed),
+  return jax.jit(train_step_fn(mdef, tx, schedule, seed, rng_impl),
                  in_shardings=(state_shardings, batch_shardings(mesh)),
                  out_shardings=(state_shardings, parallel.replicated(mesh)),
                  donate_argnums=(0,))

@@ -50,6 +50,18 @@ class TokenLayout:
     """Kmax, the width of the padded per-level logits."""
     return max(self.level_sizes)
 
+  def padded_rows(self) -> tuple[np.ndarray, np.ndarray]:
+    """Vocabulary rows of every level padded to Kmax codes.
+
+    Returns:
+      (rows int32[L+1, Kmax] (past a level's size: its last row, repeated),
+       valid bool[L+1, Kmax] (False past a level's size)).
+    """
+    k = np.arange(self.max_level_size)
+    sizes = np.asarray(self.level_sizes)[:, None]
+    rows = np.asarray(self.offsets)[:, None] + np.minimum(k[None, :], sizes - 1)
+    return rows.astype(np.int32), k[None, :] < sizes
+
   def item_tokens(self, sid_table: np.ndarray) -> np.ndarray:
     """SID codes -> vocabulary tokens.
 

@@ -157,7 +157,8 @@ def train_programs(config: ml_collections.ConfigDict, mesh: Mesh, total_steps: i
     shardings = state_lib.state_shardings(mdef, tx, mesh, config.train.fsdp_min_size)
     _PROGRAMS[key] = TrainPrograms(
         tx, shardings, state_lib.make_init(mdef, tx, shardings),
-        steps.make_train_step(mdef, tx, schedule, config.seed, shardings, mesh))
+        steps.make_train_step(mdef, tx, schedule, config.seed, config.train.rng_impl,
+                              shardings, mesh))
   return _PROGRAMS[key]
 
 
@@ -177,6 +178,9 @@ def nonfinite_error(nonfinite: dict, param_names: list[str]) -> str:
 
 def _check_train_config(config: ml_collections.ConfigDict) -> None:
   t = config.train
+  if t.rng_impl not in ("rbg", "threefry2x32"):
+    raise ValueError(f"config.train.rng_impl must be 'rbg' or 'threefry2x32', got "
+                     f"{t.rng_impl!r}")
   if t.nonfinite not in ("raise", "skip"):
     raise ValueError(f"config.train.nonfinite must be 'raise' or 'skip', got {t.nonfinite!r}")
   for field in ("batch_size", "epochs", "patience", "eval_every_epochs", "checkpoint_keep",
