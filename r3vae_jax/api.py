@@ -13,7 +13,8 @@ two), so later queries cost one device call each. A history is encoded exactly a
 path encodes it (`recommender.data.make_batch`: the last `config.data.max_history` items, SID
 tokens, left padding), so `recommend(splits.test_history[u])` is the ranking that
 `--mode=evaluate` scores for user u. The score of an item is the log-probability of its SID under
-the model, restricted to valid SIDs (the beam search's summed masked log-softmax).
+the model, restricted to valid SIDs (the beam search's summed masked log-softmax). One process
+(any number of local devices); queries are not split across hosts.
 """
 from __future__ import annotations
 
@@ -54,9 +55,16 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
   return None
 
 
-def make_scored_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh
-                         ) -> Callable[[dict, dict, DeviceTrie], tuple[jax.Array, jax.Array]]:
+_GENERATE: dict[tuple, tuple[Any, Callable]] = {}
+
+
+def scored_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh
+                    ) -> Callable[[dict, dict, DeviceTrie], tuple[jax.Array, jax.Array]]:
   """Constrained beam search returning scores too, under one `jax.jit` (batch over `data`).
+
+  The jitted function is built once per (model, shardings, beam, mesh) in this process
+  (`recommender.train.model_programs` returns the same `ModelDef` for the same config), so a
+  second `Recommender.load` of the same model compiles nothing again.
 
   Returns:
     generate(params, batch {"enc_tokens" int32[B, S], "enc_mask" bool[B, S]}, trie) ->
@@ -69,9 +77,13 @@ def make_scored_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, m
     result = beam_search(step_fn, cache, trie, enc_out.shape[0], beam_size)
     return result.item_ids, result.scores
 
-  rows = batch_shardings(mesh)
-  return jax.jit(generate, in_shardings=(param_shardings, rows, parallel.replicated(mesh)),
+  key = (id(mdef), id(param_shardings), beam_size, mesh)
+  if key not in _GENERATE:
+    rows = batch_shardings(mesh)
+    fn = jax.jit(generate, in_shardings=(param_shardings, rows, parallel.replicated(mesh)),
                  out_shardings=(rows, rows))
+    _GENERATE[key] = ((mdef, param_shardings), fn)  # the refs keep the ids unique
+  return _GENERATE[key][1]
 
 
 def bucket_size(num_rows: int, data_shards: int, max_rows: int) -> int:
@@ -102,7 +114,7 @@ class Recommender:
     self._item_tokens = layout.item_tokens(sid_table)
     self._trie = jax.device_put(build_trie(sid_table, list(layout.level_sizes)),
                                 parallel.replicated(mesh))
-    self._generate = make_scored_generate(mdef, beam_size, param_shardings, mesh)
+    self._generate = scored_generate(mdef, beam_size, param_shardings, mesh)
 
   @classmethod
   def load(cls, workdir: str, config: ml_collections.ConfigDict | None = None, *,
@@ -194,11 +206,6 @@ class Recommender:
                        "a larger beam_size for longer lists")
     if not histories:
       return []
-    for u, history in enumerate(histories):
-      if len(history) == 0:
-        raise ValueError(f"recommend: history {u} is empty; at least one item id is needed")
-      for item in history:
-        self._check_item(item, f"recommend: history {u}")
     ids, scores = self.rank(histories)
     out = []
     for row_ids, row_scores in zip(ids[:, :k], scores[:, :k]):
@@ -207,13 +214,15 @@ class Recommender:
     return out
 
   def rank(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw beam output for validated histories.
+    """The raw beam output: all `beam_size` items of every history, best first.
 
     Returns:
-      (item_ids int32[U, beam_size] best first, -1 = empty slot; scores float32[U, beam_size]).
+      (item_ids int32[U, beam_size], -1 = empty slot; scores float32[U, beam_size]).
+
+    Raises:
+      ValueError: an empty history, or an item id outside [0, num_items) (names the history).
     """
-    padded = pad_histories([np.asarray(h, np.int32) for h in histories],
-                           self.config.data.max_history)
+    padded = self._padded(histories)
     examples = rec_data.Examples(padded, np.zeros(len(histories), np.int32))
     shards = self._mesh.shape[parallel.DATA]
     size = bucket_size(len(histories), shards, self.config.eval.batch_size)
@@ -229,3 +238,20 @@ class Recommender:
       ids.append(np.asarray(out_ids)[:stop - start])
       scores.append(np.asarray(out_scores)[:stop - start])
     return np.concatenate(ids).astype(np.int32), np.concatenate(scores).astype(np.float32)
+
+  def _padded(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+    """Validated histories -> int32[U, max_history] (last items, left-padded with -1)."""
+    arrays = [np.asarray(h).reshape(-1) for h in histories]
+    for u, a in enumerate(arrays):
+      if a.size == 0:
+        raise ValueError(f"recommend: history {u} is empty; at least one item id is needed")
+      if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"recommend: history {u} must hold integer item ids, got {a.dtype}")
+    flat = np.concatenate(arrays)
+    bad = (flat < 0) | (flat >= self.num_items)
+    if bad.any():
+      pos = int(np.argmax(bad))
+      u = int(np.searchsorted(np.cumsum([a.size for a in arrays]), pos, side="right"))
+      raise ValueError(f"recommend: history {u} has item id {flat[pos]} outside "
+                       f"[0, {self.num_items})")
+    return pad_histories([a.astype(np.int32) for a in arrays], self.config.data.max_history)
