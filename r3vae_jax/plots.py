@@ -197,7 +197,8 @@ def sid_quality(runs: Mapping[str, str]) -> Figure:
   labels = list(metrics)
   colours = [f"C{i}" for i in range(len(runs))]
   for ax, (key, title) in zip(axes, panels):
-    values = [float(metrics[label].get(key, np.nan)) for label in labels]
+    values = [np.nan if metrics[label].get(key) is None else float(metrics[label][key])
+              for label in labels]  # null: undefined (e.g. PD with a single group)
     bars = ax.bar(labels, values, color=colours[:len(labels)])
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
     ax.set_title(title, fontsize=10)
