@@ -1,4 +1,4 @@
-"""The recommendation loss reaches the tokenizer: encoder and every codeword (and not if detached)."""
+"""The recommendation loss reaches the tokenizer encoder and every codeword (not if detached)."""
 from flax import nnx
 import jax
 import jax.numpy as jnp

@@ -88,8 +88,8 @@ def tokenizer_losses(z: jax.Array, codebooks: jax.Array, codes: jax.Array, beta:
   """RQ-VAE's VQ/commitment loss for given codes, and the decoder input.
 
   Residuals run on stop-gradient codewords (as in RQ-VAE pretraining):
-  `e_l = z - sum_{j<l} sg(c_{k_j})`, loss `sum_l ||sg(e_l) - c_{k_l}||^2 + beta ||e_l - sg(c_{k_l})||^2`
-  (each a weighted mean over items and dims).
+  `e_l = z - sum_{j<l} sg(c_{k_j})`; loss
+  `sum_l ||sg(e_l) - c_{k_l}||^2 + beta ||e_l - sg(c_{k_l})||^2` (weighted means over items, dims).
 
   Args:
     z: float[B, D] latents.

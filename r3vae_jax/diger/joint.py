@@ -93,7 +93,8 @@ def target_onehots(indicators: jax.Array, collision: jax.Array, kmax: int) -> ja
 
 def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: jax.Array,
                targets: jax.Array, row_weights: jax.Array, vectors: jax.Array, table: jax.Array,
-               usage: jax.Array, key: jax.Array, cfg: JointConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+               usage: jax.Array, key: jax.Array, cfg: JointConfig
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The joint DIGER loss of one batch (module docstring).
 
   Args:

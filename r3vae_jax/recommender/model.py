@@ -25,7 +25,7 @@ targets as `dec_targets`; gradients flow into the one-hots.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -416,9 +416,3 @@ def make_step_fn(model: T5Recommender, enc_out: jax.Array, enc_mask: jax.Array,
 def count_params(model: nnx.Module) -> int:
   """Number of parameter scalars."""
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
-def model_summary(model: T5Recommender) -> dict[str, Any]:
-  """A small JSON-able description for logs."""
-  return {"params": count_params(model), "vocab": model.layout.vocab_size,
-          "level_sizes": list(model.layout.level_sizes), "dtype": str(model.dtype)}

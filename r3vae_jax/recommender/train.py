@@ -13,7 +13,9 @@ Files under `workdir/recommender/`:
 
 Resume is exact: the data order, the dropout keys and the learning rate are functions of the
 step, which is restored with the params and optimizer state; relaunching the same command after
-a crash or a SIGTERM continues from the latest readable checkpoint.
+a crash or a SIGTERM continues from the latest readable checkpoint. A finished run relaunched
+unchanged does nothing; relaunched with more `train.epochs` it trains on (the learning-rate
+schedule then stretches to the new length). Changing anything in `fingerprints` is refused.
 """
 from __future__ import annotations
 
@@ -137,8 +139,8 @@ def model_programs(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelProgra
   """
   key = ("model", mesh, io.fingerprint_json(
       {"recommender": config.recommender.to_dict(), "sid": config.sid.to_dict(),
-       "seed": config.seed, "beam_size": config.eval.beam_size,
-       "fsdp_min_size": config.train.fsdp_min_size}))
+       "seed": config.seed, "rng_impl": config.train.rng_impl,
+       "beam_size": config.eval.beam_size, "fsdp_min_size": config.train.fsdp_min_size}))
   if key not in _PROGRAMS:
     mdef = state_lib.model_def(config)
     param_sh = sharding.param_shardings(mdef.abstract_params, mesh, config.train.fsdp_min_size)
@@ -277,6 +279,8 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
     step, state, meta = restored
     _check_meta(meta, expected, paths.checkpoints)
     progress, last_saved = Progress(**meta["progress"]), step
+    if progress.finished == "epochs" and progress.validated_epochs < t.epochs:
+      progress.finished = ""  # relaunched with more epochs: train on
     logging.info("recommender: resumed from step %d (%d epochs validated)", step,
                  progress.validated_epochs)
   log = MetricsLog(paths.metrics)
@@ -367,7 +371,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
 
   # ================================ Train loop ==================================================
   finished = progress.finished
-  batches = None
+  prefetcher, batches = None, None
   try:
     with PreemptionWatch() as preemption:
       while not progress.finished:
@@ -381,7 +385,8 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
           logging.warning("recommender: preempted; checkpoint saved at step %d", step)
           break
         if batches is None:
-          batches = iter(data.device_batches(source, mesh, step, total_steps, t.prefetch))
+          prefetcher = data.device_batches(source, mesh, step, total_steps, t.prefetch)
+          batches = iter(prefetcher)
         wait = time.time()
         _, batch = next(batches)
         window["input_wait"] += time.time() - wait
@@ -400,8 +405,8 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
           save()
       finished = progress.finished or finished
   finally:
-    if batches is not None:
-      batches.close()
+    if prefetcher is not None:
+      prefetcher.close()
     manager.wait_until_finished()
 
   # ================================ Result ======================================================
