@@ -31,9 +31,12 @@ class Examples:
   Attributes:
     history: int32[E, H] item ids, left-padded with -1.
     target: int32[E] item ids.
+    seen: evaluation examples only: int32[E, S] the whole history (not capped at H),
+      left-padded with -1, the items `config.eval.exclude_seen` removes from the ranking.
   """
   history: np.ndarray
   target: np.ndarray
+  seen: np.ndarray | None = None
 
   def __len__(self) -> int:
     return int(self.target.shape[0])
@@ -49,12 +52,18 @@ def train_examples(splits: Splits, max_history: int) -> Examples:
 
 
 def eval_examples(splits: Splits, split: str, max_history: int) -> Examples:
-  """The last `max_history` items of each user's `split` ("valid" | "test") history -> target."""
+  """The last `max_history` items of each user's `split` ("valid" | "test") history -> target.
+
+  The validation history is the training sequence, the test history adds the validation item;
+  `seen` keeps the whole history (the reference protocol's seen items).
+  """
   if split not in ("valid", "test"):
     raise ValueError(f"recommender data: split must be 'valid' or 'test', got {split!r}")
   histories: Sequence[np.ndarray] = getattr(splits, f"{split}_history")
+  longest = max((len(h) for h in histories), default=0)
   return Examples(pad_histories(histories, max_history),
-                  np.asarray(getattr(splits, f"{split}_target"), np.int32))
+                  np.asarray(getattr(splits, f"{split}_target"), np.int32),
+                  pad_histories(histories, max(longest, 1)))
 
 
 def check_items(examples: Examples, num_items: int, source: str) -> None:

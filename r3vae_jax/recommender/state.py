@@ -62,13 +62,14 @@ def model_def(config: ml_collections.ConfigDict) -> ModelDef:
 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW (decay on matrices only) after global-norm clipping, warm-up + cosine/linear decay."""
+  """AdamW (decay on matrices only) after global-norm clipping (none when `clip_norm` is 0),
+  warm-up, then cosine / linear decay to 0 or a constant rate."""
   t = config.train
   if t.schedule not in ("cosine", "linear", "constant"):
     raise ValueError(f"config.train.schedule must be cosine, linear or constant, got "
                      f"{t.schedule!r}")
-  if not (t.lr > 0 and t.clip_norm > 0 and t.warmup_steps >= 0):
-    raise ValueError(f"config.train: lr ({t.lr}) and clip_norm ({t.clip_norm}) must be > 0 and "
+  if not (t.lr > 0 and t.clip_norm >= 0 and t.warmup_steps >= 0):
+    raise ValueError(f"config.train: lr ({t.lr}) must be > 0, clip_norm ({t.clip_norm}) and "
                      f"warmup_steps ({t.warmup_steps}) >= 0")
   warmup = min(t.warmup_steps, max(total_steps - 1, 0))
   decay_steps = max(total_steps - warmup, 1)
@@ -81,8 +82,8 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
     after = optax.constant_schedule(t.lr)
   schedule = optax.join_schedules([warm, after], [warmup]) if warmup else after
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
-  tx = optax.chain(optax.clip_by_global_norm(t.clip_norm),
-                   optax.adamw(schedule, weight_decay=t.weight_decay, mask=decay_mask))
+  adamw = optax.adamw(schedule, weight_decay=t.weight_decay, mask=decay_mask)
+  tx = optax.chain(optax.clip_by_global_norm(t.clip_norm), adamw) if t.clip_norm else adamw
   return tx, schedule
 
 

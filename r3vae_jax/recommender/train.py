@@ -7,8 +7,9 @@ Files under `workdir/recommender/`:
   checkpoints/   orbax: the latest `config.train.checkpoint_keep` steps plus the best one by
                  validation `config.train.select_metric`; each carries `meta` (progress of the
                  run, SID-table and config fingerprints).
-  metrics.jsonl  one JSON object per log interval ("kind": "train") and validation ("valid");
-                 a resumed run appends (steps replayed after a crash appear again).
+  metrics.jsonl  one JSON object per log interval ("kind": "train"), validation ("valid") and
+                 epoch ("epoch": where the wall time went, `EPOCH_TIMING`); a resumed run
+                 appends (steps replayed after a crash appear again).
   result.json    the best validation metrics and the paths, when training ends.
 
 Resume is exact: the data order, the dropout keys and the learning rate are functions of the
@@ -31,14 +32,26 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from r3vae_jax import checkpoint, evaluate, io, parallel
+from r3vae_jax import checkpoint, io, parallel
 from r3vae_jax.decode import build_trie
 from r3vae_jax.data.splits import Splits
-from r3vae_jax.recommender import data, sharding, state as state_lib, steps
+from r3vae_jax.recommender import data, ranking, sharding, state as state_lib, steps
 from r3vae_jax.recommender.preemption import PreemptionWatch
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 
 META_VERSION = 1
+
+# Fields of the per-epoch metrics line {"kind": "epoch", "epoch", "step", ...}; times in seconds.
+EPOCH_TIMING = {
+    "wall_s": "wall time since the previous epoch line (training, validation, checkpoint, logs)",
+    "train_step_s": "host time inside the compiled train step: its calls (dispatch; epoch 1 "
+                    "also compiles) plus waiting for its results at each log flush",
+    "input_wait_s": "waiting for the next prefetched batch",
+    "valid_s": "validation (beam search over all users and scoring)",
+    "checkpoint_s": "checkpoint save (async: the blocking part)",
+    "outside_step_frac": "1 - train_step_s / wall_s: share of the wall time outside the "
+                         "compiled train step (input wait, validation, checkpoint, Python)",
+}
 
 
 @dataclasses.dataclass
@@ -201,6 +214,14 @@ def _check_train_config(config: ml_collections.ConfigDict) -> None:
                      f"config.eval.ks {tuple(config.eval.ks)}")
 
 
+def eval_seen(config: ml_collections.ConfigDict, examples: data.Examples) -> np.ndarray | None:
+  """The items removed from each ranking: `examples.seen` when `config.eval.exclude_seen`."""
+  if not isinstance(config.eval.exclude_seen, bool):
+    raise ValueError(f"config.eval.exclude_seen must be a bool, got "
+                     f"{config.eval.exclude_seen!r}")
+  return examples.seen if config.eval.exclude_seen else None
+
+
 def _ranking_inputs(examples: data.Examples, item_tokens: np.ndarray, sid_table: np.ndarray
                     ) -> dict[str, np.ndarray]:
   batch = data.make_batch(examples, np.arange(len(examples)), np.ones(len(examples)),
@@ -255,6 +276,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
   total_steps = t.epochs * steps_per_epoch
   source = data.BatchSource(train_ex, plan, item_tokens, table)
   valid_inputs = _ranking_inputs(valid_ex, item_tokens, table)
+  valid_seen = eval_seen(config, valid_ex)
   eval_batch = _eval_batch_size(config, len(valid_ex), mesh)
   logging.info("recommender: %d training examples, %d steps/epoch x %d epochs, %d valid users",
                len(train_ex), steps_per_epoch, t.epochs, len(valid_ex))
@@ -297,12 +319,14 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
   # ================================ Evals =======================================================
   def validate() -> dict[str, float]:
     rank = lambda batch: model_prog.generate(state["params"], batch, trie)
-    return evaluate.evaluate_ranked(rank, valid_inputs, valid_ex.target, eval_batch, mesh,
-                                    tuple(config.eval.ks))
+    return ranking.score(rank, valid_inputs, valid_ex.target, valid_seen, eval_batch, mesh,
+                         tuple(config.eval.ks))
 
   # ================================ Logging =====================================================
   pending: list[dict] = []
   window = {"start": time.time(), "steps": 0, "input_wait": 0.0}
+  timing = dict.fromkeys(("train_step_s", "input_wait_s", "valid_s", "checkpoint_s"), 0.0)
+  timing["start"] = time.time()
   seen_nonfinite = 0
 
   def flush() -> None:
@@ -310,7 +334,9 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
     nonlocal seen_nonfinite
     if not pending:
       return
+    wait = time.time()
     host, bad = jax.device_get((pending, state["nonfinite"]))
+    timing["train_step_s"] += time.time() - wait
     pending.clear()
     if int(bad["first_step"]) >= 0 and t.nonfinite == "raise":
       raise FloatingPointError(nonfinite_error(bad, param_names))
@@ -348,7 +374,9 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
     progress.validated_epochs = epoch + 1
     metrics, improved = None, False
     if (epoch + 1) % t.eval_every_epochs == 0 or epoch + 1 == t.epochs:
+      began = time.time()
       metrics = validate()
+      timing["valid_s"] += time.time() - began
       log.write({"kind": "valid", "step": step, "epoch": epoch + 1, **metrics,
                  "time": time.time() - start_time})
       logging.info("recommender: epoch %d valid %s", epoch + 1,
@@ -367,7 +395,25 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
       progress.finished = progress.finished or "epochs"
     # Only improvements carry the metric: orbax's BestN then keeps exactly our best (ties and
     # later equal scores never displace it).
+    began = time.time()
     save({t.select_metric: progress.best} if metrics and improved else None)
+    timing["checkpoint_s"] += time.time() - began
+    write_epoch_timing(epoch + 1)
+
+  def write_epoch_timing(epoch: int) -> None:
+    """The "epoch" line (`EPOCH_TIMING`); restarts the epoch's clocks."""
+    now = time.time()
+    wall = max(now - timing.pop("start"), 1e-9)
+    record = {"kind": "epoch", "epoch": epoch, "step": step, "wall_s": wall,
+              **timing,
+              "outside_step_frac": 1.0 - min(timing["train_step_s"] / wall, 1.0),
+              "time": now - start_time}
+    log.write(record)
+    logging.info("recommender: epoch %d took %.2fs: train step %.2fs, input wait %.2fs, "
+                 "valid %.2fs, checkpoint %.2fs; outside the train step %.1f%%", epoch, wall,
+                 timing["train_step_s"], timing["input_wait_s"], timing["valid_s"],
+                 timing["checkpoint_s"], 100 * record["outside_step_frac"])
+    timing.update(dict.fromkeys(timing, 0.0), start=now)
 
   # ================================ Train loop ==================================================
   finished = progress.finished
@@ -389,9 +435,12 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
           batches = iter(prefetcher)
         wait = time.time()
         _, batch = next(batches)
-        window["input_wait"] += time.time() - wait
+        called = time.time()
+        window["input_wait"] += called - wait
+        timing["input_wait_s"] += called - wait
         with jax.transfer_guard("disallow"):
           state, measurements = train_prog.train_step(state, batch)
+        timing["train_step_s"] += time.time() - called
         step += 1
         window["steps"] += 1
         pending.append(measurements)
@@ -477,10 +526,10 @@ def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
   data.check_items(examples, table.shape[0], f"recommender: {split} data")
   trie = build_trie(table, list(layout.level_sizes))
   inputs = _ranking_inputs(examples, layout.item_tokens(table), table)
-  metrics = evaluate.evaluate_ranked(lambda batch: prog.generate(params, batch, trie), inputs,
-                                     examples.target,
-                                     _eval_batch_size(config, len(examples), mesh), mesh,
-                                     tuple(config.eval.ks))
+  metrics = ranking.score(lambda batch: prog.generate(params, batch, trie), inputs,
+                          examples.target, eval_seen(config, examples),
+                          _eval_batch_size(config, len(examples), mesh), mesh,
+                          tuple(config.eval.ks))
   metrics["step"] = ckpt_step
   if jax.process_index() == 0:
     io.write_json(os.path.join(_paths(workdir).root, f"{split}_metrics.json"), metrics)
