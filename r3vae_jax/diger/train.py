@@ -17,10 +17,7 @@ epochs).
   `train.eval_every_epochs` epochs validation NDCG@10 comes from the constrained beam search over
   that table. An epoch whose codes put more than `sid.max_collisions` items on one tuple has no
   valid table (collapse): training continues on the last valid table and the epoch cannot be
-  the best (a warning says so; the run never stops there). Early stopping on
-  `train.select_metric` with `train.patience` validations. Every epoch's record (the same dicts
-  as `history` below) is appended to `workdir/diger/metrics.jsonl` as one JSON line, epoch 0
-  being the pretrained tokenizer (a resumed run appends; `diger/curves.py` reads this file).
+  the best. Early stopping on `train.select_metric` with `train.patience` validations.
 * The best epoch's tokenizer, recommender, sigma and SID table are saved together in
   `workdir/diger/`; the table also via `tokenizer.sid_table.save_sid_table` and the recommender
   also as a `workdir/recommender/checkpoints` step, so `--mode=evaluate` reads them unchanged.
@@ -60,7 +57,6 @@ from r3vae_jax.tokenizer import sid_table as sid_lib
 from r3vae_jax.tokenizer import train as tok_train
 
 DIGER_DIR = "diger"
-METRICS_FILE = "metrics.jsonl"
 GROUPS = ("tokenizer", "recommender", "sigma")
 
 
@@ -140,28 +136,26 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
 def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.GradientTransformation,
                     cfg: joint.JointConfig, config: ml_collections.ConfigDict,
                     state_shardings: Any, mesh: jax.sharding.Mesh):
-  """Returns the jitted `step(state, batch, vectors, table, decay_id) -> (state, metrics)`.
+  """Returns the jitted `step(state, batch, vectors, table) -> (state, metrics)`.
 
   `state` = {"params": {tokenizer, recommender, sigma}, "opt", "usage": float[L, K],
   "step": int32}, kept in `state_shardings` and donated; `batch` = {"history": int32[B, H],
   "target": int32[B], "weight": float[B]} split over `data`; vectors float[N, D] and the SID
-  table int32[N, L+1] replicated; decay_id int32[] the index of `diger.decay` in
-  `noise.DECAYS`, an argument rather than a constant so that every decay compiles to the same
-  program (one persistent-cache entry serves them all). Per-step randomness (Gumbel noise, dropout) is
+  table int32[N, L+1] replicated. Per-step randomness (Gumbel noise, dropout) is
   `fold_in(key(seed, impl=diger.rng_impl), step)`, built inside the step.
   """
   seed, impl, momentum = config.seed, config.diger.rng_impl, config.diger.usage_momentum
 
-  def loss_fn(params, usage, batch, vectors, table, key, decay_id):
+  def loss_fn(params, usage, batch, vectors, table, key):
     return joint.joint_loss(nnx.merge(tok_graph, params["tokenizer"]),
                             mdef.bind(params["recommender"]), params["sigma"],
                             batch["history"], batch["target"], batch["weight"], vectors, table,
-                            usage, key, cfg, decay_id)
+                            usage, key, cfg)
 
-  def step(state, batch, vectors, table, decay_id):
+  def step(state, batch, vectors, table):
     key = jax.random.fold_in(jax.random.key(seed, impl=impl), state["step"])
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state["usage"], batch, vectors, table, key, decay_id)
+        state["params"], state["usage"], batch, vectors, table, key)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     new_state = {
         "params": optax.apply_updates(state["params"], updates), "opt": opt,
@@ -173,8 +167,7 @@ def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.Gradient
     return new_state, aux
 
   rep = parallel.replicated(mesh)
-  return jax.jit(step,
-                 in_shardings=(state_shardings, parallel.batch_sharding(mesh), rep, rep, rep),
+  return jax.jit(step, in_shardings=(state_shardings, parallel.batch_sharding(mesh), rep, rep),
                  out_shardings=(state_shardings, rep), donate_argnums=0)
 
 
@@ -346,7 +339,6 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
                                             1.0 / sid.codebook_size, jnp.float32), rep),
            "step": jax.device_put(jnp.zeros((), jnp.int32), rep)}
   vectors_dev = jax.device_put(vectors, rep)
-  decay_id = jax.device_put(noise.decay_index(cfg.decay), rep)
   train_step = make_train_step(tok_graph, mdef, tx, cfg, config,
                                jax.tree.map(lambda x: x.sharding, state), mesh)
 
@@ -357,7 +349,6 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
                      f"{stats['max_group_size']} items on one code tuple, more than "
                      f"config.sid.max_collisions={sid.max_collisions}: no SID table")
   manager = checkpoint.make_manager(os.path.join(out_dir, "ckpt"), keep=t.checkpoint_keep)
-  log = rec_train.MetricsLog(os.path.join(out_dir, METRICS_FILE))
   fingerprint = _fingerprint(config, vectors)
   tree = {"state": state, "best": _copy(params), "table": jax.device_put(table, rep)}
   restored = checkpoint.restore(manager, checkpoint.abstract_like(tree))
@@ -372,7 +363,6 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
     epoch, history, best_epoch, bad_epochs = 0, [], 0, 0
     history.append({"epoch": 0, **stats, "sigma": _floats(params["sigma"]),
                     "table_valid": True})
-    log.write(history[-1])
     logging.info("diger epoch 0 (pretrained %s): usage %s collision %.4f max group %d",
                  config.diger.pretrain, _fmt(stats["usage_per_level"]),
                  stats["collision_rate"], stats["max_group_size"])
@@ -385,7 +375,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
     sums: dict[str, jax.Array] = {}
     for step, batch in rec_data.Prefetcher(host_batch, epoch * steps_per_epoch,
                                            (epoch + 1) * steps_per_epoch, t.prefetch):
-      state, metrics = train_step(state, batch, vectors_dev, table_dev, decay_id)
+      state, metrics = train_step(state, batch, vectors_dev, table_dev)
       sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
       if (step + 1) % t.log_every_steps == 0:
         logging.info("diger step %d: loss %.4f rec_ce %.4f noisy %.3f", step + 1,
@@ -407,12 +397,6 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
               **{f"valid_{k}": v for k, v in valid.items()}, "seconds": time.time() - start}
     best_value = max((h.get(f"valid_{select}", -1.0) for h in history), default=-1.0)
     history.append(record)
-    log.write(record)
-    if new_table is None:
-      logging.warning("diger epoch %d: %d items share one code tuple, more than "
-                      "config.sid.max_collisions=%d: no valid SID table this epoch; training "
-                      "goes on with the last valid table, and this epoch is not validated and "
-                      "cannot be the best", epoch, stats["max_group_size"], sid.max_collisions)
     improved = bool(valid) and valid[select] > best_value
     if improved:
       best_epoch, bad_epochs = epoch, 0
@@ -431,9 +415,6 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   manager.wait_until_finished()
 
   # ================================ Save ======================================================
-  if best_epoch == 0:
-    logging.warning("diger: no epoch was validated with a valid SID table; saving the pretrained "
-                    "%s and the recommender as initialised (epoch 0)", config.diger.pretrain)
   best = tree["best"]
   table, stats = build_table(tok_graph, best["tokenizer"], vectors, mesh, config)
   best_record = next(h for h in history if h["epoch"] == best_epoch)
