@@ -144,7 +144,7 @@ FIELDS: dict[str, Check] = {
     "train.schedule": _choice("cosine", "linear", "constant"),
     "train.epochs": _POSITIVE,
     "train.patience": _POSITIVE,
-    "train.clip_norm": _RATE,
+    "train.clip_norm": _WEIGHT,              # 0 = no clipping
     "train.eval_every_epochs": _POSITIVE,
     "train.checkpoint_keep": _POSITIVE,
     "train.log_every_steps": _POSITIVE,
@@ -157,6 +157,7 @@ FIELDS: dict[str, Check] = {
     "eval.beam_size": _POSITIVE,
     "eval.ks": _ints(1),
     "eval.batch_size": _POSITIVE,
+    "eval.exclude_seen": _bool,
     "mesh.data": _int(1, also=(-1,)),
     "mesh.model": _POSITIVE,
 }
