@@ -29,6 +29,12 @@ def test_every_prefix_predicts_its_next_item():
   np.testing.assert_array_equal(valid.target, [3, 4, 3])
   with pytest.raises(ValueError, match="split"):
     data.eval_examples(_splits(), "train", 2)
+  # RecBoard's window: only the last 3 training items of each user, [2,0,1,5] -> [0,1,5].
+  window = data.train_examples(_splits(), max_history=2, window=3)
+  np.testing.assert_array_equal(window.history, [[-1, 0], [0, 1], [-1, 0], [0, 1]])
+  np.testing.assert_array_equal(window.target, [1, 2, 1, 5])
+  with pytest.raises(ValueError, match="example_window"):
+    data.train_examples(_splits(), 2, window=-1)
 
 
 def test_batch_holds_sid_tokens_mask_and_targets():

@@ -58,7 +58,7 @@ def setup(shared_data):
 
 
 def _first_batch(config, table, splits):
-  ex = data.train_examples(splits, config.data.max_history)
+  ex = data.train_examples(splits, config.data.max_history, config.train.example_window)
   layout = tokens.layout_from_config(config)
   source = data.BatchSource(ex, data.BatchPlan(len(ex), config.train.batch_size, 0),
                             layout.item_tokens(table), table)
@@ -66,7 +66,8 @@ def _first_batch(config, table, splits):
 
 
 def _total_steps(config, splits):
-  examples = len(data.train_examples(splits, config.data.max_history))
+  examples = len(data.train_examples(splits, config.data.max_history,
+                                     config.train.example_window))
   return config.train.epochs * -(-examples // config.train.batch_size)
 
 

@@ -98,11 +98,12 @@ def base_config() -> ml_collections.ConfigDict:
   # 1e-3, constant rate without warm-up, no gradient clipping (clip_norm 0 = off), batch 512, 200
   # epochs, validation every 5 epochs (eval_every_epochs), the best checkpoint by validation
   # NDCG@10. patience counts validations without improvement (10 = 50 epochs here); RecBoard
-  # mostly ran all 200 epochs.
+  # mostly ran all 200 epochs. example_window: training examples come from the last 20 items of
+  # each training sequence only (RecBoard's rolling window; 0 = whole sequences).
   c.train = ml_collections.ConfigDict(dict(
       batch_size=512, lr=5e-4, weight_decay=1e-3, warmup_steps=0, schedule="constant",
       epochs=200, patience=10, clip_norm=0.0, eval_every_epochs=5, checkpoint_keep=2,
-      log_every_steps=100, nonfinite="raise"))  # nonfinite: raise | skip
+      log_every_steps=100, nonfinite="raise", example_window=20))  # nonfinite: raise | skip
   # Recommender trainer (engineer C): checkpoint_every_steps = extra mid-epoch checkpoints
   # (0: at epoch ends only); select_metric = validation metric for early stopping and the best
   # checkpoint; prefetch = batches prepared ahead on a host thread; fsdp_min_size = parameters
@@ -137,6 +138,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # scored (the same ranking as `api.Recommender`).
   c.train.update(dict(batch_size=256, epochs=8, lr=1e-3, weight_decay=0.01, warmup_steps=100,
                       schedule="cosine", clip_norm=1.0, eval_every_epochs=1, patience=4,
-                      log_every_steps=20))
+                      log_every_steps=20, example_window=0))
   c.eval.update(dict(beam_size=10, batch_size=256, exclude_seen=False))
   return c

@@ -149,6 +149,7 @@ FIELDS: dict[str, Check] = {
     "train.checkpoint_keep": _POSITIVE,
     "train.log_every_steps": _POSITIVE,
     "train.nonfinite": _choice("raise", "skip"),
+    "train.example_window": _int(0),
     "train.checkpoint_every_steps": _int(0),
     "train.select_metric": lambda v: (None if isinstance(v, str) and re.fullmatch(
         r"(ndcg|recall)@[1-9][0-9]*", v) else "ndcg@K or recall@K"),

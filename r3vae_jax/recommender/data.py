@@ -42,9 +42,19 @@ class Examples:
     return int(self.target.shape[0])
 
 
-def train_examples(splits: Splits, max_history: int) -> Examples:
-  """Every prefix of every training sequence -> its next item (user order, then position)."""
-  history, target = training_examples(splits.train, max_history)
+def train_examples(splits: Splits, max_history: int, window: int = 0) -> Examples:
+  """Every prefix of every training sequence -> its next item (user order, then position).
+
+  Args:
+    splits: the leave-one-out splits.
+    max_history: history cap (the last items of each prefix).
+    window: > 0 keeps only the last `window` items of each training sequence first (RecBoard:
+      20, so its training histories hold at most 19 items); 0 uses whole sequences.
+  """
+  if not isinstance(window, int) or window < 0:
+    raise ValueError(f"config.train.example_window must be an int >= 0, got {window!r}")
+  train = [s[-window:] for s in splits.train] if window else splits.train
+  history, target = training_examples(train, max_history)
   if target.size == 0:
     raise ArtifactError("recommender data: no training examples (every training sequence has "
                         "fewer than 2 items)")

@@ -266,7 +266,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
                mesh.size, jax.process_count())
 
   # ================================ Input pipeline ==============================================
-  train_ex = data.train_examples(splits, config.data.max_history)
+  train_ex = data.train_examples(splits, config.data.max_history, t.example_window)
   valid_ex = data.eval_examples(splits, "valid", config.data.max_history)
   data.check_items(train_ex, table.shape[0], "recommender: training data")
   data.check_items(valid_ex, table.shape[0], "recommender: validation data")
