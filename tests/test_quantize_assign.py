@@ -61,18 +61,36 @@ def test_rating_quantize_matches_definition(mode):
   np.testing.assert_allclose(q, q_ref, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_rating_quantize_cosine_top1_is_the_unit_code_times_its_cosine():
+  rng = np.random.default_rng(4)
+  e, c = rng.normal(size=(6, 4)), rng.normal(size=(5, 4))
+  q, codes, w = quantize.rating_quantize(jnp.float32(e), jnp.float32(c), 0.5, "cosine_top1")
+  s = _brute_scores(e, c, "cosine")
+  k = s.argmax(1)
+  np.testing.assert_array_equal(codes, k)
+  unit = c / np.linalg.norm(c, axis=1, keepdims=True)
+  np.testing.assert_allclose(q, s[np.arange(6), k][:, None] * unit[k], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.sum(w, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard", "cosine_top1"])
 def test_rating_quantize_gradients(mode):
-  """Finite differences (away from argmax ties) agree with autodiff; the hard mode's codebook
-  gradient touches every code through the softmax weight."""
+  """Finite differences (away from argmax ties) agree with autodiff; the soft and hard modes'
+  codebook gradient touches every code through the softmax weight, cosine_top1's only the
+  chosen codes."""
   with jax.enable_x64(True):
     rng = np.random.default_rng(2)
     e = jnp.asarray(rng.normal(size=(4, 3)))
     c = jnp.asarray(rng.normal(size=(5, 3)))
     f = lambda e, c: quantize.rating_quantize(e, c, 0.7, mode)[0]
     check_grads(f, (e, c), order=1, modes=("rev",))
-    dc = jax.grad(lambda c: jnp.sum(f(e, c) ** 2))(c)
-    assert np.all(np.abs(np.asarray(dc)).sum(1) > 0)
+    dc = np.abs(np.asarray(jax.grad(lambda c: jnp.sum(f(e, c) ** 2))(c))).sum(1)
+    chosen = np.unique(np.asarray(quantize.rating_quantize(e, c, 0.7, mode)[1]))
+    assert np.all(dc[chosen] > 0)
+    if mode == "cosine_top1":
+      assert np.all(np.delete(dc, chosen) == 0)
+    else:
+      assert np.all(dc > 0)
 
 
 def test_residual_quantize_codebook_itself_reconstructs_exactly():

@@ -17,11 +17,19 @@ def _x(n=16, seed=0):
   return jnp.asarray(np.random.default_rng(seed).normal(size=(n, D_IN)), jnp.float32)
 
 
+# The first version's variant (MLP encoder, softmax ratings, soft SC/PD over the batch).
+SOFT = dict(encoder="mlp", normalize=False, reference_vector=True, rating="soft",
+            temperature=0.5, beta=0.25, recon_loss="mse", sc_form="soft_pairs",
+            pd_form="soft_centres", sc_weight=0.1, pd_weight=0.1, use_sc=True, use_pd=True,
+            pd_t=2.0)
+# The default recipe (RecBoard's): identity encoder, top-1 cosine rating, cosine losses.
+RECBOARD = dict(SOFT, encoder="identity", normalize=True, rating="cosine_top1",
+                recon_loss="cosine", sc_form="prefix_cosine", pd_form="codebook", sc_weight=0.1,
+                pd_weight=0.05)
+
+
 def _r3vae(**kw):
-  args = dict(reference_vector=True, rating="soft", temperature=0.5, metric_weight=0.1,
-              use_sc=True, use_pd=True, pd_t=2.0)
-  args.update(kw)
-  return models.R3VAE(D_IN, (8,), LATENT, LEVELS, K, rngs=nnx.Rngs(0), **args)
+  return models.R3VAE(D_IN, (8,), LATENT, LEVELS, K, rngs=nnx.Rngs(0), **{**SOFT, **kw})
 
 
 def _loss_and_grads(model, x):
@@ -110,16 +118,78 @@ def test_r3vae_forward_codes_and_gradients(rating):
   assert float(jnp.abs(grads["codebooks"]).sum()) > 0
 
 
+def _unit(a):
+  return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def _np_pd(book, t=2.0):
+  cos = _unit(book) @ _unit(book).T
+  off = ~np.eye(len(book), dtype=bool)
+  return np.log(np.mean(np.exp(-t * (1.0 - cos[off]))))
+
+
+def test_recboard_recipe_matches_a_numpy_reference_and_trains_every_parameter():
+  """Identity encoder on unit vectors, top-1 cosine x unit code, 1 - cos losses, PD over
+  codewords (tokenizer/README.md)."""
+  model = models.R3VAE(D_IN, (8,), LATENT, LEVELS, K, rngs=nnx.Rngs(0), **RECBOARD)
+  assert model.encoder is None and model.codebooks.shape == (LEVELS, K, D_IN)
+  x = _x()
+  out, grads, p = _loss_and_grads(model, x)
+  z = _unit(np.asarray(x, np.float64))
+  r = np.asarray(p["reference"], np.float64)
+  anchor = (z @ r / (r @ r))[:, None] * r
+  e0 = residual = z - anchor
+  estimate, sc = anchor.copy(), 0.0
+  for level in range(LEVELS):
+    book = _unit(np.asarray(p["codebooks"][level], np.float64))
+    cos = _unit(residual) @ book.T
+    code = cos.argmax(1)
+    np.testing.assert_array_equal(out.codes[:, level], code)
+    q = cos[np.arange(16), code][:, None] * book[code]
+    estimate, residual = estimate + q, residual - q
+    sc += 1.0 - np.mean(np.sum(_unit(e0) * _unit(estimate), -1))
+  x_hat = _np_mlp(p["decoder"]["layers"], estimate)
+  np.testing.assert_allclose(out.x_hat, x_hat, atol=1e-4)
+  recon = 1.0 - np.mean(np.sum(_unit(x_hat) * _unit(np.asarray(x, np.float64)), -1))
+  pd = np.mean([_np_pd(np.asarray(b, np.float64)) for b in p["codebooks"]])
+  for term, value in (("recon", recon), ("sc_loss", sc / LEVELS), ("pd", pd)):
+    assert float(out.terms[term]) == pytest.approx(value, rel=1e-4, abs=1e-6), term
+  assert float(out.loss) == pytest.approx(recon + 0.1 * sc / LEVELS + 0.05 * pd, rel=1e-4)
+  assert _nonzero(grads["reference"]) and _nonzero(grads["decoder"])
+  assert np.all(np.abs(np.asarray(grads["codebooks"])).sum((1, 2)) > 0)  # every level learns
+
+
 def test_r3vae_ablation_flags():
   x = _x()
   plain = _r3vae(reference_vector=False, use_sc=False, use_pd=False)
   assert plain.reference is None and "reference" not in nnx.to_pure_dict(nnx.state(plain))
   for kw, terms in ((dict(reference_vector=False, use_sc=False, use_pd=False), {"recon"}),
                     (dict(use_pd=False), {"recon", "soft_sc"}),
-                    (dict(use_sc=False), {"recon", "soft_pd"})):
+                    (dict(use_sc=False), {"recon", "soft_pd"}),
+                    (dict(RECBOARD), {"recon", "sc_loss", "pd"}),
+                    (dict(RECBOARD, use_sc=False), {"recon", "pd"}),
+                    (dict(RECBOARD, rating="straight_through"), {"recon", "vq", "sc_loss", "pd"})):
     assert set(jax.eval_shape(_r3vae(**kw), x).terms) == terms
-  with pytest.raises(ValueError, match="r3vae.rating"):
-    _r3vae(rating="median")
+  for field in ("rating", "encoder", "recon_loss", "sc_form", "pd_form"):
+    with pytest.raises(ValueError, match=f"r3vae.{field}"):
+      _r3vae(**{field: "median"})
+  with pytest.raises(ValueError, match="soft_pairs"):
+    _r3vae(rating="straight_through")
+
+
+def test_straight_through_ablation_codes_are_nearest_codes_of_e0():
+  model = _r3vae(**dict(RECBOARD, rating="straight_through"))
+  x = _x()
+  out, grads, p = _loss_and_grads(model, x)
+  z = _unit(np.asarray(x, np.float64))
+  r = np.asarray(p["reference"], np.float64)
+  residual = z - (z @ r / (r @ r))[:, None] * r
+  for level in range(LEVELS):
+    book = np.asarray(p["codebooks"][level], np.float64)
+    code = np.argmin(((residual[:, None] - book[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(out.codes[:, level], code)
+    residual = residual - book[code]
+  assert _nonzero(grads["reference"]) and float(out.terms["vq"]) > 0
 
 
 def test_kmeans_init_fits_the_codebooks_on_e0():

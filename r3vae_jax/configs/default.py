@@ -60,14 +60,21 @@ def base_config() -> ml_collections.ConfigDict:
       hidden=(512, 256, 128), latent_dim=32, beta=0.25, lr=1e-3, weight_decay=1e-4,
       epochs=200, batch_size=1024, kmeans_init=True, eval_every=10))
   c.r3vae = ml_collections.ConfigDict(dict(
-      hidden=(512, 256, 128), latent_dim=32, beta=0.25, lr=5e-4, weight_decay=1e-4,
+      hidden=(1536,), latent_dim=384, beta=0.25, lr=5e-4, weight_decay=0.0,
       epochs=200, batch_size=1024, kmeans_init=True, eval_every=10,
-      reference_vector=True, rating="soft", rating_temperature=0.01,
-      metric_weight=0.01, use_sc=True, use_pd=True, pd_t=2.0))
-  # Tokenizer training (engineer E): r3vae.rating_temperature 0.01 (was 1.0): softmax over cosine
-  # ratings in [-1, 1] at 1.0 is almost uniform over 256 codes (Beauty: 82% collisions; 0.1: 70%;
-  # 0.05: 27%; 0.02: 20%; 0.01: 14%). Codebook k-means init uses at most kmeans_max_items items
-  # and kmeans_iters Lloyd steps per level; checkpoint_keep latest orbax checkpoints are kept.
+      encoder="identity", normalize=True, reference_vector=True, rating="cosine_top1",
+      rating_temperature=0.01, recon_loss="cosine", sc_form="prefix_cosine",
+      pd_form="codebook", sc_weight=0.1, pd_weight=0.05, use_sc=True, use_pd=True, pd_t=2.0))
+  # R3-VAE (engineer E, tokenizer/README.md): the RecBoard re-implementation's recipe. Identity
+  # encoder on the L2-normalised vectors (latent = input; latent_dim unused), decoder
+  # D -> hidden -> D, top-1 cosine code x its cosine, 1 - cos reconstruction, SC = cosine of e_0
+  # to every prefix estimate (weight 0.1), PD over the codewords (0.05), AdamW 5e-4, no decay.
+  # Earlier default (MLP encoder to 32-d, soft rating at tau 0.01, pair-weighted soft SC/PD over
+  # group centres, lambda 0.01) collided 0.21 -> 0.44 over 20 Beauty epochs; as values:
+  # encoder=mlp hidden=(512,256,128) latent_dim=32 normalize=False rating=soft recon_loss=mse
+  # sc_form=soft_pairs pd_form=soft_centres sc_weight=0.01 pd_weight=0.01 weight_decay=1e-4.
+  # Ablations (issue 9): reference_vector=False | rating=straight_through | use_sc=False |
+  # use_pd=False. rating_temperature shapes only soft/hard ratings and soft_pairs weights.
   for _name in ("rqvae", "r3vae"):
     c[_name].kmeans_iters = 50
     c[_name].kmeans_max_items = 65536

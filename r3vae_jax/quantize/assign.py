@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 METRICS = ("l2", "cosine", "dot")
-RATING_MODES = ("soft", "hard")
+RATING_MODES = ("soft", "hard", "cosine_top1")
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Rows per chunk is chosen so that one chunk's scores hold about this many floats.
 _CHUNK_SCORES = 1 << 26
@@ -138,12 +138,15 @@ def rating_quantize(e: jax.Array, codebook: jax.Array, temperature: float | jax.
   * mode "soft": `quantized = sum_k w_k c_k` (the paper's soft aggregation).
   * mode "hard": `quantized = w_k* c_k*` with `k* = argmax_k w_k` (the top-1 code scaled by its
     rating; the gradient reaches `e` and the codebook through `w_k*` and `c_k*`).
+  * mode "cosine_top1": `quantized = s_k* c_k*/||c_k*||`, the top-1 unit code scaled by its raw
+    cosine (no softmax; the temperature only shapes the returned weights). This is the rating
+    of the RecBoard re-implementation (`R3-VAE/quantizer.py`, `match`).
 
   Args:
     e: `[B, D]` residual at this level.
     codebook: `[K, D]`.
     temperature: softmax temperature (scalar > 0).
-    mode: "soft" | "hard".
+    mode: "soft" | "hard" | "cosine_top1".
 
   Returns:
     quantized `[B, D]`, codes `int32[B]` (`argmax_k w_k`, the SID at this level), weights
@@ -156,6 +159,10 @@ def rating_quantize(e: jax.Array, codebook: jax.Array, temperature: float | jax.
   codes = jnp.argmax(weights, axis=-1).astype(jnp.int32)
   if mode == "soft":
     quantized = jnp.matmul(weights, codebook, precision=_HIGHEST)
+  elif mode == "cosine_top1":
+    onehot = jax.nn.one_hot(codes, codebook.shape[0], dtype=scores.dtype)
+    top = jnp.sum(onehot * scores, axis=-1, keepdims=True)
+    quantized = top * jnp.matmul(onehot, l2_normalize(codebook), precision=_HIGHEST)
   else:
     top = jnp.take_along_axis(weights, codes[:, None], axis=-1)
     quantized = top * jnp.take(codebook, codes, axis=0)

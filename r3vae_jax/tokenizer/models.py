@@ -81,6 +81,9 @@ class MLP(nnx.Module):
     return x
 
 
+RATINGS = ("cosine_top1", "soft", "hard", "straight_through")
+
+
 def _codebooks(levels: int, size: int, dim: int, rng: np.random.Generator) -> nnx.Param:
   """`[L, K, D]` codebooks, N(0, 1/D); replaced by k-means when `kmeans_init` is on."""
   return _normal(rng, (levels, size, dim), dim ** -0.5)
@@ -111,44 +114,83 @@ class RQVAE(nnx.Module):
     """`[B, D_in] -> [B, D]`: the latents to run residual k-means on."""
     return self.encoder(x)
 
+  def quantize_level(self, residual: jax.Array, book: jax.Array) -> jax.Array:
+    """One level's output `[B, D]`: the nearest code (k-means init)."""
+    return quantizers.select_codes(quantize.nearest_code(residual, book)[0], book)
+
   def __call__(self, x: jax.Array) -> TokenizerOutput:
     z = self.encoder(x)
-    z_q, codes, vq_loss = quantizers.rq_straight_through(z, self.codebooks[...], self.beta)
+    z_q, codes, vq_loss, _ = quantizers.rq_straight_through(z, self.codebooks[...], self.beta)
     x_hat = self.decoder(z_q)
     recon = quantizers.mse(x, x_hat)
     return TokenizerOutput(x_hat, codes, recon + vq_loss, {"recon": recon, "vq": vq_loss})
 
 
+R3VAE_CHOICES = dict(encoder=("identity", "mlp"), rating=RATINGS, recon_loss=("cosine", "mse"),
+                     sc_form=("prefix_cosine", "soft_pairs"), pd_form=("codebook", "soft_centres"))
+
+
 class R3VAE(nnx.Module):
-  """R3-VAE: reference-vector anchor + rating quantisation + SC/PD regulariser.
+  """R3-VAE: reference-vector anchor + rating quantisation + SC/PD regularisers.
 
   Args:
-    input_dim, hidden, latent_dim, levels, codebook_size: as `RQVAE`.
+    input_dim, hidden, latent_dim, levels, codebook_size: as `RQVAE`; with encoder "identity"
+      the latent is the input (`latent_dim` unused) and `hidden` sizes the decoder only.
+    encoder: "identity" (RecBoard) | "mlp".
+    normalize: L2-normalise the latent before the reference split (RecBoard).
     reference_vector: learn `r` and quantise only `z - alpha r` (False: `e_0 = z`).
-    rating: "soft" | "hard" (see `quantize.rating_quantize`).
-    temperature: softmax temperature of the cosine ratings.
-    metric_weight: lambda of the regulariser `-SC + PD`.
-    use_sc, use_pd: keep each term of the regulariser (ablations).
+    rating: "cosine_top1" | "soft" | "hard" (`quantize.rating_quantize`) | "straight_through"
+      (nearest code + straight-through estimator + VQ loss with `beta`: the no-rating ablation).
+    temperature: softmax temperature of the cosine ratings (soft/hard, and soft_pairs SC).
+    beta: commitment weight of the straight-through ablation.
+    recon_loss: "cosine" (`1 - cos(x, x_hat)`) | "mse".
+    sc_form: "prefix_cosine" (`quantizers.prefix_cosine_loss`, added) | "soft_pairs"
+      (`quantize.soft_semantic_cohesion` under the rating weights, subtracted).
+    pd_form: "codebook" (PD over each level's codewords) | "soft_centres" (over the soft group
+      centres of the item vectors).
+    sc_weight, pd_weight: weights of the two terms; use_sc, use_pd: keep each (ablations).
     pd_t: the temperature t of preference discrimination.
     rngs: parameter RNG.
   """
 
   def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, levels: int,
-               codebook_size: int, *, reference_vector: bool, rating: str, temperature: float,
-               metric_weight: float, use_sc: bool, use_pd: bool, pd_t: float, rngs: nnx.Rngs):
-    if rating not in ("soft", "hard"):
-      raise ValueError(f"r3vae.rating must be 'soft' or 'hard', got {rating!r}")
+               codebook_size: int, *, encoder: str, normalize: bool, reference_vector: bool,
+               rating: str, temperature: float, beta: float, recon_loss: str, sc_form: str,
+               pd_form: str, sc_weight: float, pd_weight: float, use_sc: bool, use_pd: bool,
+               pd_t: float, rngs: nnx.Rngs):
+    for field, value in dict(encoder=encoder, rating=rating, recon_loss=recon_loss,
+                             sc_form=sc_form, pd_form=pd_form).items():
+      if value not in R3VAE_CHOICES[field]:
+        raise ValueError(f"r3vae.{field} must be one of {R3VAE_CHOICES[field]}, got {value!r}")
+    if sc_form == "soft_pairs" and use_sc and rating == "straight_through":
+      raise ValueError("r3vae.sc_form 'soft_pairs' needs rating weights; rating "
+                       "'straight_through' has none (use sc_form 'prefix_cosine')")
     rng = host_rng(rngs)
-    self.encoder = MLP([input_dim, *hidden, latent_dim], rng)
+    if encoder == "identity":
+      latent_dim = input_dim
+      self.encoder = None
+    else:
+      self.encoder = MLP([input_dim, *hidden, latent_dim], rng)
     self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rng)
     self.codebooks = _codebooks(levels, codebook_size, latent_dim, rng)
     self.reference = _normal(rng, (latent_dim,), latent_dim ** -0.5) if reference_vector else None
+    self.normalize = normalize
     self.rating = rating
     self.temperature = temperature
-    self.metric_weight = metric_weight
+    self.beta = beta
+    self.recon_loss = recon_loss
+    self.sc_form = sc_form
+    self.pd_form = pd_form
+    self.sc_weight = sc_weight
+    self.pd_weight = pd_weight
     self.use_sc = use_sc
     self.use_pd = use_pd
     self.pd_t = pd_t
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    """`[B, D_in] -> [B, D]`: the latent (normalised if `normalize`)."""
+    z = x if self.encoder is None else self.encoder(x)
+    return quantize.l2_normalize(z) if self.normalize else z
 
   def split(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`[B, D] -> (anchor part alpha r [B, D], e_0 [B, D])`."""
@@ -160,24 +202,47 @@ class R3VAE(nnx.Module):
 
   def init_latents(self, x: jax.Array) -> jax.Array:
     """`[B, D_in] -> [B, D]`: `e_0`, the part of the latent that is quantised."""
-    return self.split(self.encoder(x))[1]
+    return self.split(self.encode(x))[1]
+
+  def quantize_level(self, residual: jax.Array, book: jax.Array) -> jax.Array:
+    """One level's output `[B, D]` for `residual [B, D]` and `book [K, D]` (k-means init)."""
+    if self.rating == "straight_through":
+      return quantizers.select_codes(quantize.nearest_code(residual, book)[0], book)
+    return quantize.rating_quantize(residual, book, self.temperature, self.rating)[0]
 
   def __call__(self, x: jax.Array) -> TokenizerOutput:
-    anchor, e0 = self.split(self.encoder(x))
+    anchor, e0 = self.split(self.encode(x))
     books = self.codebooks[...]
-    quantized, codes, weights, _ = quantizers.rating_residual(
-        e0, books, self.temperature, self.rating)
-    x_hat = self.decoder(anchor + quantized)
-    recon = quantizers.mse(x, x_hat)
-    terms = {"recon": recon}
-    loss = recon
     levels = books.shape[0]
-    if self.use_sc:
+    terms = {}
+    if self.rating == "straight_through":
+      quantized, codes, terms["vq"], per_level = quantizers.rq_straight_through(
+          e0, books, self.beta)
+      weights = None
+    else:
+      per_level, codes, weights, _ = quantizers.rating_residual(
+          e0, books, self.temperature, self.rating)
+      quantized = jnp.sum(per_level, axis=1)
+    x_hat = self.decoder(anchor + quantized)
+    terms["recon"] = (quantizers.cosine_loss(x, x_hat) if self.recon_loss == "cosine"
+                      else quantizers.mse(x, x_hat))
+    loss = terms["recon"] + terms.get("vq", 0.0)
+    if self.use_sc and self.sc_form == "prefix_cosine":
+      terms["sc_loss"] = quantizers.prefix_cosine_loss(e0, anchor, per_level)
+      loss += self.sc_weight * terms["sc_loss"]
+    elif self.use_sc:
       terms["soft_sc"] = sum(quantize.soft_semantic_cohesion(x, weights[:, l])
                              for l in range(levels)) / levels
-      loss -= self.metric_weight * terms["soft_sc"]
-    if self.use_pd:
+      loss -= self.sc_weight * terms["soft_sc"]
+    if self.use_pd and self.pd_form == "codebook":
+      terms["pd"] = sum(quantize.soft_preference_discrimination(books[l], None, self.pd_t)
+                        for l in range(levels)) / levels
+      loss += self.pd_weight * terms["pd"]
+    elif self.use_pd:
+      if weights is None:
+        weights = jnp.stack([jax.nn.one_hot(codes[:, l], books.shape[1], dtype=x.dtype)
+                             for l in range(levels)], axis=1)
       terms["soft_pd"] = sum(quantize.soft_preference_discrimination(
           *quantize.soft_group_centres(x, weights[:, l]), self.pd_t) for l in range(levels)) / levels
-      loss += self.metric_weight * terms["soft_pd"]
+      loss += self.pd_weight * terms["soft_pd"]
     return TokenizerOutput(x_hat, codes, loss, terms)

@@ -7,6 +7,8 @@
 * `reference_split`: R3-VAE's anchor. `alpha = z.r / ||r||^2`, `e_0 = z - alpha r`.
 * `rating_residual`: R3-VAE's rating quantisation per level, fully differentiable (no
   straight-through): `q_l = rating_quantize(e_{l-1}, C_l)`, `e_l = e_{l-1} - q_l`.
+* `cosine_loss`, `prefix_cosine_loss`: `1 - cos` losses (RecBoard's reconstruction and its
+  semantic-cohesion term, the cosine between `e_0` and every prefix's estimate).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def select_codes(codes: jax.Array, book: jax.Array) -> jax.Array:
 
 
 def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float
-                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+                        ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Residual nearest-code quantisation with the straight-through estimator.
 
   Args:
@@ -42,11 +44,12 @@ def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float
 
   Returns:
     (z_q `[B, D]` = sum of the codes forward, identity to `z` backward; codes int32 `[B, L]`;
-    vq_loss scalar = sum over levels of codebook + beta * commitment terms).
+    vq_loss scalar = sum over levels of codebook + beta * commitment terms; the chosen codes
+    `[B, L, D]`, differentiable w.r.t. the codebooks only).
   """
   residual = z
   total = jnp.zeros_like(z)
-  codes, vq_loss = [], jnp.zeros((), z.dtype)
+  codes, chosen, vq_loss = [], [], jnp.zeros((), z.dtype)
   for level in range(codebooks.shape[0]):
     book = codebooks[level]
     idx, _ = quantize.nearest_code(jax.lax.stop_gradient(residual), jax.lax.stop_gradient(book))
@@ -56,7 +59,9 @@ def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float
     total += jax.lax.stop_gradient(q)
     residual = residual - jax.lax.stop_gradient(q)
     codes.append(idx)
-  return quantize.straight_through(z, total), jnp.stack(codes, axis=1), vq_loss
+    chosen.append(q)
+  return (quantize.straight_through(z, total), jnp.stack(codes, axis=1), vq_loss,
+          jnp.stack(chosen, axis=1))
 
 
 def reference_split(z: jax.Array, reference: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -84,17 +89,30 @@ def rating_residual(e0: jax.Array, codebooks: jax.Array, temperature: float, mod
     mode: "soft" (rating-weighted sum of all codes) or "hard" (top-1 code times its rating).
 
   Returns:
-    (quantized `[B, D]` = sum over levels; codes int32 `[B, L]` = argmax rating per level;
-    weights `[B, L, K]` rating weights; final residual `[B, D]`).
+    (per-level outputs `q_l` `[B, L, D]` (their sum is the quantised vector); codes int32
+    `[B, L]` = argmax rating per level; weights `[B, L, K]` rating weights; final residual
+    `[B, D]`).
   """
   residual = e0
-  total = jnp.zeros_like(e0)
-  codes, weights = [], []
+  levels, codes, weights = [], [], []
   for level in range(codebooks.shape[0]):
     q, idx, w = quantize.rating_quantize(residual, codebooks[level], temperature=temperature,
                                          mode=mode)
-    total += q
     residual = residual - q
+    levels.append(q)
     codes.append(idx)
     weights.append(w)
-  return total, jnp.stack(codes, axis=1), jnp.stack(weights, axis=1), residual
+  return (jnp.stack(levels, axis=1), jnp.stack(codes, axis=1), jnp.stack(weights, axis=1),
+          residual)
+
+
+def cosine_loss(a: jax.Array, b: jax.Array) -> jax.Array:
+  """`1 - mean_b cos(a_b, b_b)`.  `[B, D], [B, D] -> []`."""
+  return 1.0 - jnp.mean(jnp.sum(quantize.l2_normalize(a) * quantize.l2_normalize(b), axis=-1))
+
+
+def prefix_cosine_loss(target: jax.Array, start: jax.Array, per_level: jax.Array) -> jax.Array:
+  """RecBoard's semantic-cohesion loss: mean over levels l of `cosine_loss(target, start +
+  sum_{m <= l} q_m)`.  `[B, D], [B, D], [B, L, D] -> []`."""
+  prefixes = start[:, None, :] + jnp.cumsum(per_level, axis=1)
+  return jnp.mean(jax.vmap(cosine_loss, in_axes=(None, 1))(target, prefixes))

@@ -69,9 +69,12 @@ def build_model(config: ml_collections.ConfigDict, input_dim: int, seed: int) ->
     return models.RQVAE(input_dim, tuple(c.hidden), c.latent_dim, sid.levels, sid.codebook_size,
                         c.beta, rngs=rngs)
   return models.R3VAE(input_dim, tuple(c.hidden), c.latent_dim, sid.levels, sid.codebook_size,
+                      encoder=c.encoder, normalize=c.normalize,
                       reference_vector=c.reference_vector, rating=c.rating,
-                      temperature=c.rating_temperature, metric_weight=c.metric_weight,
-                      use_sc=c.use_sc, use_pd=c.use_pd, pd_t=c.pd_t, rngs=rngs)
+                      temperature=c.rating_temperature, beta=c.beta, recon_loss=c.recon_loss,
+                      sc_form=c.sc_form, pd_form=c.pd_form, sc_weight=c.sc_weight,
+                      pd_weight=c.pd_weight, use_sc=c.use_sc, use_pd=c.use_pd, pd_t=c.pd_t,
+                      rngs=rngs)
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
@@ -81,8 +84,16 @@ def _first_pass(params: dict[str, Any], vectors: jax.Array, *, graphdef: Any
   model = nnx.merge(graphdef, params)
   if getattr(model, "reference", None) is None:
     return None, model.init_latents(vectors)
-  model.reference[...] = jnp.mean(model.encoder(vectors), axis=0)
+  model.reference[...] = jnp.mean(model.encode(vectors), axis=0)
   return model.reference[...], model.init_latents(vectors)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "k", "iters"))
+def _fit_level(params: dict[str, Any], residual: jax.Array, key: jax.Array, *, graphdef: Any,
+               k: int, iters: int) -> tuple[jax.Array, jax.Array]:
+  """k-means on one level's residuals `[N, D]`: (codebook `[k, D]`, the next residuals)."""
+  book, _ = quantize.kmeans(key, residual, k, iters)
+  return book, residual - nnx.merge(graphdef, params).quantize_level(residual, book)
 
 
 def kmeans_init(model: nnx.Module, vectors: jax.Array, key: jax.Array, iters: int,
@@ -90,8 +101,10 @@ def kmeans_init(model: nnx.Module, vectors: jax.Array, key: jax.Array, iters: in
   """Sets the codebooks (in place) by residual k-means on the model's initial latents.
 
   For R3-VAE the reference vector is first set to the mean latent (the common direction that
-  the anchor removes), then the codebooks are fitted on `e_0`. At most `max_items` items
-  (a seeded random subset) are used.
+  the anchor removes), then the codebooks are fitted on `e_0`. Level l + 1 clusters the
+  residuals left by the model's own quantiser at level l (`model.quantize_level`: the rating
+  for R3-VAE, the nearest code for RQ-VAE). At most `max_items` items (a seeded random subset)
+  are used.
 
   Args:
     model: `RQVAE` or `R3VAE`.
@@ -111,8 +124,12 @@ def kmeans_init(model: nnx.Module, vectors: jax.Array, key: jax.Array, iters: in
   reference, latents = _first_pass(nnx.to_pure_dict(params), vectors, graphdef=graphdef)
   if reference is not None:
     model.reference[...] = reference
-  books, _ = quantize.residual_kmeans(fit_key, latents, levels, k, iters)
-  model.codebooks[...] = books
+  params = nnx.to_pure_dict(nnx.state(model))
+  books, residual = [], latents
+  for level_key in jax.random.split(fit_key, levels):
+    book, residual = _fit_level(params, residual, level_key, graphdef=graphdef, k=k, iters=iters)
+    books.append(book)
+  model.codebooks[...] = jnp.stack(books)
 
 
 # ---- optimizer & sharded state -----------------------------------------------------------
