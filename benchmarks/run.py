@@ -148,6 +148,7 @@ def run_workloads(runner: harness.Runner, opts: harness.Options, s: ml_collectio
         for name in FLAGS.tokenizers:
           c = base_config()
           c.tokenizer = name
+          c.r3vae.update(default.R3VAE_SOFT_VARIANT)  # the variant the torch twin implements
           results[f"tokenizer_train/{name}/{catalogue}"] = vs_torch_tokenizer.run_case(
               runner, c, catalogue, vectors, opts, s.min_scan_steps)
         del vectors

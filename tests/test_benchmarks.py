@@ -107,6 +107,7 @@ def test_tokenizer_flop_count_agrees_with_xla(name):
   config = default.base_config()
   config.tokenizer = name
   config.sid.codebook_size = 32
+  config.r3vae.update(default.R3VAE_SOFT_VARIANT)  # the variant `physics` counts
   c = config[name]
   c.hidden, c.latent_dim = (64, 32), 16
   dim, batch = 48, 256

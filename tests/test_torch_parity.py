@@ -48,6 +48,7 @@ def _tokenizer_pair(ref, name, rating, dim):
   config = default.base_config()
   config.tokenizer = name
   config.sid.codebook_size = 64
+  config.r3vae.update(default.R3VAE_SOFT_VARIANT)  # the variant the torch twin implements
   if rating:
     config.r3vae.rating = rating
   ours = tok_train.build_model(config, dim, seed=1)

@@ -116,7 +116,7 @@ class R3VAE(nn.Module):
 
   def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, levels: int,
                codebook_size: int, *, reference_vector: bool, rating: str, temperature: float,
-               metric_weight: float, use_sc: bool, use_pd: bool, pd_t: float):
+               sc_weight: float, pd_weight: float, use_sc: bool, use_pd: bool, pd_t: float):
     super().__init__()
     if rating not in ("soft", "hard"):
       raise ValueError(f"R3VAE: rating must be 'soft' or 'hard', got {rating!r}")
@@ -127,7 +127,8 @@ class R3VAE(nn.Module):
     self.reference = (nn.Parameter(torch.randn(latent_dim) / latent_dim ** 0.5)
                       if reference_vector else None)
     self.rating, self.temperature = rating, temperature
-    self.metric_weight, self.use_sc, self.use_pd, self.pd_t = metric_weight, use_sc, use_pd, pd_t
+    self.sc_weight, self.pd_weight = sc_weight, pd_weight
+    self.use_sc, self.use_pd, self.pd_t = use_sc, use_pd, pd_t
 
   def forward(self, x: torch.Tensor) -> TokenizerOutput:
     z = self.encoder(x)
@@ -156,11 +157,11 @@ class R3VAE(nn.Module):
     loss, terms = recon, {"recon": recon}
     if self.use_sc:
       terms["soft_sc"] = sum(soft_semantic_cohesion(x, w) for w in weights) / len(weights)
-      loss = loss - self.metric_weight * terms["soft_sc"]
+      loss = loss - self.sc_weight * terms["soft_sc"]
     if self.use_pd:
       terms["soft_pd"] = sum(soft_preference_discrimination(*soft_group_centres(x, w), self.pd_t)
                              for w in weights) / len(weights)
-      loss = loss + self.metric_weight * terms["soft_pd"]
+      loss = loss + self.pd_weight * terms["soft_pd"]
     return TokenizerOutput(x_hat, torch.stack(codes, 1), loss, terms)
 
 
@@ -176,10 +177,16 @@ def build(name: str, section, sid, input_dim: int) -> nn.Module:
     return RQVAE(input_dim, tuple(section.hidden), section.latent_dim, sid.levels,
                  sid.codebook_size, section.beta)
   if name == "r3vae":
+    twin = dict(encoder="mlp", normalize=False, recon_loss="mse", sc_form="soft_pairs",
+                pd_form="soft_centres")
+    if any(section[k] != v for k, v in twin.items()) or section.rating not in ("soft", "hard"):
+      raise ValueError(f"torch_reference.tokenizer: the R3-VAE twin implements only {twin} with "
+                       f"rating soft | hard (configs/default.py R3VAE_SOFT_VARIANT); got "
+                       f"{ {k: section[k] for k in (*twin, 'rating')} }")
     return R3VAE(input_dim, tuple(section.hidden), section.latent_dim, sid.levels,
                  sid.codebook_size, reference_vector=section.reference_vector,
                  rating=section.rating, temperature=section.rating_temperature,
-                 metric_weight=section.metric_weight, use_sc=section.use_sc,
+                 sc_weight=section.sc_weight, pd_weight=section.pd_weight, use_sc=section.use_sc,
                  use_pd=section.use_pd, pd_t=section.pd_t)
   raise ValueError(f"torch_reference.tokenizer: name must be 'rqvae' or 'r3vae', got {name!r}")
 

@@ -11,6 +11,14 @@ import ml_collections
 TOKENIZERS = ("rqkmeans", "rqvae", "r3vae", "diger")
 
 
+# The first R3-VAE default as `config.r3vae` values (the PyTorch twin in
+# benchmarks/torch_reference implements this variant).
+R3VAE_SOFT_VARIANT = dict(
+    hidden=(512, 256, 128), latent_dim=32, weight_decay=1e-4, encoder="mlp", normalize=False,
+    rating="soft", rating_temperature=0.01, recon_loss="mse", sc_form="soft_pairs",
+    pd_form="soft_centres", sc_weight=0.01, pd_weight=0.01)
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The paper protocol (spec.md) with paper-size models; datasets override data/vectors."""
   c = ml_collections.ConfigDict()
@@ -69,12 +77,13 @@ def base_config() -> ml_collections.ConfigDict:
   # encoder on the L2-normalised vectors (latent = input; latent_dim unused), decoder
   # D -> hidden -> D, top-1 cosine code x its cosine, 1 - cos reconstruction, SC = cosine of e_0
   # to every prefix estimate (weight 0.1), PD over the codewords (0.05), AdamW 5e-4, no decay.
-  # Earlier default (MLP encoder to 32-d, soft rating at tau 0.01, pair-weighted soft SC/PD over
-  # group centres, lambda 0.01) collided 0.21 -> 0.44 over 20 Beauty epochs; as values:
-  # encoder=mlp hidden=(512,256,128) latent_dim=32 normalize=False rating=soft recon_loss=mse
-  # sc_form=soft_pairs pd_form=soft_centres sc_weight=0.01 pd_weight=0.01 weight_decay=1e-4.
+  # The first default (R3VAE_SOFT_VARIANT below: MLP encoder to 32-d, soft rating at tau 0.01,
+  # pair-weighted soft SC and PD over group centres, lambda 0.01) collided 0.21 -> 0.44 over 20
+  # epochs on Beauty MiniLM vectors (a prefix of 455 items): `c.r3vae.update(...)` restores it.
   # Ablations (issue 9): reference_vector=False | rating=straight_through | use_sc=False |
   # use_pd=False. rating_temperature shapes only soft/hard ratings and soft_pairs weights.
+  # Both VAEs: codebook k-means init uses at most kmeans_max_items items and kmeans_iters Lloyd
+  # steps per level; checkpoint_keep latest orbax checkpoints are kept.
   for _name in ("rqvae", "r3vae"):
     c[_name].kmeans_iters = 50
     c[_name].kmeans_max_items = 65536
