@@ -5,6 +5,7 @@ import time
 
 import nbclient
 import nbformat
+import pytest
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "colab" / "r3vae_demo.ipynb"
 REPO = NOTEBOOK.parents[1]
@@ -57,3 +58,18 @@ def test_plots_say_which_file_is_missing(tmp_path):
     text = "".join(t.get_text() for ax in fig.axes for t in ax.texts).replace("\n", "")
     assert missing_file in text, text
     assert plots.to_png(fig).startswith(b"\x89PNG"), missing_file
+
+
+def test_install_cell_asks_for_the_repository_url(tmp_path):
+  """Outside a checkout, with r3vae_jax not importable and no URL given, the install cell stops
+  with a message naming the REPO_URL field (it never installs from an invented address)."""
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  install = next(c for c in nb.cells if c.get("id") == "cell-02")
+  assert 'REPO_URL = ""  # @param' in install.source
+  nb.cells = [install]
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "R3VAE_REPO_URL")}
+  (tmp_path / "colab").mkdir()
+  client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                   resources={"metadata": {"path": str(tmp_path / "colab")}})
+  with pytest.raises(nbclient.exceptions.CellExecutionError, match="fill in REPO_URL"):
+    client.execute(env=env)

@@ -107,3 +107,24 @@ def test_rec_loss_with_sigma_reweights_code_levels_only():
   expect = sum(v / (2 * (s + 1.0) ** 2) + np.log(s + 1.0)
                for v, s in zip([4.0, 2.0, 1.0], [1.0, 0.5, 0.0])) + 0.5
   np.testing.assert_allclose(weighted, expect / 4, rtol=1e-6)
+
+
+def test_traced_decay_index_matches_the_named_decay():
+  """The trainer passes the decay as an int32 argument (one program for all four decays)."""
+  rng = np.random.default_rng(4)
+  greedy = jnp.asarray(rng.integers(0, K, 32), jnp.int32)
+  usage = jnp.asarray(rng.dirichlet(np.ones(K) * 0.3), jnp.float32)
+  sigma = jnp.asarray([-0.5, 0.2, 1.5])
+  per_level, rest = jnp.asarray([4.0, 2.0, 1.0]), jnp.asarray(0.5)
+
+  @jax.jit
+  def both(index):
+    return (noise.noise_scales(index, greedy, usage, sigma, 0.8, 1.5),
+            noise.rec_loss_with_sigma(per_level, rest, index, sigma, 1.0))
+
+  for i, name in enumerate(noise.DECAYS):
+    scales, loss = both(jnp.int32(i))
+    np.testing.assert_allclose(scales, noise.noise_scales(name, greedy, usage, sigma, 0.8, 1.5))
+    np.testing.assert_allclose(loss, noise.rec_loss_with_sigma(per_level, rest, name, sigma, 1.0),
+                               rtol=1e-6)
+  assert int(noise.decay_index("gumbel")) == noise.DECAYS.index("gumbel")

@@ -1,9 +1,13 @@
 """DIGER joint training end to end on a small synthetic catalogue (8 fake devices)."""
+import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
+from r3vae_jax import decode
+from r3vae_jax import quantize
 from r3vae_jax.configs import default
 from r3vae_jax.data import splits as splits_lib
 from r3vae_jax.data import synthetic
@@ -22,37 +26,71 @@ def small_config(decay: str = "frequency"):
                       kmeans_iters=10))
   c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=16,
                             num_heads=2, d_kv=8, d_ff=32, dropout=0.0))
-  c.train.update(dict(batch_size=64, epochs=2, warmup_steps=5, patience=5, prefetch=1,
+  c.train.update(dict(batch_size=64, epochs=3, warmup_steps=5, patience=5, prefetch=1,
                       log_every_steps=1000))
   c.eval.update(dict(beam_size=10, batch_size=64))
   return c
 
 
+COLLAPSED_EPOCH = 2
+
+
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
+  """3 joint epochs; epoch 2's codes are made to collapse (a tuple holding more items than
+  sid.max_collisions), which must not stop the run."""
   config = small_config()
   inter, vectors = synthetic.make_synthetic(config.data.synthetic)
   splits = splits_lib.leave_one_out(inter.sequences)
   workdir = str(tmp_path_factory.mktemp("diger"))
-  summary = diger_train.train_diger(config, workdir, vectors, splits)
+  real, calls = diger_train.build_table, []
+
+  def collapse_one_epoch(*args):
+    table, stats = real(*args)
+    calls.append(stats)
+    if len(calls) == COLLAPSED_EPOCH + 1:  # call 0 is the pretrained tokenizer's table
+      return None, {**stats, "max_group_size": config.sid.max_collisions + 1}
+    return table, stats
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(diger_train, "build_table", collapse_one_epoch)
+    summary = diger_train.train_diger(config, workdir, vectors, splits)
   return config, workdir, vectors, splits, summary
 
 
 def test_history_logs_usage_collisions_sigma_and_validation(synthetic_run):
   config, _, _, _, summary = synthetic_run
   history = summary["history"]
-  assert [h["epoch"] for h in history] == [0, 1, 2]
+  assert [h["epoch"] for h in history] == [0, 1, 2, 3]
   for h in history:
     assert len(h["usage_per_level"]) == config.sid.levels
     assert all(0 < u <= 1 for u in h["usage_per_level"])
     assert 0 <= h["collision_rate"] <= 1
     assert len(h["sigma"]) == config.sid.levels
   for h in history[1:]:
-    assert 0 <= h["valid_ndcg@10"] <= 1 and h["valid_users"] == 160
     assert h["train_codebook_grad_norm"] > 0          # the tokenizer is being trained
     assert 0 <= h["train_noisy_fraction"] <= 1
     assert np.isfinite(h["train_loss"])
-  assert summary["best_epoch"] in (1, 2)
+    if h["epoch"] != COLLAPSED_EPOCH:
+      assert h["table_valid"] and 0 <= h["valid_ndcg@10"] <= 1 and h["valid_users"] == 160
+  assert summary["best_epoch"] in (1, 3)
+
+
+def test_epoch_without_valid_table_is_recorded_and_skipped(synthetic_run):
+  """Collapsed codes: the run goes on with the last valid table; that epoch is not validated."""
+  _, _, _, _, summary = synthetic_run
+  collapsed = summary["history"][COLLAPSED_EPOCH]
+  assert collapsed["table_valid"] is False
+  assert not any(k.startswith("valid_") for k in collapsed)
+  assert summary["best_epoch"] != COLLAPSED_EPOCH
+
+
+def test_every_epoch_is_a_json_line(synthetic_run):
+  _, workdir, _, _, summary = synthetic_run
+  with open(os.path.join(workdir, "diger", "metrics.jsonl"), encoding="utf-8") as f:
+    lines = [json.loads(line) for line in f]
+  assert lines == json.loads(json.dumps(summary["history"]))
+  assert {"usage_per_level", "collision_rate", "sigma"} <= set(lines[-1])
 
 
 def test_saved_table_recommender_and_tokenizer_belong_together(synthetic_run):
@@ -80,3 +118,23 @@ def test_bad_decay_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="config.diger.decay"):
     diger_train.train_diger(config, str(tmp_path), np.zeros((4, 2), np.float32),
                             splits_lib.leave_one_out([np.arange(4)]))
+
+
+def test_fixed_shape_trie_pads_dense_levels_to_capacity():
+  """Two tables with different prefix counts give tries of one shape (one beam-search compile
+  per run), each padded level being the built one plus unreachable -1 rows."""
+  rng = np.random.default_rng(0)
+  sizes = [4, 4, 8]
+  shapes = []
+  for spread in (4, 2):  # level-1 codes drawn from 4 or 2 values: different node counts
+    codes = np.c_[rng.integers(0, spread, 30), rng.integers(0, 4, 30)]
+    table = np.c_[codes, np.asarray(quantize.collision_tokens(codes))]
+    built = decode.build_trie(table, sizes)
+    fixed = diger_train.fixed_shape_trie(table, sizes)
+    shapes.append([x.shape for x in jax.tree.leaves(fixed)])
+    for b, f in zip(built.levels, fixed.levels):
+      rows = b.child.shape[0]
+      np.testing.assert_array_equal(f.child[:rows], b.child)
+      assert np.all(np.asarray(f.child[rows:]) == -1)
+  assert shapes[0] == shapes[1]
+  assert [s[0] for s in shapes[0][:3]] == [1, 4, 16]

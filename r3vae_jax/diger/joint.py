@@ -93,8 +93,8 @@ def target_onehots(indicators: jax.Array, collision: jax.Array, kmax: int) -> ja
 
 def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: jax.Array,
                targets: jax.Array, row_weights: jax.Array, vectors: jax.Array, table: jax.Array,
-               usage: jax.Array, key: jax.Array, cfg: JointConfig
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+               usage: jax.Array, key: jax.Array, cfg: JointConfig,
+               decay_id: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The joint DIGER loss of one batch (module docstring).
 
   Args:
@@ -109,6 +109,8 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
     usage: float[L, K] usage EMA of the greedy codes.
     key: PRNG key (Gumbel noise and dropout).
     cfg: `JointConfig`.
+    decay_id: int32[] index of the decay in `noise.DECAYS`, used instead of `cfg.decay` (an
+      argument of the trainer's step, so every decay runs the same compiled program).
 
   Returns:
     (total loss, aux): aux holds the scalar terms "rec", "rec_ce", "recon", "vq", "accuracy",
@@ -119,6 +121,7 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   books = tokenizer.codebooks[...]
   levels = books.shape[0]
   layout = recommender.layout
+  decay = cfg.decay if decay_id is None else decay_id
   gumbel_key, dropout_key = jax.random.split(key)
 
   # ---- tokenizer: codes of every history and target item ---------------------------------
@@ -131,7 +134,7 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   z = tokenizer.encoder(x)
   greedy_level1, _ = quantize.nearest_code(jax.lax.stop_gradient(z),
                                            jax.lax.stop_gradient(books[0]))
-  scales = noise.noise_scales(cfg.decay, greedy_level1, usage[0], sigma, cfg.noise_scale,
+  scales = noise.noise_scales(decay, greedy_level1, usage[0], sigma, cfg.noise_scale,
                               cfg.hot_factor)
   a = assign.gumbel_residual(z, books, gumbel_key, cfg.tau, scales, cfg.detach)
   vq_codes = a.codes if cfg.vq_codes == "chosen" else quantize.residual_quantize(
@@ -156,7 +159,7 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   ce = rec_loss_lib.sid_cross_entropy(logits, dec_targets, layout.level_sizes)
   total_rows = jnp.maximum(row_weights.sum(), 1.0)
   ce_per_level = jnp.sum(row_weights[:, None] * ce, axis=0) / total_rows
-  rec = noise.rec_loss_with_sigma(ce_per_level[:levels], ce_per_level[levels], cfg.decay,
+  rec = noise.rec_loss_with_sigma(ce_per_level[:levels], ce_per_level[levels], decay,
                                   sigma, cfg.sigma_lambda)
   total = rec + cfg.recon_weight * recon + cfg.vq_weight * vq
 

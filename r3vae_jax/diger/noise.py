@@ -9,6 +9,10 @@
                  max(sqrt(L_l) - lam, 0) and shrinks as the loss falls.
   gumbel         plain Gumbel-softmax, constant scale `noise_scale` (ablation: no decay).
   none           no noise: pure straight-through on the greedy indicator (ablation).
+
+`decay` is either one of these names or its index in `DECAYS` as an int32 array: the trainer
+passes the index as an argument of its jitted step, so the four decays share one compiled
+program (the persistent compilation cache then serves every decay's run from the first one's).
 """
 from __future__ import annotations
 
@@ -25,12 +29,20 @@ def check_decay(decay: str) -> None:
     raise ValueError(f"config.diger.decay: expected one of {DECAYS}, got {decay!r}")
 
 
-def noise_scales(decay: str, greedy_level1: jax.Array, usage_level1: jax.Array,
+def decay_index(decay: str | jax.Array) -> jax.Array:
+  """int32[] index of `decay` in `DECAYS` (a name is checked; an array is passed through)."""
+  if isinstance(decay, str):
+    check_decay(decay)
+    return jnp.int32(DECAYS.index(decay))
+  return jnp.asarray(decay, jnp.int32)
+
+
+def noise_scales(decay: str | jax.Array, greedy_level1: jax.Array, usage_level1: jax.Array,
                  sigma: jax.Array, noise_scale: float, hot_factor: float) -> jax.Array:
   """Per-item, per-level Gumbel noise scale.
 
   Args:
-    decay: one of `DECAYS` (a Python string: static under jit).
+    decay: one of `DECAYS`, or its int32[] index (may be traced).
     greedy_level1: int32[B], each item's noiseless level-1 code.
     usage_level1: float[K], EMA of level-1 code usage (sums to 1).
     sigma: float[L], the learnable scales (used by "learned_sigma" only).
@@ -40,17 +52,16 @@ def noise_scales(decay: str, greedy_level1: jax.Array, usage_level1: jax.Array,
   Returns:
     float32[B, L] scales s, used as y = softmax((logits + s * g) / tau).
   """
-  check_decay(decay)
+  index = decay_index(decay)
   batch, levels = greedy_level1.shape[0], sigma.shape[0]
-  if decay == "frequency":
-    hot = quantize.hot_code_mask(usage_level1, greedy_level1, hot_factor)
-    per_item = jnp.where(hot, noise_scale, 0.0).astype(jnp.float32)
-    return jnp.broadcast_to(per_item[:, None], (batch, levels))
-  if decay == "learned_sigma":
-    return jnp.broadcast_to(jnp.abs(sigma).astype(jnp.float32)[None, :], (batch, levels))
-  if decay == "gumbel":
-    return jnp.full((batch, levels), noise_scale, jnp.float32)
-  return jnp.zeros((batch, levels), jnp.float32)
+  hot = quantize.hot_code_mask(usage_level1, greedy_level1, hot_factor)
+  per_item = jnp.where(hot, noise_scale, 0.0).astype(jnp.float32)
+  by_decay = jnp.stack([  # in the order of DECAYS
+      jnp.broadcast_to(per_item[:, None], (batch, levels)),
+      jnp.broadcast_to(jnp.abs(sigma).astype(jnp.float32)[None, :], (batch, levels)),
+      jnp.full((batch, levels), noise_scale, jnp.float32),
+      jnp.zeros((batch, levels), jnp.float32)])
+  return by_decay[index]
 
 
 def update_usage(usage: jax.Array, greedy_codes: jax.Array, momentum: float) -> jax.Array:
@@ -68,20 +79,20 @@ def update_usage(usage: jax.Array, greedy_codes: jax.Array, momentum: float) -> 
                     for l in range(usage.shape[0])])
 
 
-def rec_loss_with_sigma(per_level: jax.Array, rest: jax.Array, decay: str, sigma: jax.Array,
+def rec_loss_with_sigma(per_level: jax.Array, rest: jax.Array, decay: str | jax.Array, sigma: jax.Array,
                         lam: float) -> jax.Array:
   """The recommendation loss, sigma-reweighted per code level under "learned_sigma".
 
   Args:
     per_level: float[L], mean cross-entropy of each code level's SID position.
     rest: float[], summed cross-entropy of the remaining positions (collision token).
-    decay: one of `DECAYS`.
+    decay: one of `DECAYS`, or its int32[] index (may be traced).
     sigma: float[L].
     lam: lambda of the SDUD loss.
 
   Returns:
     float[], the mean over the L + 1 positions of their (reweighted) losses.
   """
-  if decay == "learned_sigma":
-    per_level = quantize.sigma_weighted_loss(per_level, sigma, lam)
+  learned = decay_index(decay) == DECAYS.index("learned_sigma")
+  per_level = jnp.where(learned, quantize.sigma_weighted_loss(per_level, sigma, lam), per_level)
   return (per_level.sum() + rest) / (per_level.shape[0] + 1)

@@ -17,7 +17,10 @@ epochs).
   `train.eval_every_epochs` epochs validation NDCG@10 comes from the constrained beam search over
   that table. An epoch whose codes put more than `sid.max_collisions` items on one tuple has no
   valid table (collapse): training continues on the last valid table and the epoch cannot be
-  the best. Early stopping on `train.select_metric` with `train.patience` validations.
+  the best (a warning says so; the run never stops there). Early stopping on
+  `train.select_metric` with `train.patience` validations. Every epoch's record (the same dicts
+  as `history` below) is appended to `workdir/diger/metrics.jsonl` as one JSON line, epoch 0
+  being the pretrained tokenizer (a resumed run appends; `diger/curves.py` reads this file).
 * The best epoch's tokenizer, recommender, sigma and SID table are saved together in
   `workdir/diger/`; the table also via `tokenizer.sid_table.save_sid_table` and the recommender
   also as a `workdir/recommender/checkpoints` step, so `--mode=evaluate` reads them unchanged.
@@ -45,7 +48,8 @@ from r3vae_jax import io
 from r3vae_jax import parallel
 from r3vae_jax import quantize
 from r3vae_jax.data.splits import Splits
-from r3vae_jax.decode import build_trie
+from r3vae_jax import decode
+from r3vae_jax.decode import trie as trie_lib
 from r3vae_jax.diger import joint
 from r3vae_jax.diger import noise
 from r3vae_jax.recommender import data as rec_data
@@ -57,6 +61,7 @@ from r3vae_jax.tokenizer import sid_table as sid_lib
 from r3vae_jax.tokenizer import train as tok_train
 
 DIGER_DIR = "diger"
+METRICS_FILE = "metrics.jsonl"
 GROUPS = ("tokenizer", "recommender", "sigma")
 
 
@@ -136,26 +141,28 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
 def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.GradientTransformation,
                     cfg: joint.JointConfig, config: ml_collections.ConfigDict,
                     state_shardings: Any, mesh: jax.sharding.Mesh):
-  """Returns the jitted `step(state, batch, vectors, table) -> (state, metrics)`.
+  """Returns the jitted `step(state, batch, vectors, table, decay_id) -> (state, metrics)`.
 
   `state` = {"params": {tokenizer, recommender, sigma}, "opt", "usage": float[L, K],
   "step": int32}, kept in `state_shardings` and donated; `batch` = {"history": int32[B, H],
   "target": int32[B], "weight": float[B]} split over `data`; vectors float[N, D] and the SID
-  table int32[N, L+1] replicated. Per-step randomness (Gumbel noise, dropout) is
+  table int32[N, L+1] replicated; decay_id int32[] the index of `diger.decay` in
+  `noise.DECAYS`, an argument rather than a constant so that every decay compiles to the same
+  program (one persistent-cache entry serves them all). Per-step randomness (Gumbel noise, dropout) is
   `fold_in(key(seed, impl=diger.rng_impl), step)`, built inside the step.
   """
   seed, impl, momentum = config.seed, config.diger.rng_impl, config.diger.usage_momentum
 
-  def loss_fn(params, usage, batch, vectors, table, key):
+  def loss_fn(params, usage, batch, vectors, table, key, decay_id):
     return joint.joint_loss(nnx.merge(tok_graph, params["tokenizer"]),
                             mdef.bind(params["recommender"]), params["sigma"],
                             batch["history"], batch["target"], batch["weight"], vectors, table,
-                            usage, key, cfg)
+                            usage, key, cfg, decay_id)
 
-  def step(state, batch, vectors, table):
+  def step(state, batch, vectors, table, decay_id):
     key = jax.random.fold_in(jax.random.key(seed, impl=impl), state["step"])
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state["usage"], batch, vectors, table, key)
+        state["params"], state["usage"], batch, vectors, table, key, decay_id)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     new_state = {
         "params": optax.apply_updates(state["params"], updates), "opt": opt,
@@ -167,7 +174,8 @@ def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.Gradient
     return new_state, aux
 
   rep = parallel.replicated(mesh)
-  return jax.jit(step, in_shardings=(state_shardings, parallel.batch_sharding(mesh), rep, rep),
+  return jax.jit(step,
+                 in_shardings=(state_shardings, parallel.batch_sharding(mesh), rep, rep, rep),
                  out_shardings=(state_shardings, rep), donate_argnums=0)
 
 
@@ -197,11 +205,40 @@ def build_table(tok_graph: Any, tok_params: Any, vectors: np.ndarray, mesh: jax.
   return table, stats
 
 
+def fixed_shape_trie(table: np.ndarray, level_sizes: list[int]) -> decode.DeviceTrie:
+  """`decode.build_trie` with every dense level padded to the most nodes its depth can hold.
+
+  The table changes every epoch, and with it the number of distinct prefixes per depth; padded
+  (with -1 rows that no beam reaches) to `min(N, K_0 * ... * K_{l-1})` rows, the trie's shapes
+  depend on the sizes only, so the beam search compiles once per run (and once for every decay,
+  through the persistent compilation cache) instead of once per epoch. Levels too large for a
+  dense table (`trie.DEFAULT_DENSE_BUDGET`) stay as built.
+
+  Args:
+    table: int32[N, L+1] SID table (unique rows).
+    level_sizes: codes per SID position.
+
+  Returns:
+    the `decode.DeviceTrie`.
+  """
+  trie = decode.build_trie(table, level_sizes)
+  levels, capacity = [], 1
+  for level, size in zip(trie.levels, level_sizes):
+    if (isinstance(level, decode.DenseLevel)
+        and capacity * size <= trie_lib.DEFAULT_DENSE_BUDGET):
+      pad = capacity - level.child.shape[0]
+      level = decode.DenseLevel(jnp.pad(level.child, ((0, pad), (0, 0)), constant_values=-1),
+                                level.size)
+    levels.append(level)
+    capacity = min(capacity * size, table.shape[0])
+  return dataclasses.replace(trie, levels=tuple(levels))
+
+
 def validate(generate: Any, rec_params: Any, table: np.ndarray, layout: Any,
              examples: rec_data.Examples, config: ml_collections.ConfigDict,
              mesh: jax.sharding.Mesh) -> dict[str, float]:
   """Recall/NDCG@K over `examples`: the recommender's constrained beam search over `table`."""
-  trie = build_trie(table, list(layout.level_sizes))
+  trie = fixed_shape_trie(table, list(layout.level_sizes))
   tokens = layout.item_tokens(table)
   inputs = {"enc_tokens": tokens[examples.history].reshape(len(examples), -1),
             "enc_mask": np.repeat(examples.history >= 0, layout.num_levels, axis=1)}
@@ -339,6 +376,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
                                             1.0 / sid.codebook_size, jnp.float32), rep),
            "step": jax.device_put(jnp.zeros((), jnp.int32), rep)}
   vectors_dev = jax.device_put(vectors, rep)
+  decay_id = jax.device_put(noise.decay_index(cfg.decay), rep)
   train_step = make_train_step(tok_graph, mdef, tx, cfg, config,
                                jax.tree.map(lambda x: x.sharding, state), mesh)
 
@@ -349,6 +387,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
                      f"{stats['max_group_size']} items on one code tuple, more than "
                      f"config.sid.max_collisions={sid.max_collisions}: no SID table")
   manager = checkpoint.make_manager(os.path.join(out_dir, "ckpt"), keep=t.checkpoint_keep)
+  log = rec_train.MetricsLog(os.path.join(out_dir, METRICS_FILE))
   fingerprint = _fingerprint(config, vectors)
   tree = {"state": state, "best": _copy(params), "table": jax.device_put(table, rep)}
   restored = checkpoint.restore(manager, checkpoint.abstract_like(tree))
@@ -363,6 +402,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
     epoch, history, best_epoch, bad_epochs = 0, [], 0, 0
     history.append({"epoch": 0, **stats, "sigma": _floats(params["sigma"]),
                     "table_valid": True})
+    log.write(history[-1])
     logging.info("diger epoch 0 (pretrained %s): usage %s collision %.4f max group %d",
                  config.diger.pretrain, _fmt(stats["usage_per_level"]),
                  stats["collision_rate"], stats["max_group_size"])
@@ -375,7 +415,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
     sums: dict[str, jax.Array] = {}
     for step, batch in rec_data.Prefetcher(host_batch, epoch * steps_per_epoch,
                                            (epoch + 1) * steps_per_epoch, t.prefetch):
-      state, metrics = train_step(state, batch, vectors_dev, table_dev)
+      state, metrics = train_step(state, batch, vectors_dev, table_dev, decay_id)
       sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
       if (step + 1) % t.log_every_steps == 0:
         logging.info("diger step %d: loss %.4f rec_ce %.4f noisy %.3f", step + 1,
@@ -397,6 +437,12 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
               **{f"valid_{k}": v for k, v in valid.items()}, "seconds": time.time() - start}
     best_value = max((h.get(f"valid_{select}", -1.0) for h in history), default=-1.0)
     history.append(record)
+    log.write(record)
+    if new_table is None:
+      logging.warning("diger epoch %d: %d items share one code tuple, more than "
+                      "config.sid.max_collisions=%d: no valid SID table this epoch; training "
+                      "goes on with the last valid table, and this epoch is not validated and "
+                      "cannot be the best", epoch, stats["max_group_size"], sid.max_collisions)
     improved = bool(valid) and valid[select] > best_value
     if improved:
       best_epoch, bad_epochs = epoch, 0
@@ -415,6 +461,9 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   manager.wait_until_finished()
 
   # ================================ Save ======================================================
+  if best_epoch == 0:
+    logging.warning("diger: no epoch was validated with a valid SID table; saving the pretrained "
+                    "%s and the recommender as initialised (epoch 0)", config.diger.pretrain)
   best = tree["best"]
   table, stats = build_table(tok_graph, best["tokenizer"], vectors, mesh, config)
   best_record = next(h for h in history if h["epoch"] == best_epoch)

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# DIGER usage curves: the four noise decays (frequency, learned_sigma, gumbel, none) trained
+# jointly for EPOCHS epochs each from ONE pretrained RQ-VAE, each into its own workdir, then
+# collected into results/diger_curves_<dataset>.json with a printed table
+# (r3vae_jax/diger/curves.py).
+#
+#   DATASET=beauty EPOCHS=2 launch/diger_curves.sh [--config.x=y ...]
+#
+# Environment (all optional):
+#   DATASET     config in r3vae_jax/configs/ (default synthetic = default.py)
+#   EPOCHS      joint epochs per decay (default 3)
+#   MODES       decays, in order (default "frequency learned_sigma gumbel none")
+#   WORKROOT    one workdir per decay under it (default /tmp/diger_curves_<dataset>); use a fresh
+#               one when EPOCHS or flags change (a workdir refuses another run's checkpoints)
+#   PRETRAINED  a workdir holding data/, vectors.npy(+json) and tokenizer/rqvae_ckpt (e.g. a
+#               finished --config=...:diger run); default: WORKROOT/pretrain, made once here
+#               (prepare, vectors, tokenize = RQ-VAE pretraining) and reused on reruns
+#   VECTORS_DIR as launch/paper_rows.sh: <dataset>_minilm.npy there replaces the text encoder
+#   OUT         output JSON (default results/diger_curves_<dataset>.json)
+#   JAX_COMPILATION_CACHE_DIR  persistent compile cache (default WORKROOT/jax_cache): the decay
+#               is an argument of the compiled step, so the first decay's programs (train step,
+#               beam search) serve the other three without compiling again
+# Flags after the script name go to every stage (pretraining included), e.g.
+# --config.rqvae.epochs=60 --config.train.batch_size=512.
+set -euo pipefail
+dataset=${DATASET:-synthetic}
+epochs=${EPOCHS:-3}
+read -r -a modes <<< "${MODES:-frequency learned_sigma gumbel none}"
+root=${WORKROOT:-/tmp/diger_curves_$dataset}
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$root/jax_cache}
+config_file=r3vae_jax/configs/$dataset.py
+[ "$dataset" = synthetic ] && config_file=r3vae_jax/configs/default.py
+arg=diger; flags=("$@")
+npy=${VECTORS_DIR:-}/${dataset}_minilm.npy
+if [ -n "${VECTORS_DIR:-}" ] && [ -f "$npy" ]; then
+  arg=diger,npy
+  flags+=(--config.vectors.path="$npy" --config.vectors.label=minilm-text)
+fi
+run() { python3 -m r3vae_jax.main --config="$config_file:$arg" "${flags[@]}" "$@"; }
+mkdir -p "$root"
+start=$SECONDS
+
+pre=${PRETRAINED:-$root/pretrain}
+if [ ! -d "$pre/tokenizer/rqvae_ckpt" ]; then
+  [ -n "${PRETRAINED:-}" ] && { echo "error: $pre/tokenizer/rqvae_ckpt missing" >&2; exit 2; }
+  echo "=== pretraining the RQ-VAE once -> $pre"
+  for stage in prepare vectors tokenize; do run --workdir="$pre" --mode="$stage"; done
+fi
+echo "=== pretrained tokenizer ready ($((SECONDS - start)) s)"
+
+for mode in "${modes[@]}"; do
+  w=$root/$mode
+  mkdir -p "$w/tokenizer"
+  for f in data vectors.npy vectors.json tokenizer/rqvae_ckpt; do
+    [ -e "$w/$f" ] || { [ -e "$pre/$f" ] && cp -r "$pre/$f" "$w/$f"; } || true
+  done
+  echo "=== $mode: $epochs epochs -> $w ($((SECONDS - start)) s so far)"
+  run --workdir="$w" --mode=train --config.diger.decay="$mode" --config.train.epochs="$epochs" \
+      || echo "=== $mode failed (its curve will say so)"
+done
+
+python3 -m r3vae_jax.diger.curves --root="$root" --dataset="$dataset" \
+    --modes="$(IFS=,; echo "${modes[*]}")" ${OUT:+--out="$OUT"}
+echo "=== diger curves done in $((SECONDS - start)) s"
