@@ -99,3 +99,54 @@ def test_prefetcher_propagates_errors_and_stops():
   next(iter(prefetcher))
   prefetcher.close()
   assert threading.active_count() <= before
+
+
+def test_bucketed_plan_is_deterministic_complete_and_pads_to_the_bucket():
+  lengths = np.array([1, 2, 1, 3, 5, 4, 1, 2, 6, 2, 1])
+  plan = data.BucketedPlan(lengths, global_batch=3, seed=5, buckets=(2, 4, 6))
+  # Buckets hold 7, 2 and 2 examples: 3 + 1 + 1 batches.
+  assert plan.steps_per_epoch == 5
+  for epoch in range(2):
+    steps = range(epoch * 5, epoch * 5 + 5)
+    index = np.concatenate([plan.rows(s)[0] for s in steps])
+    weight = np.concatenate([plan.rows(s)[1] for s in steps])
+    np.testing.assert_array_equal(np.sort(index[weight > 0]), np.arange(11))
+    for s in steps:
+      rows, w = plan.rows(s)
+      items = plan.history_items(s)
+      assert lengths[rows].max() <= items  # every row fits its batch's bucket
+      assert items == 2 or lengths[rows[w > 0]].min() > {4: 2, 6: 4}[items]
+  order = [plan.history_items(s) for s in range(10)]
+  assert order[:5] != order[5:] or not np.array_equal(plan.rows(0)[0], plan.rows(5)[0])
+  again = data.BucketedPlan(lengths, 3, 5, (2, 4, 6))
+  for s in (0, 4, 7):  # a pure function of (seed, step)
+    np.testing.assert_array_equal(again.rows(s)[0], plan.rows(s)[0])
+    assert again.history_items(s) == plan.history_items(s)
+  with pytest.raises(ValueError, match="largest length bucket"):
+    data.BucketedPlan(lengths, 3, 5, (2, 4))
+  with pytest.raises(ValueError, match="increasing"):
+    data.BucketedPlan(lengths, 3, 5, (4, 2, 6))
+
+
+def test_bucketed_batches_are_the_full_batches_cut_to_the_bucket():
+  ex = data.train_examples(_splits(), max_history=3)
+  item_tokens = LAYOUT.item_tokens(SID)
+  plan = data.make_plan(ex, global_batch=2, seed=3, length_buckets=(1,))
+  assert isinstance(plan, data.BucketedPlan) and [b for b, _ in plan.members] == [1, 3]
+  for off in ((), (3, 8)):  # buckets >= max_history fall away
+    assert isinstance(data.make_plan(ex, 2, 3, off), data.BatchPlan)
+  with pytest.raises(ValueError, match="config.train.length_buckets"):
+    data.make_plan(ex, 2, 3, (0,))
+  source = data.BatchSource(ex, plan, item_tokens, SID)
+  for step in range(plan.steps_per_epoch):
+    batch = source.host_batch(step)
+    index, weight = plan.rows(step)
+    full = data.make_batch(ex, index, weight, item_tokens, SID)
+    width = plan.history_items(step) * LAYOUT.num_levels
+    assert batch["enc_tokens"].shape == (2, width)
+    np.testing.assert_array_equal(batch["enc_tokens"], full["enc_tokens"][:, -width:])
+    np.testing.assert_array_equal(batch["enc_mask"], full["enc_mask"][:, -width:])
+    assert full["enc_mask"][:, :-width].sum() == 0  # only padding was cut
+    np.testing.assert_array_equal(batch["targets"], full["targets"])
+  with pytest.raises(ValueError, match="history_items=1"):
+    data.make_batch(ex, np.arange(len(ex)), np.ones(len(ex)), item_tokens, SID, 1)

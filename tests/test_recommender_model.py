@@ -178,3 +178,40 @@ def test_sid_cross_entropy_uses_each_levels_codes_only():
                                 jnp.zeros((2, 4), jnp.int32).at[1].set(1), LEVELS,
                                 weights=jnp.array([1.0, 0.0]))
   assert float(aux["weight"]) == 1.0 and np.isfinite(float(weighted))
+
+
+
+def test_bucket_padding_leaves_outputs_unchanged(model):
+  """A history padded to its length bucket gives the same logits as the same history padded to
+  the full length (whole items padded on the left and masked; position bias is relative)."""
+  _, enc, mask, targets = _inputs(batch=3, history=5)
+  per_item = len(LEVELS)
+  # Row 0 holds 3 items: pad it to 8 items, and to 3 (its bucket).
+  full_enc = np.pad(enc[:1], ((0, 0), (3 * per_item, 0)), constant_values=tokens.PAD)
+  full_mask = np.pad(mask[:1], ((0, 0), (3 * per_item, 0)))
+  both = nnx.jit(lambda m: (m(full_enc, full_mask, targets[:1]),
+                            m(enc[:1, 2 * per_item:], mask[:1, 2 * per_item:], targets[:1])))
+  full, short = both(model)
+  assert full_enc.shape[1] == 8 * per_item and short.shape == full.shape
+  np.testing.assert_allclose(short, full, atol=2e-5, rtol=1e-5)
+
+
+def test_embedding_and_position_bias_gradients_match_their_gathers():
+  """The one-hot-product gradients (no scatter-add) equal the gathers' own."""
+  rng = np.random.default_rng(0)
+  table = jnp.asarray(rng.normal(size=(12, 3)), jnp.float32)
+  ids = jnp.asarray(np.where(rng.random((4, 9)) < 0.6, tokens.PAD, rng.integers(0, 12, (4, 9))))
+  weights = jnp.asarray(rng.normal(size=(4, 9, 3)), jnp.float32)
+  grad = lambda f: jax.jit(jax.grad(lambda t: jnp.sum(f(t) * weights)))(table)
+  np.testing.assert_array_equal(layers.embed_lookup_onehot_grad(table, ids), table[ids])
+  np.testing.assert_allclose(grad(lambda t: layers.embed_lookup_onehot_grad(t, ids)),
+                             grad(lambda t: t[ids]), atol=1e-6, rtol=1e-6)
+  buckets = layers.relative_position_bucket(np.arange(9)[None] - np.arange(4)[:, None], True,
+                                            12, 16)
+  by_gather = lambda t: jnp.transpose(t[buckets], (2, 0, 1))
+  by_product = lambda t: jnp.transpose(layers.relative_bias(t, 4, 9, True, 16), (1, 2, 0))
+  np.testing.assert_array_equal(by_product(table), jnp.transpose(by_gather(table), (1, 2, 0)))
+  np.testing.assert_allclose(grad(by_product), grad(lambda t: t[buckets]), rtol=1e-6,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="config.recommender.embed_grad"):
+    model_lib.T5Recommender.from_config(_config(embed_grad="dense"))

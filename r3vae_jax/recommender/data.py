@@ -8,6 +8,16 @@ iterator at the restored step). The last batch of an epoch is filled up with wei
 every batch has the same global size (a multiple of the mesh's `data` axis); the loss ignores
 weight-0 rows. Each host builds only its rows of the global batch (`parallel.host_batch_slice`)
 and a background thread prepares and transfers the next batches while the step runs.
+
+Length bucketing (`BucketedPlan`, `config.train.length_buckets`): most histories are far shorter
+than `max_history` (Beauty: 5.0 items on average, capped at 20), so each batch is drawn from
+examples of one length bucket and padded only to the bucket's length (a few static shapes, one
+compiled step each). Epoch `e` shuffles each bucket with `(seed, e)`, cuts it into batches
+(the last one of each bucket filled with weight-0 rows) and shuffles the batches, so a global
+step's batch is still a pure function of `(seed, step)`. Every example is visited once per
+epoch as before; only which examples share a batch changes. Padding to the bucket leaves the
+model's outputs unchanged (whole items are padded on the left and masked; position bias is
+relative).
 """
 from __future__ import annotations
 
@@ -85,7 +95,8 @@ def check_items(examples: Examples, num_items: int, source: str) -> None:
 
 
 def make_batch(examples: Examples, index: np.ndarray, weight: np.ndarray,
-               item_tokens: np.ndarray, sid_table: np.ndarray) -> dict[str, np.ndarray]:
+               item_tokens: np.ndarray, sid_table: np.ndarray,
+               history_items: int | None = None) -> dict[str, np.ndarray]:
   """Assembles the rows `index` of `examples` as model inputs.
 
   Args:
@@ -94,12 +105,19 @@ def make_batch(examples: Examples, index: np.ndarray, weight: np.ndarray,
     weight: float[b] loss weight per row (0 for filler rows).
     item_tokens: int32[N+1, L+1] from `TokenLayout.item_tokens` (last row PAD).
     sid_table: int32[N, L+1].
+    history_items: keep only the last this many history slots (H' below; a length bucket, no
+      row may hold more items); None = all H.
 
   Returns:
-    {"enc_tokens": int32[b, H*(L+1)], "enc_mask": bool[b, H*(L+1)], "targets": int32[b, L+1],
+    {"enc_tokens": int32[b, H'*(L+1)], "enc_mask": bool[b, H'*(L+1)], "targets": int32[b, L+1],
      "target_items": int32[b], "weight": float32[b]}.
   """
   history = examples.history[index]
+  if history_items is not None:
+    if np.any(history[:, :-history_items] >= 0):
+      raise ValueError(f"make_batch: a history holds more than history_items={history_items} "
+                       "items")
+    history = history[:, -history_items:]
   target = examples.target[index]
   enc_tokens = item_tokens[history].reshape(len(index), -1)
   enc_mask = np.repeat(history >= 0, item_tokens.shape[1], axis=1)
@@ -143,12 +161,111 @@ class BatchPlan:
       index = np.concatenate([index, np.resize(order, short)])
     return index, weight
 
+  def history_items(self, step: int, order: np.ndarray | None = None) -> None:
+    """Every batch is padded to the full history (None); see `BucketedPlan`."""
+    del step, order
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochBatches:
+  """One epoch of a `BucketedPlan`: batch k holds rows `index[k]` padded to `items[k]`.
+
+  Attributes:
+    index: int64[steps_per_epoch, global_batch] example rows.
+    weight: float32[steps_per_epoch, global_batch] (0 for filler rows).
+    items: int64[steps_per_epoch] history length (items) the batch is padded to.
+  """
+  index: np.ndarray
+  weight: np.ndarray
+  items: np.ndarray
+
+
+class BucketedPlan:
+  """Which examples form global batch `step`, each batch from one history-length bucket.
+
+  Same interface as `BatchPlan` (`steps_per_epoch`, `order`, `rows`) plus `history_items`;
+  `order(epoch)` returns that epoch's `EpochBatches` (module docstring).
+  """
+
+  def __init__(self, lengths: np.ndarray, global_batch: int, seed: int | None,
+               buckets: tuple[int, ...]):
+    """Args:
+      lengths: int[E] history items of each example.
+      global_batch: rows per step, all hosts together.
+      seed: shuffling seed; None = no shuffling (buckets in order, examples in order).
+      buckets: increasing history lengths (items); an example goes to the first bucket that
+        holds it; the last bucket must hold the longest history.
+    """
+    lengths = np.asarray(lengths)
+    if (not buckets or any(not isinstance(b, int) or b < 1 for b in buckets)
+        or list(buckets) != sorted(set(buckets))):
+      raise ValueError("recommender data: length buckets must be increasing positive ints, "
+                       f"got {buckets!r}")
+    if lengths.size and lengths.max() > buckets[-1]:
+      raise ValueError(f"recommender data: a history of {lengths.max()} items exceeds the "
+                       f"largest length bucket {buckets[-1]}")
+    which = np.searchsorted(np.asarray(buckets), lengths)
+    members = [(b, np.flatnonzero(which == i)) for i, b in enumerate(buckets)]
+    self.members = tuple((b, m) for b, m in members if m.size)
+    self.num_examples, self.global_batch, self.seed = int(lengths.size), global_batch, seed
+    self.steps_per_epoch = sum(-(-m.size // global_batch) for _, m in self.members)
+
+  def order(self, epoch: int) -> EpochBatches:
+    """The batches of epoch `epoch`, in visiting order."""
+    rng = None if self.seed is None else np.random.default_rng([self.seed, epoch])
+    index, weight, items = [], [], []
+    for bucket, members in self.members:
+      order = members if rng is None else rng.permutation(members)
+      plan = BatchPlan(order.size, self.global_batch, None)
+      for k in range(plan.steps_per_epoch):
+        rows, w = plan.rows(k)
+        index.append(order[rows])
+        weight.append(w)
+        items.append(bucket)
+    visit = np.arange(len(items)) if rng is None else rng.permutation(len(items))
+    return EpochBatches(np.stack(index)[visit], np.stack(weight)[visit],
+                        np.asarray(items, np.int64)[visit])
+
+  def rows(self, step: int, order: EpochBatches | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(index int64[global_batch], weight float32[global_batch]) of global step `step`."""
+    epoch, k = divmod(step, self.steps_per_epoch)
+    batches = self.order(epoch) if order is None else order
+    return batches.index[k], batches.weight[k]
+
+  def history_items(self, step: int, order: EpochBatches | None = None) -> int:
+    """History length (items) global step `step` is padded to."""
+    epoch, k = divmod(step, self.steps_per_epoch)
+    batches = self.order(epoch) if order is None else order
+    return int(batches.items[k])
+
+
+def make_plan(examples: Examples, global_batch: int, seed: int | None,
+              length_buckets: tuple[int, ...] = ()) -> BatchPlan | BucketedPlan:
+  """The training batch plan: `BatchPlan`, or `BucketedPlan` when `length_buckets` is set.
+
+  Args:
+    examples: the training examples (histories [E, H]).
+    global_batch, seed: as `BatchPlan`.
+    length_buckets: `config.train.length_buckets`, history lengths (items); H is always the
+      last bucket and buckets >= H are dropped; none left (e.g. ()) = no bucketing (every
+      batch padded to H).
+  """
+  if any(not isinstance(b, int) or b < 1 for b in length_buckets):
+    raise ValueError(f"config.train.length_buckets must be positive ints, got {length_buckets!r}")
+  width = examples.history.shape[1]
+  buckets = tuple(sorted({b for b in length_buckets if b < width}))
+  if not buckets:
+    return BatchPlan(len(examples), global_batch, seed)
+  lengths = (examples.history >= 0).sum(axis=1)
+  return BucketedPlan(lengths, global_batch, seed, buckets + (width,))
+
 
 class BatchSource:
   """Builds this host's rows of any global batch of an example set."""
 
-  def __init__(self, examples: Examples, plan: BatchPlan, item_tokens: np.ndarray,
-               sid_table: np.ndarray):
+  def __init__(self, examples: Examples, plan: BatchPlan | BucketedPlan,
+               item_tokens: np.ndarray, sid_table: np.ndarray):
     self.examples, self.plan = examples, plan
     self.item_tokens, self.sid_table = item_tokens, sid_table
     self._cached_epoch, self._cached_order = -1, None
@@ -159,9 +276,10 @@ class BatchSource:
     if epoch != self._cached_epoch:
       self._cached_epoch, self._cached_order = epoch, self.plan.order(epoch)
     index, weight = self.plan.rows(step, self._cached_order)
+    items = self.plan.history_items(step, self._cached_order)
     rows = parallel.host_batch_slice(self.plan.global_batch)
     return make_batch(self.examples, index[rows], weight[rows], self.item_tokens,
-                      self.sid_table)
+                      self.sid_table, items)
 
 
 class Prefetcher:

@@ -68,6 +68,10 @@ def relative_bias(table: jax.Array, query_len: int, key_len: int, bidirectional:
                   max_distance: int) -> jax.Array:
   """Position bias of a whole stack, computed once and shared by its layers.
 
+  The bucket of each (query, key) pair is a constant, so the lookup is a product with a constant
+  one-hot matrix `[q*k, buckets]` (exact at HIGHEST precision): its gradient is a dense
+  `[buckets, q*k] @ [q*k, h]` product instead of a scatter-add of q*k rows into a few buckets.
+
   Args:
     table: float[num_buckets, h] learned bias per bucket and head.
     query_len, key_len: static lengths.
@@ -77,7 +81,43 @@ def relative_bias(table: jax.Array, query_len: int, key_len: int, bidirectional:
   """
   rel = np.arange(key_len)[None, :] - np.arange(query_len)[:, None]
   buckets = relative_position_bucket(rel, bidirectional, table.shape[0], max_distance)
-  return jnp.transpose(table.astype(jnp.float32)[buckets], (2, 0, 1))
+  onehot = (buckets.reshape(-1, 1) == np.arange(table.shape[0])).astype(np.float32)
+  bias = jnp.dot(onehot, table.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+  return jnp.transpose(bias.reshape(query_len, key_len, -1), (2, 0, 1))
+
+
+@jax.custom_vjp
+def embed_lookup_onehot_grad(table: jax.Array, tokens: jax.Array) -> jax.Array:
+  """`table[tokens]` whose table gradient is a one-hot product, not a scatter-add.
+
+  The backward pass of a gather scatter-adds one row per token; on a GPU, thousands of tokens
+  hitting the same row (PAD in left-padded histories, BOS) serialise on atomics. Here the
+  gradient is `onehot(tokens)^T @ grad` at HIGHEST precision (exact sums, no contention).
+
+  Args:
+    table: float[vocab, d]; tokens: int[...] in [0, vocab).
+
+  Returns:
+    float[..., d] (table's dtype), equal to `table[tokens]`.
+  """
+  return jnp.take(table, tokens, axis=0)
+
+
+def _lookup_fwd(table: jax.Array, tokens: jax.Array) -> tuple[jax.Array, tuple]:
+  # A zero-width stand-in carries the table's row count to the backward pass.
+  return jnp.take(table, tokens, axis=0), (tokens, jnp.zeros((table.shape[0], 0), table.dtype))
+
+
+def _lookup_bwd(res: tuple, grad: jax.Array) -> tuple[jax.Array, None]:
+  tokens, shape_of_table = res
+  flat = tokens.reshape(-1)
+  onehot = flat[:, None] == jnp.arange(shape_of_table.shape[0], dtype=flat.dtype)
+  table_grad = jnp.dot(onehot.T.astype(grad.dtype), grad.reshape(flat.shape[0], -1),
+                       precision=jax.lax.Precision.HIGHEST)
+  return table_grad.astype(shape_of_table.dtype), None
+
+
+embed_lookup_onehot_grad.defvjp(_lookup_fwd, _lookup_bwd)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None,

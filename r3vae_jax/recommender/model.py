@@ -16,6 +16,10 @@ one table per stack shared by its layers. Pre-norm RMSNorm, ReLU or gated-GELU F
 embeddings, attention weights, sublayer outputs and the stack outputs. `d_kv` (per head) is
 independent of `d_model`. Parameters are float32; matrix products run in `dtype`.
 
+The training step has no contended scatter-adds: the position bias is a constant one-hot
+product, the item-position and output tables are tiles and slices, and the embedding gradient
+is a one-hot product by default (`config.recommender.embed_grad`).
+
 Parameters carry logical axis names (`axes` metadata: "vocab", "embed", "heads", "kv", "mlp");
 `sharding.param_shardings` maps them onto the mesh.
 
@@ -128,12 +132,17 @@ class T5Recommender(nnx.Module):
         raise ValueError(f"config.recommender.{field} must be a positive int, got {c[field]!r}")
     if not 0.0 <= c.dropout < 1.0:
       raise ValueError(f"config.recommender.dropout must be in [0, 1), got {c.dropout!r}")
+    embed_grad = c.get("embed_grad", "onehot")  # absent from configs saved before the field
+    if embed_grad not in ("onehot", "scatter"):
+      raise ValueError("config.recommender.embed_grad must be 'onehot' or 'scatter', got "
+                       f"{embed_grad!r}")
     self.layout = layout
     self.d_model = c.d_model
     self.dropout_rate = float(c.dropout)
     self.ffn_kind = c.ffn
     self.max_distance = c.relative_max_distance
     self.dtype = jnp.dtype(c.dtype)
+    self.embed_grad = embed_grad
     self.embed = _param(rngs.params(), (layout.vocab_size, c.d_model), 1.0, ("vocab", "embed"))
     self.item_position = _param(rngs.params(), (layout.num_levels, c.d_model), 0.1,
                                 (None, "embed"))
@@ -164,7 +173,13 @@ class T5Recommender(nnx.Module):
     return self.embed[start:start + self.layout.level_sizes[level]]
 
   def embed_tokens(self, tokens: jax.Array) -> jax.Array:
-    """int32[...] vocabulary tokens -> float32[..., d]."""
+    """int32[...] vocabulary tokens -> float32[..., d].
+
+    `config.recommender.embed_grad` "onehot": the table's gradient is a one-hot product
+    (`layers.embed_lookup_onehot_grad`); "scatter": the gather's own scatter-add. Same values.
+    """
+    if self.embed_grad == "onehot":
+      return layers.embed_lookup_onehot_grad(self.embed[...], tokens)
     return jnp.take(self.embed[...], tokens, axis=0)
 
   def embed_onehot(self, onehots: jax.Array | Sequence[jax.Array]) -> jax.Array:
@@ -228,7 +243,9 @@ class T5Recommender(nnx.Module):
     keys = _dropout_keys(rng, deterministic, 0)
     x = self.embed_tokens(enc_tokens) if enc_embeddings is None else enc_embeddings
     seq = x.shape[1]
-    x = x.astype(jnp.float32) + self.item_position[jnp.arange(seq) % self.layout.num_levels]
+    # Position within item `s % (L+1)` as a tiled table (its gradient is a sum, no scatter-add).
+    reps = -(-seq // self.layout.num_levels)
+    x = x.astype(jnp.float32) + jnp.tile(self.item_position[...], (reps, 1))[:seq]
     x = layers.dropout(x, self.dropout_rate, keys())
     bias = layers.relative_bias(self.enc_bias[...], seq, seq, True, self.max_distance)
     mask = enc_mask[:, None, None, :]
@@ -269,8 +286,11 @@ class T5Recommender(nnx.Module):
       h = layers.rms_norm(x, layer.ffn_norm[...])
       x = x + layers.dropout(self._ffn(layer.ffn, h, keys), self.dropout_rate, keys())
     h = layers.dropout(layers.rms_norm(x, self.dec_norm[...]), self.dropout_rate, keys())
-    rows, valid = self.layout.padded_rows()
-    tables = self.embed[...][rows[:steps]]  # [T, Kmax, d]: step p's level table, padded
+    _, valid = self.layout.padded_rows()
+    kmax = self.layout.max_level_size
+    # [T, Kmax, d]: step p's level table as a slice, zero rows past its size (masked below).
+    tables = jnp.stack([jnp.pad(self.level_table(p), ((0, kmax - k), (0, 0)))
+                        for p, k in enumerate(self.layout.level_sizes[:steps])])
     logits = layers.matmul("btd,tkd->btk", h * self.d_model ** -0.5, tables, self.dtype)
     return jnp.where(valid[:steps], logits, NEG)
 

@@ -271,7 +271,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
   data.check_items(train_ex, table.shape[0], "recommender: training data")
   data.check_items(valid_ex, table.shape[0], "recommender: validation data")
   item_tokens = layout.item_tokens(table)
-  plan = data.BatchPlan(len(train_ex), t.batch_size, config.seed)
+  plan = data.make_plan(train_ex, t.batch_size, config.seed, t.length_buckets)
   steps_per_epoch = plan.steps_per_epoch
   total_steps = t.epochs * steps_per_epoch
   source = data.BatchSource(train_ex, plan, item_tokens, table)
