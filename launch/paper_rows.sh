@@ -7,6 +7,11 @@
 # A row is dataset:tokenizer:seed[:vectors]. With $VECTORS_DIR set, text-vector rows of Beauty and
 # LastFM read <dataset>_minilm.npy from there (text vectors computed on another machine, labelled
 # minilm-text) instead of running the text encoder. Extra flags after `--` go to every row.
+#
+# JOBS=N runs N rows at once on the same accelerator (each gets 1/N of its memory; compiling on
+# the host overlaps with the others' device work); logs go to OUTDIR/<row>.log. Rows share a
+# persistent XLA compilation cache ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so
+# seeds of one configuration compile once.
 set -euo pipefail
 out=$1; shift
 rows=(); extra=()
@@ -15,18 +20,41 @@ while [ $# -gt 0 ]; do
   rows+=("$1"); shift
 done
 mkdir -p "$out"
-for row in "${rows[@]}"; do
-  IFS=: read -r dataset tokenizer seed vectors <<< "$row"
-  arg=$tokenizer${vectors:+,$vectors}
-  flags=(--config.seed="$seed")
-  npy=${VECTORS_DIR:-}/${dataset}_minilm.npy
-  if [ -z "${vectors:-}" ] && [ -n "${VECTORS_DIR:-}" ] && [ -f "$npy" ]; then
+jobs_max=${JOBS:-1}
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-${WORKROOT:-/tmp/r3vae_rows}/xla_cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-1}
+if [ "$jobs_max" -gt 1 ]; then
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-$(python3 -c "print(round(0.9 / $jobs_max, 3))")}
+fi
+
+run_row() {  # dataset tokenizer seed vectors
+  local dataset=$1 tokenizer=$2 seed=$3 vectors=$4
+  local arg=$tokenizer${vectors:+,$vectors}
+  local flags=(--config.seed="$seed")
+  local npy=${VECTORS_DIR:-}/${dataset}_minilm.npy
+  if [ -z "$vectors" ] && [ -n "${VECTORS_DIR:-}" ] && [ -f "$npy" ]; then
     arg=$tokenizer,npy
     flags+=(--config.vectors.path="$npy" --config.vectors.label=minilm-text)
   fi
-  workdir=${WORKROOT:-/tmp/r3vae_rows}/${dataset}_${tokenizer}_${vectors:-default}_s${seed}
-  echo "=== $row -> $workdir"
-  python3 -m r3vae_jax.main --config="r3vae_jax/configs/$dataset.py:$arg" --workdir="$workdir" \
-      --mode=all "${flags[@]}" "${extra[@]}" || { echo "row $row failed"; continue; }
-  cp "$workdir/results.json" "$out/${dataset}_${tokenizer}_${vectors:-default}_s${seed}.json"
+  local name=${dataset}_${tokenizer}_${vectors:-default}_s${seed}
+  local workdir=${WORKROOT:-/tmp/r3vae_rows}/$name
+  echo "=== $dataset:$tokenizer:$seed${vectors:+:$vectors} -> $workdir"
+  if python3 -m r3vae_jax.main --config="r3vae_jax/configs/$dataset.py:$arg" \
+      --workdir="$workdir" --mode=all "${flags[@]}" "${extra[@]}"; then
+    cp "$workdir/results.json" "$out/$name.json"
+  else
+    echo "row $name failed"
+  fi
+}
+
+for row in "${rows[@]}"; do
+  IFS=: read -r dataset tokenizer seed vectors <<< "$row"
+  if [ "$jobs_max" -le 1 ]; then
+    run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}"
+    continue
+  fi
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+  run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}" \
+      > "$out/${dataset}_${tokenizer}_${vectors:-default}_s${seed}.log" 2>&1 &
 done
+wait
