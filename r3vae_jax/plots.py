@@ -160,10 +160,11 @@ def codebook_usage(runs: Mapping[str, str]) -> Figure:
   levels = max((len(h[0]["usage_per_level"]) for h in histories.values() if h), default=1)
   fig, axes = _figure(levels)
   for level, ax in enumerate(axes):
-    for label, history in histories.items():
+    for i, (label, history) in enumerate(histories.items()):
       epochs = [r["epoch"] for r in history]
-      ax.plot(epochs, [r["usage_per_level"][level] for r in history], marker="o", ms=3,
-              label=label)
+      # Distinct dashes and markers: runs at the same usage (often all at 1.0) stay visible.
+      ax.plot(epochs, [r["usage_per_level"][level] for r in history], marker="os^d"[i % 4],
+              ms=5 - i % 4, ls=("-", "--", ":", "-.")[i % 4], label=label)
     ax.set_ylim(0, 1.05)
     ax.set_title(f"level {level + 1}")
     ax.set_xlabel("tokenizer epoch")
