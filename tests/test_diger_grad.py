@@ -91,3 +91,25 @@ def test_noise_only_moves_items_with_a_noise_scale():
   moved = np.asarray(a.codes[:, 0] != a.greedy[:, 0])
   assert not moved[~np.asarray(noisy)].any()
   assert moved[np.asarray(noisy)].mean() > 0.5
+
+
+def test_normalized_logits_keep_greedy_codes_and_make_noise_relative():
+  """range_normalize is monotone (greedy codes unchanged) and bounds the logits to [-1, 1]. On a
+  small latent (RQ-VAE scale) raw logits + Gumbel noise move almost every item to another code at
+  any scale; normalized, the scale matters (0.1: far fewer moves)."""
+  rng = np.random.default_rng(4)
+  z = jnp.asarray(rng.normal(size=(512, 6)) * 0.02, jnp.float32)
+  books = jnp.asarray(rng.normal(size=(2, K, 6)) * 0.02, jnp.float32)
+  logits = quantize.pairwise_scores(z, books[0], "l2")
+  normed = assign.range_normalize(logits)
+  np.testing.assert_allclose([normed.min(), normed.max()], [-1.0, 1.0], atol=1e-3)
+  np.testing.assert_array_equal(jnp.argmax(normed, -1), jnp.argmax(logits, -1))
+  greedy = jax.jit(assign.gumbel_residual, static_argnames="normalize")(
+      z, books, jax.random.key(0), 2.0, jnp.zeros((512, 2)), normalize=True)
+  np.testing.assert_array_equal(greedy.codes, quantize.residual_quantize(z, books)[0])
+  moved = {}
+  for normalize in (False, True):
+    a = jax.jit(assign.gumbel_residual, static_argnames="normalize")(
+        z, books, jax.random.key(1), 2.0, jnp.full((512, 2), 0.1), normalize=normalize)
+    moved[normalize] = float(jnp.mean(a.codes[:, 0] != a.greedy[:, 0]))
+  assert moved[False] > 0.8 and moved[True] < moved[False] - 0.2, moved

@@ -97,12 +97,16 @@ def base_config() -> ml_collections.ConfigDict:
   # recommender uses train.lr); recon_weight / vq_weight: weights of the tokenizer losses;
   # detach_codes: cut the indicators' gradient (the released code's detached SID table, ablation);
   # rng_impl: PRNG of the Gumbel noise and dropout (unsafe_rbg compiles ~3x faster than threefry);
-  # vq_codes: chosen | greedy, the codes of the VQ/commitment and reconstruction losses (joint.py).
+  # vq_codes: chosen | greedy, the codes of the VQ/commitment and reconstruction losses (joint.py);
+  # normalize_logits: map each level's -||e - c||^2 to [-1, 1] (batch max/min) before the Gumbel
+  # noise, as the released DIGER code does, so noise_scale is relative to the distances' spread
+  # (raw Beauty RQ-VAE logits of an item differ by ~1e-3: any Gumbel scale draws codes at random;
+  # normalized, scale 1 still moves most noisy items, smaller scales fewer).
   c.diger = ml_collections.ConfigDict(dict(
       decay="frequency", tau=2.0, noise_scale=1.0, usage_momentum=0.99, hot_factor=1.5,
       sigma_lambda=1.0, tokenizer_lr=1e-5, recon_weight=1.0, vq_weight=1.0, pretrain="rqvae",
       sigma_init=1.0, sigma_lr=1e-3, detach_codes=False, rng_impl="unsafe_rbg",
-      vq_codes="chosen"))
+      vq_codes="chosen", normalize_logits=False))
 
   # ---- recommender (T5 encoder-decoder) -------------------------------------------------
   c.recommender = ml_collections.ConfigDict(dict(

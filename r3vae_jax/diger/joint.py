@@ -43,6 +43,9 @@ class JointConfig:
     recon_weight: weight of the reconstruction loss.
     vq_weight: weight of the VQ/commitment loss.
     detach: cut the indicators' gradient (the released code's detached SID table; ablation).
+    normalize_logits: map each level's logits to [-1, 1] before the Gumbel noise
+      (`assign.range_normalize`, as the released code), so `noise_scale` is relative to the spread
+      of the distances.
     vq_codes: "chosen" (VQ/commitment and reconstruction on the codes the recommender sees,
       noisy ones included, as the released code) or "greedy" (on the noiseless residual
       codes: the noise then only changes what the recommender sees).
@@ -57,6 +60,7 @@ class JointConfig:
   vq_weight: float
   detach: bool = False
   vq_codes: str = "chosen"
+  normalize_logits: bool = False
 
 
 def history_onehots(indicators: jax.Array, collision: jax.Array, valid: jax.Array,
@@ -136,7 +140,8 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
                                            jax.lax.stop_gradient(books[0]))
   scales = noise.noise_scales(decay, greedy_level1, usage[0], sigma, cfg.noise_scale,
                               cfg.hot_factor)
-  a = assign.gumbel_residual(z, books, gumbel_key, cfg.tau, scales, cfg.detach)
+  a = assign.gumbel_residual(z, books, gumbel_key, cfg.tau, scales, cfg.detach,
+                             cfg.normalize_logits)
   vq_codes = a.codes if cfg.vq_codes == "chosen" else quantize.residual_quantize(
       jax.lax.stop_gradient(z), jax.lax.stop_gradient(books))[0]
   vq, decoder_in = assign.tokenizer_losses(z, books, vq_codes, cfg.beta, weights)

@@ -83,7 +83,8 @@ def joint_config(config: ml_collections.ConfigDict) -> joint.JointConfig:
                            hot_factor=float(d.hot_factor), sigma_lambda=float(d.sigma_lambda),
                            beta=float(config[d.pretrain].beta),
                            recon_weight=float(d.recon_weight), vq_weight=float(d.vq_weight),
-                           detach=bool(d.detach_codes), vq_codes=d.vq_codes)
+                           detach=bool(d.detach_codes), vq_codes=d.vq_codes,
+                           normalize_logits=bool(d.normalize_logits))
 
 
 # ---- pretrained tokenizer ----------------------------------------------------------------
