@@ -92,7 +92,9 @@ def embed_lookup_onehot_grad(table: jax.Array, tokens: jax.Array) -> jax.Array:
 
   The backward pass of a gather scatter-adds one row per token; on a GPU, thousands of tokens
   hitting the same row (PAD in left-padded histories, BOS) serialise on atomics. Here the
-  gradient is `onehot(tokens)^T @ grad` at HIGHEST precision (exact sums, no contention).
+  gradient is `onehot(tokens)^T @ grad`: a bfloat16 one-hot (exact) times the float32 gradient
+  split into three bfloat16 parts (hi + mid + lo carry its 24 mantissa bits), accumulated in
+  float32: tensor-core products, float32 accuracy, no contention.
 
   Args:
     table: float[vocab, d]; tokens: int[...] in [0, vocab).
@@ -111,9 +113,14 @@ def _lookup_fwd(table: jax.Array, tokens: jax.Array) -> tuple[jax.Array, tuple]:
 def _lookup_bwd(res: tuple, grad: jax.Array) -> tuple[jax.Array, None]:
   tokens, shape_of_table = res
   flat = tokens.reshape(-1)
-  onehot = flat[:, None] == jnp.arange(shape_of_table.shape[0], dtype=flat.dtype)
-  table_grad = jnp.dot(onehot.T.astype(grad.dtype), grad.reshape(flat.shape[0], -1),
-                       precision=jax.lax.Precision.HIGHEST)
+  onehot = (flat[:, None] == jnp.arange(shape_of_table.shape[0], dtype=flat.dtype)
+            ).astype(jnp.bfloat16)
+  rest = grad.reshape(flat.shape[0], -1).astype(jnp.float32)
+  table_grad = jnp.zeros((onehot.shape[1], rest.shape[1]), jnp.float32)
+  for _ in range(3 if grad.dtype != jnp.bfloat16 else 1):
+    part = rest.astype(jnp.bfloat16)
+    rest = rest - part.astype(jnp.float32)
+    table_grad = table_grad + jnp.dot(onehot.T, part, preferred_element_type=jnp.float32)
   return table_grad.astype(shape_of_table.dtype), None
 
 

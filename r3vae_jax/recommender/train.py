@@ -91,7 +91,9 @@ def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
 
 def fingerprints(config: ml_collections.ConfigDict, sid_table: np.ndarray) -> dict[str, str]:
   """What a checkpoint must agree with: the SID table and the config that shapes the run."""
-  run = {"recommender": config.recommender.to_dict(), "sid": config.sid.to_dict(),
+  # embed_grad changes how a gradient is computed, not its value: runs may resume across it.
+  model = {k: v for k, v in config.recommender.to_dict().items() if k != "embed_grad"}
+  run = {"recommender": model, "sid": config.sid.to_dict(),
          "max_history": config.data.max_history, "seed": config.seed,
          "batch_size": config.train.batch_size}
   return {"sid_table": io.fingerprint_array(sid_table), "config": io.fingerprint_json(run)}
