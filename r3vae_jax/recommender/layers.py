@@ -120,7 +120,8 @@ def _lookup_bwd(res: tuple, grad: jax.Array) -> tuple[jax.Array, None]:
   for _ in range(3 if grad.dtype != jnp.bfloat16 else 1):
     part = rest.astype(jnp.bfloat16)
     rest = rest - part.astype(jnp.float32)
-    table_grad = table_grad + jnp.dot(onehot.T, part, preferred_element_type=jnp.float32)
+    table_grad = table_grad + jnp.einsum("nv,nd->vd", onehot, part,
+                                         preferred_element_type=jnp.float32)
   return table_grad.astype(shape_of_table.dtype), None
 
 
