@@ -2,16 +2,14 @@
 
 * `RQVAE` (TIGER): MLP encoder -> L levels of nearest-code quantisation with the
   straight-through estimator -> MLP decoder. Loss = MSE(x, x_hat) + VQ/commitment terms.
-* `R3VAE`: the same encoder/decoder, a learnable reference vector `r` in the latent space
-  (`alpha = z.r/||r||^2`, only `e_0 = z - alpha r` is quantised, `alpha r` is added back before
-  decoding), rating quantisation per level (soft aggregation or hard top-1 x rating), and the
-  regulariser `lambda * (-SC + PD)` from the differentiable SID metrics of `quantize`: at every
-  level, soft SC of the item vectors under that level's rating weights, and soft PD over the
-  soft group centres of the item vectors (weighted by soft usage); both averaged over levels.
+* `R3VAE`: a learnable reference vector `r` in the latent space (`alpha = z.r/||r||^2`, only
+  `e_0 = z - alpha r` is quantised, `alpha r` is added back before decoding), rating
+  quantisation per level and the SC/PD regularisers. The default recipe is the RecBoard
+  re-implementation's (tokenizer/README.md): identity encoder on L2-normalised vectors, top-1
+  cosine code times its cosine, `1 - cos` reconstruction, SC = `1 - cos(e_0, prefix estimate)`
+  per level, PD over the codewords. The first version (MLP encoder, softmax ratings, soft SC/PD
+  of the item vectors under the rating weights) is the same class with other field values.
 
-Squared errors are means over batch and features (`F.mse_loss`). With them and lambda = 0.01
-the SC/PD regulariser is of the order of the reconstruction term (measured on Beauty: this
-balance gave fewer collisions and higher SC than per-item sums, where it is ~D times weaker).
 Both return a `TokenizerOutput` from `__call__(x)`; `init_latents(x)` gives the vectors whose
 residual k-means initialises the codebooks (`z` for RQ-VAE, `e_0` for R3-VAE).
 """
