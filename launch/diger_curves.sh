@@ -20,6 +20,10 @@
 #   JAX_COMPILATION_CACHE_DIR  persistent compile cache (default WORKROOT/jax_cache): the decay
 #               is an argument of the compiled step, so the first decay's programs (train step,
 #               beam search) serve the other three without compiling again
+#   PARALLEL    1: train the decays at the same time on the one accelerator (each process gets
+#               XLA_PYTHON_CLIENT_MEM_FRACTION=MEM_FRACTION, default 0.2; logs in <workdir>/train.log);
+#               the compiles then overlap and small steps share the GPU. Default 0: one after another.
+# Validation runs every epoch (--config.train.eval_every_epochs=1; a flag below may override it).
 # Flags after the script name go to every stage (pretraining included), e.g.
 # --config.rqvae.epochs=60 --config.train.batch_size=512.
 set -euo pipefail
@@ -30,7 +34,7 @@ root=${WORKROOT:-/tmp/diger_curves_$dataset}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$root/jax_cache}
 config_file=r3vae_jax/configs/$dataset.py
 [ "$dataset" = synthetic ] && config_file=r3vae_jax/configs/default.py
-arg=diger; flags=("$@")
+arg=diger; flags=(--config.train.eval_every_epochs=1 "$@")
 npy=${VECTORS_DIR:-}/${dataset}_minilm.npy
 if [ -n "${VECTORS_DIR:-}" ] && [ -f "$npy" ]; then
   arg=diger,npy
@@ -48,6 +52,10 @@ if [ ! -d "$pre/tokenizer/rqvae_ckpt" ]; then
 fi
 echo "=== pretrained tokenizer ready ($((SECONDS - start)) s)"
 
+train_mode() {  # mode workdir
+  run --workdir="$2" --mode=train --config.diger.decay="$1" --config.train.epochs="$epochs" \
+      || echo "=== $1 failed (its curve will say so)"
+}
 for mode in "${modes[@]}"; do
   w=$root/$mode
   mkdir -p "$w/tokenizer"
@@ -55,9 +63,13 @@ for mode in "${modes[@]}"; do
     [ -e "$w/$f" ] || { [ -e "$pre/$f" ] && cp -r "$pre/$f" "$w/$f"; } || true
   done
   echo "=== $mode: $epochs epochs -> $w ($((SECONDS - start)) s so far)"
-  run --workdir="$w" --mode=train --config.diger.decay="$mode" --config.train.epochs="$epochs" \
-      || echo "=== $mode failed (its curve will say so)"
+  if [ "${PARALLEL:-0}" = 1 ]; then
+    XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.2} train_mode "$mode" "$w" > "$w/train.log" 2>&1 &
+  else
+    train_mode "$mode" "$w"
+  fi
 done
+wait
 
 python3 -m r3vae_jax.diger.curves --root="$root" --dataset="$dataset" \
     --modes="$(IFS=,; echo "${modes[*]}")" ${OUT:+--out="$OUT"}
