@@ -7,7 +7,7 @@ Reads `DIR/<mode>/diger/metrics.jsonl` (one JSON line per joint epoch, written b
 `results/diger_curves_<dataset>.json` (or `--out`):
 
   {"kind": "diger_curves", "dataset", "device", "commit", "command",
-   "modes": {mode: {"workdir", "epochs": [{"epoch", "usage@1".."usage@L", "collision_rate",
+   "modes": {mode: {"workdir", "config" (its diger/train/sid sections), "epochs": [{"epoch", "usage@1".."usage@L", "collision_rate",
                                             "max_group_size", "table_valid", "sigma" [L],
                                             "noisy_fraction", "rec_ce", "valid_ndcg@10",
                                             "seconds"}, ...],
@@ -78,7 +78,10 @@ def read_mode(workdir: str) -> dict[str, Any]:
   rows = [by_epoch[e] for e in sorted(by_epoch)]
   validated = [r for r in rows if r[f"valid_{SELECT}"] is not None]
   best = max(validated, key=lambda r: r[f"valid_{SELECT}"], default=None)
+  config_path = os.path.join(workdir, "config.json")  # main.py writes it after the stage
+  config = io.read_json(config_path) if os.path.exists(config_path) else {}
   return {"workdir": workdir, "epochs": rows,
+          "config": {k: config[k] for k in ("diger", "train", "sid") if k in config},
           "best_epoch": best["epoch"] if best else None,
           f"best_valid_{SELECT}": best[f"valid_{SELECT}"] if best else None,
           "train_seconds": sum(r["seconds"] or 0.0 for r in rows)}
