@@ -11,7 +11,9 @@
 # JOBS=N runs N rows at once on the same accelerator (each gets 1/N of its memory; compiling on
 # the host overlaps with the others' device work); logs go to OUTDIR/<row>.log. Rows share a
 # persistent XLA compilation cache ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so
-# seeds of one configuration compile once.
+# seeds of one configuration compile once. ROW_TIMEOUT=S sends SIGTERM to a row after S seconds:
+# its trainer saves a checkpoint and stops, `--mode=all` evaluates the best one and writes
+# results.json (relaunching the row later trains on).
 set -euo pipefail
 out=$1; shift
 rows=(); extra=()
@@ -39,11 +41,15 @@ run_row() {  # dataset tokenizer seed vectors
   local name=${dataset}_${tokenizer}_${vectors:-default}_s${seed}
   local workdir=${WORKROOT:-/tmp/r3vae_rows}/$name
   echo "=== $dataset:$tokenizer:$seed${vectors:+:$vectors} -> $workdir"
-  if python3 -m r3vae_jax.main --config="r3vae_jax/configs/$dataset.py:$arg" \
-      --workdir="$workdir" --mode=all "${flags[@]}" "${extra[@]}"; then
+  local limit=()
+  [ -n "${ROW_TIMEOUT:-}" ] && limit=(timeout -s TERM "$ROW_TIMEOUT")
+  rm -f "$workdir/results.json"
+  "${limit[@]}" python3 -m r3vae_jax.main --config="r3vae_jax/configs/$dataset.py:$arg" \
+      --workdir="$workdir" --mode=all "${flags[@]}" "${extra[@]}" || echo "row $name: exit $?"
+  if [ -f "$workdir/results.json" ]; then
     cp "$workdir/results.json" "$out/$name.json"
   else
-    echo "row $name failed"
+    echo "row $name failed (no results.json)"
   fi
 }
 

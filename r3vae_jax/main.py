@@ -199,6 +199,9 @@ def run_all(config, workdir) -> dict:
 
 
 def _git_commit() -> str:
+  """The source's commit: $R3VAE_COMMIT (for trees copied without .git), else git."""
+  if os.environ.get("R3VAE_COMMIT"):
+    return os.environ["R3VAE_COMMIT"]
   try:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=os.path.dirname(__file__), check=True).stdout.strip()
