@@ -36,6 +36,7 @@ from typing import Any
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -111,8 +112,13 @@ def _program_key(config: ml_collections.ConfigDict, items: int) -> tuple[str, in
   return io.fingerprint_json(c.to_dict()), items
 
 
-def _prepare(variant: str, examples: rec_data.Examples, table: np.ndarray) -> dict[str, Any]:
-  """The variant's programs (lowered, not compiled; by `_program_key`), batches, epoch plan."""
+def _prepare(variant: str, examples: rec_data.Examples, table: np.ndarray, state: dict
+             ) -> dict[str, Any]:
+  """The variant's programs (lowered, not compiled; by `_program_key`), batches, epoch plan.
+
+  `state` is the train state every variant starts from (their parameters and optimizer states
+  have the same structure), so only one init program is compiled.
+  """
   config = _config(variant, FLAGS.tiny, FLAGS.batch if not FLAGS.tiny else 16)
   mesh = rec_train.make_mesh(config)
   plan = rec_data.make_plan(examples, config.train.batch_size, config.seed,
@@ -123,7 +129,6 @@ def _prepare(variant: str, examples: rec_data.Examples, table: np.ndarray) -> di
   source = rec_data.BatchSource(examples, plan, layout_from_config(config).item_tokens(table),
                                 table)
   shapes = {}
-  state = prog.init()
   for items, steps in _shape_batches(plan, order, max_items).items():
     batches = [parallel.to_global(source.host_batch(s), mesh) for s in steps]
     shapes[items] = {"batches": batches, "key": _program_key(config, items),
@@ -134,11 +139,11 @@ def _prepare(variant: str, examples: rec_data.Examples, table: np.ndarray) -> di
     items = plan.history_items(step, order) or max_items
     counts[items] += 1
     real[items] += float(plan.rows(step, order)[1].sum())
-  return {"config": config, "prog": prog, "shapes": shapes, "counts": counts, "real": real}
+  return {"config": config, "shapes": shapes, "counts": counts, "real": real}
 
 
-def _time_shape(prog: Any, compiled: Any, batches: list) -> dict[str, Any]:
-  state = prog.init()
+def _time_shape(compiled: Any, batches: list, state0: dict) -> dict[str, Any]:
+  state = jax.tree.map(jnp.copy, state0)  # the step donates its state
   i = 0
 
   def call():
@@ -160,7 +165,9 @@ def main(argv: list[str]) -> None:
   table = synthetic_inputs.random_sid_table(np.random.default_rng(0), 12101, probe.sid.levels,
                                             probe.sid.codebook_size, probe.sid.max_collisions)
   examples = _beauty_like_examples(len(table), probe.data.max_history, seed=1)
-  prepared = {v: _prepare(v, examples, table) for v in FLAGS.variants}
+  first = _config(FLAGS.variants[0], FLAGS.tiny, FLAGS.batch if not FLAGS.tiny else 16)
+  state0 = rec_train.train_programs(first, rec_train.make_mesh(first), 1000).init()
+  prepared = {v: _prepare(v, examples, table, state0) for v in FLAGS.variants}
   lowered = {}
   for p in prepared.values():
     for shape in p["shapes"].values():
@@ -184,7 +191,7 @@ def main(argv: list[str]) -> None:
     per_shape, epoch_s = {}, 0.0
     for items, shape in p["shapes"].items():
       if shape["key"] not in timings:
-        timings[shape["key"]] = _time_shape(p["prog"], compiled[shape["key"]], shape["batches"])
+        timings[shape["key"]] = _time_shape(compiled[shape["key"]], shape["batches"], state0)
       timing = timings[shape["key"]]
       per_shape[str(items)] = {
           "seconds_per_step": timing["seconds"], "steps_per_epoch": p["counts"][items],
