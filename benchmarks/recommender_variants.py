@@ -17,7 +17,9 @@ training. Variants (`--variants`):
   bucket.
 * `bucketed_bf16`: both.
 
-Each variant reports seconds per step (median of `--repeats` blocks of `--iters` steps after
+Per batch shape: XLA's flops and bytes, and the approximate kernel launches per step (if a
+bucket's step time does not shrink with its tokens, the step is launch/latency-bound). Each
+variant reports seconds per step (median of `--repeats` blocks of `--iters` steps after
 warm-up, closed by `block_until_ready`) and training examples/s over one Beauty epoch (real
 examples, filler rows excluded). All programs are compiled first, concurrently on a thread
 pool (XLA releases the GIL; the first alone, to fill the autotuning cache), then timed one by
@@ -40,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from benchmarks import harness, synthetic_inputs
+from benchmarks import harness, physics, synthetic_inputs
 from r3vae_jax import io, parallel
 from r3vae_jax.configs import default
 from r3vae_jax.recommender import data as rec_data
@@ -142,6 +144,14 @@ def _prepare(variant: str, examples: rec_data.Examples, table: np.ndarray, state
   return {"config": config, "shapes": shapes, "counts": counts, "real": real}
 
 
+def _program_facts(compiled: Any) -> dict[str, Any]:
+  """XLA's flops and bytes of one step, and its kernel launches (approximate: fusions, library
+  calls and RNG ops of the optimised module; a step of many small kernels is latency-bound)."""
+  text = compiled.as_text()
+  kernels = sum(text.count(f" {op}(") for op in ("fusion", "custom-call", "rng-bit-generator"))
+  return {"kernels_approx": kernels, **physics.xla_cost(compiled)}
+
+
 def _time_shape(compiled: Any, batches: list, state0: dict) -> dict[str, Any]:
   state = jax.tree.map(jnp.copy, state0)  # the step donates its state
   i = 0
@@ -193,7 +203,7 @@ def main(argv: list[str]) -> None:
       if shape["key"] not in timings:
         timings[shape["key"]] = _time_shape(compiled[shape["key"]], shape["batches"], state0)
       timing = timings[shape["key"]]
-      per_shape[str(items)] = {
+      per_shape[str(items)] = {**_program_facts(compiled[shape["key"]]),
           "seconds_per_step": timing["seconds"], "steps_per_epoch": p["counts"][items],
           "timing": timing}
       epoch_s += timing["seconds"] * p["counts"][items]
@@ -207,8 +217,9 @@ def main(argv: list[str]) -> None:
              "length_buckets": list(p["config"].train.length_buckets)}
     results["variants"][variant] = entry
     print(json.dumps({k: v for k, v in entry.items() if k != "per_shape"}
-                     | {"per_shape_s": {k: v["seconds_per_step"] for k, v in per_shape.items()}}),
-          flush=True)
+                     | {"per_shape_s": {k: v["seconds_per_step"] for k, v in per_shape.items()},
+                        "per_shape_kernels": {k: v["kernels_approx"]
+                                              for k, v in per_shape.items()}}), flush=True)
   results["total_s"] = time.perf_counter() - start
   print(json.dumps({"first_compile_s": first_compile_s, "compile_all_s": compile_s,
                     "programs": len(lowered),
