@@ -104,12 +104,12 @@ def test_normalized_logits_keep_greedy_codes_and_make_noise_relative():
   normed = assign.range_normalize(logits)
   np.testing.assert_allclose([normed.min(), normed.max()], [-1.0, 1.0], atol=1e-3)
   np.testing.assert_array_equal(jnp.argmax(normed, -1), jnp.argmax(logits, -1))
-  greedy = jax.jit(assign.gumbel_residual, static_argnames="normalize")(
-      z, books, jax.random.key(0), 2.0, jnp.zeros((512, 2)), normalize=True)
+  greedy = assign.gumbel_residual(z, books, jax.random.key(0), 2.0, jnp.zeros((512, 2)),
+                                  normalize=True)
   np.testing.assert_array_equal(greedy.codes, quantize.residual_quantize(z, books)[0])
   moved = {}
   for normalize in (False, True):
-    a = jax.jit(assign.gumbel_residual, static_argnames="normalize")(
-        z, books, jax.random.key(1), 2.0, jnp.full((512, 2), 0.1), normalize=normalize)
+    a = assign.gumbel_residual(z, books, jax.random.key(1), 2.0, jnp.full((512, 2), 0.1),
+                               normalize=normalize)
     moved[normalize] = float(jnp.mean(a.codes[:, 0] != a.greedy[:, 0]))
   assert moved[False] > 0.8 and moved[True] < moved[False] - 0.2, moved
