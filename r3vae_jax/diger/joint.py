@@ -48,7 +48,12 @@ class JointConfig:
       of the distances.
     vq_codes: "chosen" (VQ/commitment and reconstruction on the codes the recommender sees,
       noisy ones included, as the released code) or "greedy" (on the noiseless residual
-      codes: the noise then only changes what the recommender sees).
+      codes: the noise then only changes what the recommender sees). Measured on Beauty
+      (MiniLM, 60-epoch RQ-VAE, the tokenizer losses alone under the frequency decay, 256 steps
+      per epoch): "chosen" revives cold codes (level-1 usage 0.32 -> 0.72) but pulls codewords
+      towards randomly assigned residuals, and the collision rate climbs 0.13 -> 0.31 -> 0.36;
+      "greedy" keeps both flat (0.13). Noisy codes are near-uniform draws: the RQ-VAE's
+      best-vs-second logit gap (median 3e-3, 3e-4, 1e-4 per level) is tiny beside Gumbel noise.
   """
   decay: str
   tau: float
