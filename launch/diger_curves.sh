@@ -16,7 +16,7 @@
 #               finished --config=...:diger run); default: WORKROOT/pretrain, made once here
 #               (prepare, vectors, tokenize = RQ-VAE pretraining) and reused on reruns
 #   VECTORS_DIR as launch/paper_rows.sh: <dataset>_minilm.npy there replaces the text encoder
-#   OUT         output JSON (default results/diger_curves_<dataset>.json)
+#   CURVES_OUT  output JSON (default results/diger_curves_<dataset>.json)
 #   JAX_COMPILATION_CACHE_DIR  persistent compile cache (default WORKROOT/jax_cache): the decay
 #               is an argument of the compiled step, so the first decay's programs (train step,
 #               beam search) serve the other three without compiling again
@@ -72,5 +72,5 @@ done
 wait
 
 python3 -m r3vae_jax.diger.curves --root="$root" --dataset="$dataset" \
-    --modes="$(IFS=,; echo "${modes[*]}")" ${OUT:+--out="$OUT"}
+    --modes="$(IFS=,; echo "${modes[*]}")" ${CURVES_OUT:+--out="$CURVES_OUT"}
 echo "=== diger curves done in $((SECONDS - start)) s"
