@@ -21,8 +21,9 @@
 #               is an argument of the compiled step, so the first decay's programs (train step,
 #               beam search) serve the other three without compiling again
 #   PARALLEL    1: train the decays at the same time on the one accelerator (each process gets
-#               XLA_PYTHON_CLIENT_MEM_FRACTION=MEM_FRACTION, default 0.2; logs in <workdir>/train.log);
-#               the compiles then overlap and small steps share the GPU. Default 0: one after another.
+#               XLA_PYTHON_CLIENT_MEM_FRACTION=MEM_FRACTION, default 0.2; logs in
+#               <workdir>/train.log); the compiles then overlap and small steps share the GPU.
+#               Default 0: one after another.
 # Validation runs every epoch (--config.train.eval_every_epochs=1; a flag below may override it).
 # Flags after the script name go to every stage (pretraining included), e.g.
 # --config.rqvae.epochs=60 --config.train.batch_size=512.
@@ -64,7 +65,8 @@ for mode in "${modes[@]}"; do
   done
   echo "=== $mode: $epochs epochs -> $w ($((SECONDS - start)) s so far)"
   if [ "${PARALLEL:-0}" = 1 ]; then
-    XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.2} train_mode "$mode" "$w" > "$w/train.log" 2>&1 &
+    XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.2} train_mode "$mode" "$w" \
+        > "$w/train.log" 2>&1 &
   else
     train_mode "$mode" "$w"
   fi

@@ -7,10 +7,10 @@ Reads `DIR/<mode>/diger/metrics.jsonl` (one JSON line per joint epoch, written b
 `results/diger_curves_<dataset>.json` (or `--out`):
 
   {"kind": "diger_curves", "dataset", "device", "commit", "command",
-   "modes": {mode: {"workdir", "config" (its diger/train/sid sections), "epochs": [{"epoch", "usage@1".."usage@L", "collision_rate",
-                                            "max_group_size", "table_valid", "sigma" [L],
-                                            "noisy_fraction", "rec_ce", "valid_ndcg@10",
-                                            "seconds"}, ...],
+   "modes": {mode: {"workdir", "config" (its diger/train/sid sections),
+                    "epochs": [{"epoch", "usage@1".."usage@L", "collision_rate",
+                                "max_group_size", "table_valid", "sigma" [L],
+                                "noisy_fraction", "rec_ce", "valid_ndcg@10", "seconds"}, ...],
                     "best_epoch", "best_valid_ndcg@10", "train_seconds"}}}
 
 Epoch 0 is the pretrained tokenizer (no training, no validation: null). A mode whose file is
@@ -33,7 +33,8 @@ from r3vae_jax.diger import noise
 _ROOT = flags.DEFINE_string("root", None, "Folder holding one workdir per mode: ROOT/<mode>.")
 _MODES = flags.DEFINE_list("modes", list(noise.DECAYS), "Decays to collect, in table order.")
 _DATASET = flags.DEFINE_string("dataset", "synthetic", "Dataset name, for the output name.")
-_OUT = flags.DEFINE_string("out", None, "Output JSON (default results/diger_curves_<dataset>.json).")
+_OUT = flags.DEFINE_string("out", None,
+                           "Output JSON (default results/diger_curves_<dataset>.json).")
 
 METRICS = os.path.join("diger", "metrics.jsonl")
 SELECT = "ndcg@10"

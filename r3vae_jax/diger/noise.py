@@ -79,8 +79,8 @@ def update_usage(usage: jax.Array, greedy_codes: jax.Array, momentum: float) -> 
                     for l in range(usage.shape[0])])
 
 
-def rec_loss_with_sigma(per_level: jax.Array, rest: jax.Array, decay: str | jax.Array, sigma: jax.Array,
-                        lam: float) -> jax.Array:
+def rec_loss_with_sigma(per_level: jax.Array, rest: jax.Array, decay: str | jax.Array,
+                        sigma: jax.Array, lam: float) -> jax.Array:
   """The recommendation loss, sigma-reweighted per code level under "learned_sigma".
 
   Args:

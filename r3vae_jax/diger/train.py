@@ -149,8 +149,8 @@ def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.Gradient
   "target": int32[B], "weight": float[B]} split over `data`; vectors float[N, D] and the SID
   table int32[N, L+1] replicated; decay_id int32[] the index of `diger.decay` in
   `noise.DECAYS`, an argument rather than a constant so that every decay compiles to the same
-  program (one persistent-cache entry serves them all). Per-step randomness (Gumbel noise, dropout) is
-  `fold_in(key(seed, impl=diger.rng_impl), step)`, built inside the step.
+  program (one persistent-cache entry serves them all). Per-step randomness (Gumbel noise,
+  dropout) is `fold_in(key(seed, impl=diger.rng_impl), step)`, built inside the step.
   """
   seed, impl, momentum = config.seed, config.diger.rng_impl, config.diger.usage_momentum
 
