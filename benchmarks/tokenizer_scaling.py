@@ -92,17 +92,20 @@ def main(argv):
   c = default.base_config().r3vae
   every = f.eval_every or c.eval_every
   results = {}
-  if f.vectors:
-    results["beauty"] = _run(np.asarray(io.read_npy(f.vectors), np.float32),
-                             f.epochs or c.epochs, every, f.seed, f.tol)
-  if f.synthetic_items:
-    results["synthetic"] = _run(_synthetic(f.synthetic_items, f.synthetic_dim, f.seed),
-                                f.synthetic_epochs, min(every, f.synthetic_epochs), f.seed, f.tol)
   out = dict(benchmark="tokenizer_scaling", config=c.to_dict(),
              device=jax.devices()[0].device_kind, num_devices=jax.device_count(),
              platform=jax.devices()[0].platform, jax_version=jax.__version__, results=results)
-  print(json.dumps(out, default=str))
-  io.write_json(f.out, out)
+  workloads = []
+  if f.vectors:
+    workloads.append(("beauty", lambda: np.asarray(io.read_npy(f.vectors), np.float32),
+                      f.epochs or c.epochs, every))
+  if f.synthetic_items:
+    workloads.append(("synthetic", lambda: _synthetic(f.synthetic_items, f.synthetic_dim, f.seed),
+                      f.synthetic_epochs, min(every, f.synthetic_epochs)))
+  for name, load, epochs, chunk in workloads:  # written after each: a cut-short run keeps some
+    results[name] = _run(load(), epochs, chunk, f.seed, f.tol)
+    print(json.dumps({name: results[name]}, default=str), flush=True)
+    io.write_json(f.out, out)
 
 
 if __name__ == "__main__":
