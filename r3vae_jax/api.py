@@ -192,9 +192,12 @@ class Recommender:
   def recommend(self, history: Sequence[int], k: int = 10) -> list[tuple[int, float]]:
     """The top-`k` items after `history` (item ids, oldest first), best first.
 
+    With `config.eval.exclude_seen` (the paper protocol) items already in `history` are left
+    out, as in evaluation.
+
     Returns:
-      [(item_id, score)] of length <= k (shorter only when fewer than k valid SIDs exist),
-      distinct items, scores (log-probabilities) non-increasing.
+      [(item_id, score)] of length <= k (shorter only when fewer than k unseen items are in the
+      beam), distinct items, scores (log-probabilities) non-increasing.
     """
     return self.recommend_batch([history], k)[0]
 
@@ -207,10 +210,13 @@ class Recommender:
     if not histories:
       return []
     ids, scores = self.rank(histories)
+    exclude = bool(self.config.eval.exclude_seen)
     out = []
-    for row_ids, row_scores in zip(ids[:, :k], scores[:, :k]):
+    for history, row_ids, row_scores in zip(histories, ids, scores):
       keep = row_ids >= 0
-      out.append([(int(i), float(s)) for i, s in zip(row_ids[keep], row_scores[keep])])
+      if exclude:
+        keep &= ~np.isin(row_ids, np.asarray(history))
+      out.append([(int(i), float(s)) for i, s in zip(row_ids[keep][:k], row_scores[keep][:k])])
     return out
 
   def rank(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,7 @@ def test_recommender_on_a_trained_workdir(tmp_path, capsys):
   _check_ranking_equals_the_evaluate_path(rec, workdir)
   _check_single_query_matches_the_batched_ranking(rec)
   _check_histories_titles_and_long_histories(rec)
+  _check_seen_items_left_out_when_the_protocol_says_so(rec)
   _check_bad_queries_raise_value_error(rec)
   _check_load_errors_name_what_is_missing(tmp_path / "other", workdir, rec)
   _check_main_recommend_prints_titles(workdir, rec, capsys)
@@ -103,6 +104,20 @@ def _check_histories_titles_and_long_histories(rec):
   recent = [(7 * i) % rec.num_items for i in range(rec.config.data.max_history)]
   older = list(range(30))  # only the last max_history items count
   assert rec.recommend(older + recent, K) == rec.recommend(recent, K)
+
+
+def _check_seen_items_left_out_when_the_protocol_says_so(rec):
+  histories = [rec.user_history(u, "test") for u in range(8)]
+  ids, _ = rec.rank(histories)
+  rec.config.eval.exclude_seen = True
+  try:
+    got = rec.recommend_batch(histories, K)
+  finally:
+    rec.config.eval.exclude_seen = False
+  for history, row, top in zip(histories, ids, got):
+    expected = [int(i) for i in row if i >= 0 and i not in history][:K]
+    assert [item for item, _ in top] == expected
+    assert not set(expected) & set(history)
 
 
 def _check_bad_queries_raise_value_error(rec):

@@ -150,3 +150,29 @@ def test_bucketed_batches_are_the_full_batches_cut_to_the_bucket():
     np.testing.assert_array_equal(batch["targets"], full["targets"])
   with pytest.raises(ValueError, match="history_items=1"):
     data.make_batch(ex, np.arange(len(ex)), np.ones(len(ex)), item_tokens, SID, 1)
+
+
+def test_precompile_buckets_compiles_every_bucket_shape_once_ahead_of_training():
+  from jax._src import monitoring  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
+  ex = data.train_examples(_splits(), max_history=3)
+  plan = data.make_plan(ex, global_batch=2, seed=3, length_buckets=(1,))
+  source = data.BatchSource(ex, plan, LAYOUT.item_tokens(SID), SID)
+  mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
+  step = jax.jit(lambda state, batch: state + batch["enc_tokens"].sum())
+  compiles = []
+
+  def listen(event, duration, **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+  monitoring.register_event_duration_secs_listener(listen)
+  try:
+    train.precompile_buckets(step, jax.ShapeDtypeStruct((), np.int32), source, mesh,
+                             plan.steps_per_epoch)
+    assert len(compiles) == 2  # buckets of 1 and 3 items
+    for s in range(plan.steps_per_epoch):
+      step(np.int32(0), parallel.to_global(source.host_batch(s), mesh))
+    assert len(compiles) == 2  # training compiled nothing again
+  finally:
+    monitoring.unregister_event_duration_listener(listen)

@@ -20,6 +20,7 @@ schedule then stretches to the new length). Changing anything in `fingerprints` 
 """
 from __future__ import annotations
 
+from concurrent import futures
 import dataclasses
 import json
 import os
@@ -177,6 +178,30 @@ def train_programs(config: ml_collections.ConfigDict, mesh: Mesh, total_steps: i
         steps.make_train_step(mdef, tx, schedule, config.seed, config.train.rng_impl,
                               shardings, mesh))
   return _PROGRAMS[key]
+
+
+def precompile_buckets(train_step: Callable, abstract: Any, source: data.BatchSource,
+                       mesh: Mesh, steps_per_epoch: int) -> None:
+  """Compiles the train step for every history-length bucket at once, before training.
+
+  Each bucket is its own batch shape, so its own program; compiled lazily they would run one
+  after another inside the first epoch. Compiling ahead of time on threads (XLA releases the
+  GIL) overlaps them; `jax.jit` then finds each executable in its cache.
+  """
+  if not isinstance(source.plan, data.BucketedPlan):
+    return
+  order = source.plan.order(0)
+  first_step = {}
+  for step in range(steps_per_epoch):
+    first_step.setdefault(source.plan.history_items(step, order), step)
+  if len(first_step) < 2:
+    return
+  start = time.time()
+  batches = [parallel.to_global(source.host_batch(s), mesh) for s in first_step.values()]
+  with futures.ThreadPoolExecutor(len(batches)) as pool:
+    list(pool.map(lambda b: train_step.lower(abstract, b).compile(), batches))
+  logging.info("recommender: compiled the train step for history lengths %s in %.1fs",
+               sorted(first_step), time.time() - start)
 
 
 def nonfinite_error(nonfinite: dict, param_names: list[str]) -> str:
@@ -419,6 +444,8 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
 
   # ================================ Train loop ==================================================
   finished = progress.finished
+  if not finished:
+    precompile_buckets(train_prog.train_step, abstract, source, mesh, steps_per_epoch)
   prefetcher, batches = None, None
   try:
     with PreemptionWatch() as preemption:
