@@ -65,6 +65,39 @@ def read_json(path: str) -> Any:
     raise ArtifactError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
 
 
+def read_jsonl(path: str, convert: Any = None) -> list[Any]:
+  """The JSON objects of a JSON-lines file, in order (blank lines skipped).
+
+  Args:
+    path: the file.
+    convert: optional `record -> value`, applied to each object; its ValueError, KeyError or
+      TypeError becomes an ArtifactError naming the line.
+
+  Raises:
+    FileNotFoundError: no such file.
+    ArtifactError: a line that is not a JSON object, or that `convert` refuses (names the file
+      and line).
+  """
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}:{number}: not JSON ({e})") from None
+      if not isinstance(record, dict):
+        raise ArtifactError(f"{path}:{number}: expected a JSON object")
+      if convert is not None:
+        try:
+          record = convert(record)
+        except (ValueError, KeyError, TypeError) as e:
+          raise ArtifactError(f"{path}:{number}: unexpected record ({e!r})") from None
+      records.append(record)
+  return records
+
+
 def write_npy(path: str, array: np.ndarray) -> None:
   with atomic_open(path, "wb") as f:
     np.save(f, np.asarray(array), allow_pickle=False)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import io as _bytes_io
-import json
 import os
 import textwrap
 from typing import Any, Mapping
@@ -40,27 +39,6 @@ _PANEL = 3.6  # inches per panel
 
 # ---- reading ---------------------------------------------------------------------------------
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """The JSON objects of a JSON-lines file, in order.
-
-  Raises:
-    FileNotFoundError: no such file.
-    ArtifactError: a line that is not a JSON object (names the line).
-  """
-  records = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise io.ArtifactError(f"{path}:{number}: not JSON ({e})") from None
-      if not isinstance(record, dict):
-        raise io.ArtifactError(f"{path}:{number}: expected a JSON object")
-      records.append(record)
-  return records
-
 
 def last_per_key(records: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
   """Keeps the last record for every value of `keys` (a resumed run logs steps again), sorted."""
@@ -80,7 +58,7 @@ def tokenizer_history(workdir: str) -> list[dict[str, Any]]:
     FileNotFoundError: neither exists (RQ-KMeans has no training curve).
   """
   path = os.path.join(workdir, TOKENIZER_METRICS)
-  records = read_jsonl(path) if os.path.exists(path) else _checkpoint_history(workdir)
+  records = io.read_jsonl(path) if os.path.exists(path) else _checkpoint_history(workdir)
   return last_per_key([r for r in records if "usage_per_level" in r], "epoch")
 
 
@@ -109,7 +87,7 @@ def _checkpoint_history(workdir: str) -> list[dict[str, Any]]:
 
 def recommender_history(workdir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   """(train records by step, validation records by epoch) of `recommender/metrics.jsonl`."""
-  records = read_jsonl(os.path.join(workdir, RECOMMENDER_METRICS))
+  records = io.read_jsonl(os.path.join(workdir, RECOMMENDER_METRICS))
   train = last_per_key([r for r in records if r.get("kind") == "train"], "step")
   valid = last_per_key([r for r in records if r.get("kind") == "valid"], "epoch")
   return train, valid

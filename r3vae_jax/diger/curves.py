@@ -18,7 +18,6 @@ missing (its run failed) is listed with `"error"` instead of epochs. Then it pri
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -42,7 +41,7 @@ SELECT = "ndcg@10"
 
 def epoch_row(record: dict[str, Any]) -> dict[str, Any]:
   """The curve fields of one `diger/metrics.jsonl` record (absent ones: None)."""
-  row = {"epoch": record["epoch"]}
+  row = {"epoch": int(record["epoch"])}
   for level, usage in enumerate(record["usage_per_level"], 1):
     row[f"usage@{level}"] = usage
   row.update({
@@ -64,16 +63,7 @@ def read_mode(workdir: str) -> dict[str, Any]:
   path = os.path.join(workdir, METRICS)
   if not os.path.exists(path):
     raise io.ArtifactError(f"{path}: missing (did the run of this mode fail?)")
-  by_epoch = {}
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-        by_epoch[int(record["epoch"])] = epoch_row(record)
-      except (ValueError, KeyError, TypeError) as e:
-        raise io.ArtifactError(f"{path}:{number}: not a DIGER epoch record ({e})") from None
+  by_epoch = {row["epoch"]: row for row in io.read_jsonl(path, convert=epoch_row)}
   if not by_epoch:
     raise io.ArtifactError(f"{path}: no epoch records")
   rows = [by_epoch[e] for e in sorted(by_epoch)]
