@@ -132,6 +132,8 @@ FIELDS: dict[str, Check] = {
     "diger.vq_weight": _WEIGHT,
     "diger.pretrain": _choice(*(t for t in TOKENIZERS if t != "diger")),
     "diger.detach_codes": _bool,
+    "diger.normalize_logits": _bool,
+    "diger.vq_codes": _choice("chosen", "greedy"),
     "recommender.num_encoder_layers": _POSITIVE,
     "recommender.num_decoder_layers": _POSITIVE,
     "recommender.d_model": _POSITIVE,
