@@ -89,6 +89,23 @@ def timed_first_call(call: Callable[[], Any], sync: Callable[[Any], Any]) -> flo
   return time.perf_counter() - start
 
 
+class StepLoop:
+  """A compiled training step called again and again, its donated state carried between calls.
+
+  `step(state, batch) -> (state, measurements)`; `next_batch()` gives each call's batch. Calling
+  the loop runs one step and returns its loss, the value `measure` waits on; `state` holds the
+  latest state (hand it to the next loop: the first one's buffers were donated).
+  """
+
+  def __init__(self, step: Callable[[Any, Any], tuple[Any, dict]], state: Any,
+               next_batch: Callable[[], Any]):
+    self.step, self.state, self.next_batch = step, state, next_batch
+
+  def __call__(self) -> Any:
+    self.state, measurements = self.step(self.state, self.next_batch())
+    return measurements["loss"]
+
+
 class Runner:
   """The wall-clock budget of the whole run and the error policy of each variant.
 

@@ -31,6 +31,7 @@ one. Compilation dominates the run time (10 programs by default; fewer with `--v
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
 import time
 from typing import Any
@@ -153,15 +154,9 @@ def _program_facts(compiled: Any) -> dict[str, Any]:
 
 
 def _time_shape(compiled: Any, batches: list, state0: dict) -> dict[str, Any]:
-  state = jax.tree.map(jnp.copy, state0)  # the step donates its state
-  i = 0
-
-  def call():
-    nonlocal state, i
-    state, measurements = compiled(state, batches[i % len(batches)])
-    i += 1
-    return measurements["loss"]
-  return harness.measure(call, jax.block_until_ready, warmup=FLAGS.warmup,
+  loop = harness.StepLoop(compiled, jax.tree.map(jnp.copy, state0),  # the step donates its state
+                          itertools.cycle(batches).__next__)
+  return harness.measure(loop, jax.block_until_ready, warmup=FLAGS.warmup,
                          repeats=FLAGS.repeats, iters=FLAGS.iters)
 
 

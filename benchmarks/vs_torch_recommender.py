@@ -18,6 +18,7 @@ Both sides start from the same weights (ours copied into T5). Both pad every his
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -61,25 +62,14 @@ def _ours(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_da
   compile_s = time.perf_counter() - start
   cost = physics.xla_cost(compiled)
   batch = config.train.batch_size
-  i = 0
-
-  def step_only():
-    nonlocal state, i
-    state, measurements = compiled(state, placed[i % len(placed)])
-    i += 1
-    return measurements["loss"]
+  step_only = harness.StepLoop(compiled, state, itertools.cycle(placed).__next__)
   timing = harness.measure(step_only, jax.block_until_ready, warmup=opts.warmup + 2,
                            repeats=opts.repeats, iters=opts.torch_steps)
   step_only_result = {"rate": batch / timing["seconds"], "seconds_per_step": timing["seconds"],
                       "timing": timing, "xla_flops_per_step": cost["flops"],
                       "xla_bytes_per_step": cost["bytes"]}
   stream = iter(rec_data.device_batches(source, mesh, 0, 1 << 30, config.train.prefetch))
-
-  def pipeline_step():
-    nonlocal state
-    _, b = next(stream)
-    state, measurements = compiled(state, b)
-    return measurements["loss"]
+  pipeline_step = harness.StepLoop(compiled, step_only.state, lambda: next(stream)[1])
   try:
     timing = harness.measure(pipeline_step, jax.block_until_ready, warmup=opts.warmup + 2,
                              repeats=opts.repeats, iters=opts.torch_steps)

@@ -57,6 +57,15 @@ def test_measure_takes_the_median_per_call():
   assert timing["min_s"] <= timing["seconds"] <= timing["max_s"]
 
 
+def test_step_loop_carries_the_state_and_cycles_the_batches():
+  def step(state, batch):
+    return state + batch, {"loss": state * 10}
+  batches = iter([1, 2, 3])
+  loop = harness.StepLoop(step, 0, batches.__next__)
+  assert [loop(), loop(), loop()] == [0, 10, 30]
+  assert loop.state == 6
+
+
 def test_runner_records_errors_and_runs_heavy_variants_last_by_priority():
   order, writes = [], []
   runner = harness.Runner(time.perf_counter() + 60, heavy_reserve_s=1.0,
