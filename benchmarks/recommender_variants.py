@@ -123,7 +123,7 @@ def _prepare(variant: str, examples: rec_data.Examples, table: np.ndarray, state
   have the same structure), so only one init program is compiled.
   """
   config = _config(variant, FLAGS.tiny, FLAGS.batch if not FLAGS.tiny else 16)
-  mesh = rec_train.make_mesh(config)
+  mesh = parallel.config_mesh(config)
   plan = rec_data.make_plan(examples, config.train.batch_size, config.seed,
                             config.train.length_buckets)
   max_items = config.data.max_history
@@ -171,7 +171,7 @@ def main(argv: list[str]) -> None:
                                             probe.sid.codebook_size, probe.sid.max_collisions)
   examples = _beauty_like_examples(len(table), probe.data.max_history, seed=1)
   first = _config(FLAGS.variants[0], FLAGS.tiny, FLAGS.batch if not FLAGS.tiny else 16)
-  state0 = rec_train.train_programs(first, rec_train.make_mesh(first), 1000).init()
+  state0 = rec_train.train_programs(first, parallel.config_mesh(first), 1000).init()
   prepared = {v: _prepare(v, examples, table, state0) for v in FLAGS.variants}
   lowered = {}
   for p in prepared.values():

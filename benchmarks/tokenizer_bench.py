@@ -80,7 +80,7 @@ def _config(f, name: str):
 def _train_only(config, vectors: np.ndarray) -> dict:
   """K-means init, AOT compile, then all epochs as one timed call of the trainer's program."""
   c = config[config.tokenizer]
-  mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
+  mesh = parallel.config_mesh(config)
   start = time.perf_counter()
   setup = train.init_state(config, vectors, mesh, kmeans=c.kmeans_init)
   jax.block_until_ready(setup.state)

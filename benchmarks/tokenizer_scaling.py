@@ -52,7 +52,7 @@ def _run(vectors: np.ndarray, epochs: int, eval_every: int, seed: int, tol: floa
   config = default.base_config()
   config.seed = seed
   c = config.r3vae
-  mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
+  mesh = parallel.config_mesh(config)
   start = time.perf_counter()
   setup = train.init_state(config, vectors, mesh, kmeans=c.kmeans_init)
   jax.block_until_ready(setup.state)

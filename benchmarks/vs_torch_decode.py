@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from benchmarks import harness, synthetic_inputs
-from r3vae_jax import evaluate
+from r3vae_jax import evaluate, parallel
 from r3vae_jax.decode import build_trie
 from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.recommender.tokens import layout_from_config
@@ -34,7 +34,7 @@ from r3vae_jax.recommender.tokens import layout_from_config
 def _ours(config: ml_collections.ConfigDict, table: np.ndarray, inputs: dict[str, np.ndarray],
           batch: int, opts: harness.Options, shared: dict) -> dict[str, Any]:
   layout = layout_from_config(config)
-  mesh = rec_train.make_mesh(config)
+  mesh = parallel.config_mesh(config)
   start = time.perf_counter()
   trie = build_trie(table, list(layout.level_sizes))
   trie_s = time.perf_counter() - start

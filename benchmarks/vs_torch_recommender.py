@@ -49,7 +49,7 @@ def _ours(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_da
           opts: harness.Options, shared: dict) -> tuple[dict[str, Any], dict[str, Any]]:
   layout = layout_from_config(config)
   item_tokens = layout.item_tokens(table)
-  mesh = rec_train.make_mesh(config)
+  mesh = parallel.config_mesh(config)
   plan = rec_data.BatchPlan(len(examples), config.train.batch_size, config.seed)
   total_steps = config.train.epochs * plan.steps_per_epoch
   prog = rec_train.train_programs(config, mesh, total_steps)

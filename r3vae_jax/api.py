@@ -147,7 +147,7 @@ class Recommender:
     if table.shape[0] != inter.num_items:
       raise io.ArtifactError(f"{workdir}: the SID table has {table.shape[0]} rows but data/ has "
                              f"{inter.num_items} items; they come from different runs")
-    mesh = rec_train.make_mesh(config)
+    mesh = parallel.config_mesh(config)
     prog, params, step = rec_train.restore_params(config, workdir, table, mesh, which)
     return cls(config, inter, table, params, prog.mdef, prog.param_shardings, mesh, beam, step)
 

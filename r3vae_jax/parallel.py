@@ -39,6 +39,16 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
   return jax.make_mesh((data, model), (DATA, MODEL), axis_types=axis_types, devices=devices)
 
 
+def config_mesh(config: Any) -> Mesh:
+  """The mesh of `config.mesh` (data, model) over this job's devices; a single process whose
+  mesh asks for fewer devices than it has uses the first ones (e.g. `mesh.data=1`)."""
+  n_data, n_model = config.mesh.data, config.mesh.model
+  devices = jax.devices()
+  if n_data > 0 and jax.process_count() == 1 and n_data * n_model < len(devices):
+    devices = devices[:n_data * n_model]
+  return make_mesh(n_data, n_model, devices)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -6,7 +6,7 @@ from absl import flags
 import numpy as np
 import pytest
 
-from r3vae_jax import api, evaluate, io, main
+from r3vae_jax import api, evaluate, io, main, parallel
 from r3vae_jax.configs import default
 from r3vae_jax.data import dataset, splits as splits_lib
 from r3vae_jax.decode import build_trie
@@ -66,7 +66,7 @@ def _check_ranking_equals_the_evaluate_path(rec, workdir):
   ids = np.concatenate([rec.rank(spl.test_history[i:i + chunk])[0]
                         for i in range(0, len(spl.test_history), chunk)])
 
-  mesh = rec_train.make_mesh(config)
+  mesh = parallel.config_mesh(config)
   prog, params, step = rec_train.restore_params(config, workdir, table, mesh)
   examples = rec_data.eval_examples(spl, "test", config.data.max_history)
   layout = layout_from_config(config)

@@ -104,7 +104,7 @@ def _records(workdir, kind):
 
 
 def _latest_params(config, table, workdir):
-  mesh = train.make_mesh(config)
+  mesh = parallel.config_mesh(config)
   return jax.device_get(train.restore_params(config, workdir, table, mesh, "latest")[1])
 
 
@@ -179,7 +179,7 @@ def test_train_crash_sigterm_resume_evaluate(setup, tmp_path, dropout):
 
 def test_nonfinite_step_is_skipped_and_named(setup):
   config, table, splits = setup
-  mesh = train.make_mesh(config)
+  mesh = parallel.config_mesh(config)
   batch = _first_batch(config, table, splits)
   # The same programs as the training runs (reused when they run in this process).
   prog = train.train_programs(config, mesh, _total_steps(config, splits))

@@ -335,7 +335,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   out_dir = os.path.join(workdir, DIGER_DIR)
 
   # ================================ Mesh ======================================================
-  mesh = rec_train.make_mesh(config)
+  mesh = parallel.config_mesh(config)
   rep = parallel.replicated(mesh)
 
   # ================================ Input pipeline ============================================

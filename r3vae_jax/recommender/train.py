@@ -81,15 +81,6 @@ def _paths(workdir: str) -> Paths:
                os.path.join(root, "result.json"))
 
 
-def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
-  """`config.mesh` over this job's devices (a single process may use only the first few)."""
-  n_data, n_model = config.mesh.data, config.mesh.model
-  devices = jax.devices()
-  if n_data > 0 and jax.process_count() == 1 and n_data * n_model < len(devices):
-    devices = devices[:n_data * n_model]
-  return parallel.make_mesh(n_data, n_model, devices)
-
-
 def fingerprints(config: ml_collections.ConfigDict, sid_table: np.ndarray) -> dict[str, str]:
   """What a checkpoint must agree with: the SID table and the config that shapes the run."""
   # embed_grad changes how a gradient is computed, not its value: runs may resume across it.
@@ -287,7 +278,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
   paths = _paths(workdir)
 
   # ================================ Mesh ========================================================
-  mesh = make_mesh(config)
+  mesh = parallel.config_mesh(config)
   parallel.check_batch_size(t.batch_size, mesh)
   logging.info("recommender: mesh %s over %d devices, %d processes", dict(mesh.shape),
                mesh.size, jax.process_count())
@@ -549,7 +540,7 @@ def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
   """
   layout = layout_from_config(config)
   table = check_sid_table(sid_table, layout, "recommender: sid_table")
-  mesh = make_mesh(config)
+  mesh = parallel.config_mesh(config)
   prog, params, ckpt_step = restore_params(config, workdir, table, mesh)
   examples = data.eval_examples(splits, split, config.data.max_history)
   data.check_items(examples, table.shape[0], f"recommender: {split} data")

@@ -304,7 +304,7 @@ def train_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, work
     raise ValueError(f"config.{name}: epochs and eval_every must be >= 1, "
                      f"got {c.epochs}, {c.eval_every}")
   n = vectors.shape[0]
-  mesh = parallel.make_mesh(config.mesh.data, config.mesh.model)
+  mesh = parallel.config_mesh(config)
   ckpt_dir = os.path.join(workdir, "tokenizer", f"{name}_ckpt")
   manager = checkpoint.make_manager(ckpt_dir, keep=c.checkpoint_keep)
   setup = init_state(config, vectors, mesh, kmeans=c.kmeans_init and not manager.all_steps())
