@@ -187,7 +187,7 @@ def run_all(config, workdir) -> dict:
       pass
   results = {
       "kind": "experiment", "dataset": config.dataset, "tokenizer": config.tokenizer,
-      "vectors": out["vectors"]["source"], "seed": config.seed, "config": config.to_dict(),
+      "variant": config.variant, "vectors": out["vectors"]["source"], "seed": config.seed, "config": config.to_dict(),
       "data_stats": out["prepare"], "metrics": out["evaluate"], "sid_metrics": out["tokenize"],
       "train": out["train"], "wall_time_s": wall,
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),

@@ -2,7 +2,7 @@
 
   python results/make_table.py > results/table.md
 
-Rows: dataset × tokenizer × vector source, ours as mean ± std over seeds, beside the R3-VAE
+Rows: dataset × tokenizer[+variant] × vector source, ours as mean ± std over seeds, beside the R3-VAE
 paper's numbers and the public PyTorch re-implementation's (docs/spec.md).
 """
 import collections
@@ -43,7 +43,8 @@ def main(directory):
     r = json.load(open(path))
     if r.get("kind") != "experiment":
       continue
-    rows[(r["dataset"], r["tokenizer"], r["vectors"])].append(r)
+    tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "")
+    rows[(r["dataset"], tokenizer, r["vectors"])].append(r)
   print("| dataset | tokenizer | vectors | seeds | R@5 | R@10 | N@5 | N@10 | paper R@10 / N@10 "
         "| re-impl. R@10 / N@10 | collisions | wall s (train) | device |")
   print("|" + "---|" * 13)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "bad_inputs"))
 import corpus  # pylint: disable=g-import-not-at-top,wrong-import-position
 import reliability_harness as rh  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from r3vae_jax.configs import default, validate  # pylint: disable=wrong-import-position
+from r3vae_jax.configs import default, validate, variants  # pylint: disable=wrong-import-position
 
 _NAMES = [case.name for case in corpus.CASES]
 
@@ -95,6 +95,30 @@ def test_validate_accepts_shipped_configs(module):
   get_config = importlib.import_module(f"r3vae_jax.configs.{module}").get_config
   for tokenizer in default.TOKENIZERS:
     validate.validate(get_config(tokenizer))
+
+
+@pytest.mark.parametrize("variant", sorted(variants.VARIANTS))
+def test_config_variants_set_their_fields_and_validate(variant):
+  applies_to, fields = variants.VARIANTS[variant]
+  config = importlib.import_module("r3vae_jax.configs.beauty").get_config(
+      f"{applies_to}+{variant},interactions-svd")
+  validate.validate(config)
+  assert (config.tokenizer, config.variant, config.vectors.source) == (
+      applies_to, variant, "interactions-svd")
+  plain = importlib.import_module("r3vae_jax.configs.beauty").get_config(applies_to)
+  for path, value in fields.items():
+    section, leaf = path.split(".")
+    assert config[section][leaf] == value != plain[section][leaf], path
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("r3vae+no_such", r"config variant 'no_such': expected one of"),
+    ("rqvae+no_sc", r"config variant 'no_sc' modifies 'r3vae', not 'rqvae'"),
+    ("r3vae,npy,extra", r"expected 'tokenizer\[\+variant\]\[,vector_source\]'"),
+])
+def test_bad_config_argument_is_named(arg, message):
+  with pytest.raises(ValueError, match=message):
+    default.get_config(arg)
 
 
 @pytest.mark.parametrize("field,value,message", [

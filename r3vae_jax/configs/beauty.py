@@ -2,7 +2,8 @@
 
   python -m r3vae_jax.main --config=r3vae_jax/configs/beauty.py:r3vae --workdir=/tmp/beauty_r3vae --mode=all
 
-The argument is `tokenizer[,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+The argument is `tokenizer[+variant][,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+(variant: an ablation of configs/variants.py, e.g. r3vae+no_sc)
 (default r3vae); vectors minilm-text (title, brand, categories) | interactions-svd (default minilm-text).
 Item text: the RecBole .item file joined to Beauty.txt ids through the P5 datamaps.
 """
@@ -13,7 +14,7 @@ from r3vae_jax.configs import paths
 def get_config(arg=None):
   c = default.base_config()
   c.dataset = "beauty"
-  c.tokenizer, c.vectors.source = paths.parse_arg(arg, "r3vae", "minilm-text")
+  paths.apply_arg(c, arg, "r3vae", "minilm-text")
   c.data.format = "iclrec"
   c.data.path = paths.data_file("amazon_beauty", "Beauty.txt")
   c.data.item_map_path = paths.data_file("amazon_beauty", "p5_datamaps.json")

@@ -8,6 +8,8 @@ The optional config argument picks the tokenizer: `--config=r3vae_jax/configs/de
 """
 import ml_collections
 
+from r3vae_jax.configs import paths
+
 TOKENIZERS = ("rqkmeans", "rqvae", "r3vae", "diger")
 
 
@@ -26,6 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.dataset = "synthetic"        # synthetic | beauty | sports | toys | lastfm | ml1m
   c.tokenizer = "r3vae"          # rqkmeans | rqvae | r3vae | diger
+  c.variant = ""                 # a named variant of variants.py ("" = none), set by the arg
 
   # ---- data: readers, 5-core, leave-one-out -------------------------------------------
   c.data = ml_collections.ConfigDict()
@@ -157,8 +160,7 @@ def base_config() -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Synthetic catalogue, small models, a few epochs: minutes on a laptop CPU."""
   c = base_config()
-  if arg:
-    c.tokenizer = arg
+  paths.apply_arg(c, arg, c.tokenizer, c.vectors.source)
   c.sid.codebook_size = 64
   for name in ("rqvae", "r3vae"):
     c[name].epochs = 60

@@ -2,7 +2,8 @@
 
   python -m r3vae_jax.main --config=r3vae_jax/configs/lastfm.py:r3vae --workdir=/tmp/lastfm_r3vae --mode=all
 
-The argument is `tokenizer[,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+The argument is `tokenizer[+variant][,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+(variant: an ablation of configs/variants.py, e.g. r3vae+no_sc)
 (default r3vae); vectors minilm-text (artist names) | interactions-svd (default minilm-text).
 """
 from r3vae_jax.configs import default
@@ -12,7 +13,7 @@ from r3vae_jax.configs import paths
 def get_config(arg=None):
   c = default.base_config()
   c.dataset = "lastfm"
-  c.tokenizer, c.vectors.source = paths.parse_arg(arg, "r3vae", "minilm-text")
+  paths.apply_arg(c, arg, "r3vae", "minilm-text")
   c.data.format = "recbole"
   c.data.path = paths.data_file("lastfm", "recbole_lastfm.inter")
   c.data.item_text_path = paths.data_file("lastfm", "recbole_lastfm.item")

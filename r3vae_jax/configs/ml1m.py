@@ -2,7 +2,8 @@
 
   python -m r3vae_jax.main --config=r3vae_jax/configs/ml1m.py:r3vae --workdir=/tmp/ml1m_r3vae --mode=all
 
-The argument is `tokenizer[,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+The argument is `tokenizer[+variant][,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+(variant: an ablation of configs/variants.py, e.g. r3vae+no_sc)
 (default r3vae); vectors minilm-text (title, genres) | interactions-svd (default minilm-text).
 Its licence forbids redistribution: download ml-1m.zip from GroupLens, unzip, and pass
 --config.data.path=/path/to/ml-1m (default $R3VAE_DATA_DIR/ml-1m).
@@ -14,7 +15,7 @@ from r3vae_jax.configs import paths
 def get_config(arg=None):
   c = default.base_config()
   c.dataset = "ml1m"
-  c.tokenizer, c.vectors.source = paths.parse_arg(arg, "r3vae", "minilm-text")
+  paths.apply_arg(c, arg, "r3vae", "minilm-text")
   c.data.format = "ml1m"
   c.data.path = paths.data_file("ml-1m")
   return c

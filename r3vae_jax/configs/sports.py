@@ -2,7 +2,8 @@
 
   python -m r3vae_jax.main --config=r3vae_jax/configs/sports.py:r3vae --workdir=/tmp/sports_r3vae --mode=all
 
-The argument is `tokenizer[,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+The argument is `tokenizer[+variant][,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+(variant: an ablation of configs/variants.py, e.g. r3vae+no_sc)
 (default r3vae); vectors interactions-svd (training interactions only) | npy (default interactions-svd).
 Item text is not available offline: the default vectors are learned from training
 interactions only (labelled interactions-svd in every result). With meta_Sports_and_Outdoors
@@ -15,7 +16,7 @@ from r3vae_jax.configs import paths
 def get_config(arg=None):
   c = default.base_config()
   c.dataset = "sports"
-  c.tokenizer, c.vectors.source = paths.parse_arg(arg, "r3vae", "interactions-svd")
+  paths.apply_arg(c, arg, "r3vae", "interactions-svd")
   c.data.format = "iclrec"
   c.data.path = paths.data_file("amazon_sports", "Sports_and_Outdoors.txt")
   c.data.item_map_path = paths.data_file("amazon_sports", "p5_datamaps.json")

@@ -2,7 +2,8 @@
 
   python -m r3vae_jax.main --config=r3vae_jax/configs/toys.py:r3vae --workdir=/tmp/toys_r3vae --mode=all
 
-The argument is `tokenizer[,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+The argument is `tokenizer[+variant][,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
+(variant: an ablation of configs/variants.py, e.g. r3vae+no_sc)
 (default r3vae); vectors interactions-svd (training interactions only) | npy (default interactions-svd).
 Item text is not available offline: the default vectors are learned from training
 interactions only (labelled interactions-svd in every result).
@@ -14,7 +15,7 @@ from r3vae_jax.configs import paths
 def get_config(arg=None):
   c = default.base_config()
   c.dataset = "toys"
-  c.tokenizer, c.vectors.source = paths.parse_arg(arg, "r3vae", "interactions-svd")
+  paths.apply_arg(c, arg, "r3vae", "interactions-svd")
   c.data.format = "iclrec"
   c.data.path = paths.data_file("amazon_toys", "Toys_and_Games.txt")
   return c

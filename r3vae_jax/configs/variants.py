@@ -1,0 +1,36 @@
+"""Named config variants, as data: the R3-VAE paper's ablations (issue 9).
+
+Chosen by the config argument `tokenizer+variant[,vectors]`, e.g.
+
+  python -m r3vae_jax.main --config=r3vae_jax/configs/beauty.py:r3vae+no_sc --workdir=DIR
+
+Each variant names the tokenizer it modifies and the config fields it sets (dotted paths);
+`config.variant` records the name, and results JSON and the results table carry it.
+"""
+from typing import Any
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # R3-VAE paper, ablation table: remove one component at a time.
+    "no_ref": ("r3vae", {"r3vae.reference_vector": False}),       # quantise z, not z - alpha r
+    "straight_through": ("r3vae", {"r3vae.rating": "straight_through"}),  # VQ-VAE residuals
+    "no_sc": ("r3vae", {"r3vae.use_sc": False}),                  # no Semantic Cohesion term
+    "no_pd": ("r3vae", {"r3vae.use_pd": False}),                  # no Preference Discrimination
+}
+
+
+def apply(config: Any, tokenizer: str, variant: str) -> None:
+  """Sets `config.variant` and the variant's fields; unknown names or tokenizers are errors."""
+  if variant not in VARIANTS:
+    raise ValueError(f"config variant {variant!r}: expected one of {sorted(VARIANTS)}")
+  applies_to, fields = VARIANTS[variant]
+  if tokenizer != applies_to:
+    raise ValueError(f"config variant {variant!r} modifies {applies_to!r}, not {tokenizer!r}")
+  config.variant = variant
+  for path, value in fields.items():
+    *parents, leaf = path.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    if leaf not in node:
+      raise KeyError(f"config variant {variant!r}: no field {path!r}")
+    node[leaf] = value
