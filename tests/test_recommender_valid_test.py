@@ -114,3 +114,22 @@ def test_drop_seen_keeps_the_order_of_unseen_items():
                                 [[5, 7, -1, -1], [3, 4, -1, -1], [8, 8, 0, 6]])
   with pytest.raises(ValueError, match="drop_seen"):
     ranking.drop_seen(ranked, seen[:2])
+
+
+def test_moving_average_is_what_training_validates_and_evaluate_restores(setup, tmp_path,
+                                                                          monkeypatch):
+  """train.ema_decay > 0: the logged validation and `evaluate_recommender` both score the
+  average (equal), and scoring the raw parameters instead gives other numbers."""
+  config, table, splits = setup
+  config = config.copy_and_resolve_references()
+  config.train.update(dict(epochs=2, ema_decay=0.99))
+  workdir = str(tmp_path / "ema")
+  train.train_recommender(config, workdir, table, splits)
+  best = max(_valid_lines(workdir), key=lambda r: r["ndcg@10"])
+  averaged = train.evaluate_recommender(config, workdir, table, splits, split="valid")
+  assert averaged["step"] == best["step"]
+  for key in KEYS:
+    assert averaged[key] == pytest.approx(best[key], abs=1e-12), key
+  monkeypatch.setattr(train.ema, "eval_params", lambda state: state["params"])
+  raw = train.evaluate_recommender(config, workdir, table, splits, split="valid")
+  assert any(raw[key] != averaged[key] for key in KEYS), (raw, averaged)

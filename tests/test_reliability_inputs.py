@@ -100,12 +100,13 @@ def test_validate_accepts_shipped_configs(module):
 @pytest.mark.parametrize("variant", sorted(variants.VARIANTS))
 def test_config_variants_set_their_fields_and_validate(variant):
   applies_to, fields = variants.VARIANTS[variant]
+  tokenizer = applies_to[-1]
   config = importlib.import_module("r3vae_jax.configs.beauty").get_config(
-      f"{applies_to}+{variant},interactions-svd")
+      f"{tokenizer}+{variant},interactions-svd")
   validate.validate(config)
   assert (config.tokenizer, config.variant, config.vectors.source) == (
-      applies_to, variant, "interactions-svd")
-  plain = importlib.import_module("r3vae_jax.configs.beauty").get_config(applies_to)
+      tokenizer, variant, "interactions-svd")
+  plain = importlib.import_module("r3vae_jax.configs.beauty").get_config(tokenizer)
   for path, value in fields.items():
     section, leaf = path.split(".")
     assert config[section][leaf] == value != plain[section][leaf], path
@@ -113,7 +114,8 @@ def test_config_variants_set_their_fields_and_validate(variant):
 
 @pytest.mark.parametrize("arg,message", [
     ("r3vae+no_such", r"config variant 'no_such': expected one of"),
-    ("rqvae+no_sc", r"config variant 'no_sc' modifies 'r3vae', not 'rqvae'"),
+    ("rqvae+no_sc", r"config variant 'no_sc' applies to tokenizers \('r3vae',\), not 'rqvae'"),
+    ("diger+ema", r"config variant 'ema' applies to tokenizers .*, not 'diger'"),
     ("r3vae,npy,extra", r"expected 'tokenizer\[\+variant\]\[,vector_source\]'"),
 ])
 def test_bad_config_argument_is_named(arg, message):
@@ -133,6 +135,7 @@ def test_bad_config_argument_is_named(arg, message):
     ("train.select_metric", "mrr@10", r"config\.train\.select_metric: expected ndcg@K"),
     ("train.select_metric", "ndcg@20", r"config\.train\.select_metric: expected K in"),
     ("rqvae.hidden", (64, 0), r"config\.rqvae\.hidden: expected a list of ints >= 1"),
+    ("train.ema_decay", 1.0, r"config\.train\.ema_decay: expected a finite number >= 0 and < 1"),
 ])
 def test_validate_names_the_field(field, value, message):
   config = default.get_config()

@@ -134,7 +134,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       batch_size=512, lr=5e-4, weight_decay=1e-3, warmup_steps=0, schedule="constant",
       epochs=200, patience=10, clip_norm=0.0, eval_every_epochs=5, checkpoint_keep=2,
-      log_every_steps=100, nonfinite="raise", example_window=20))  # nonfinite: raise | skip
+      log_every_steps=100, nonfinite="raise", example_window=20,  # nonfinite: raise | skip
+      ema_decay=0.0))  # > 0: validate and export the parameters' moving average (ema.py)
   # Recommender trainer (engineer C): checkpoint_every_steps = extra mid-epoch checkpoints
   # (0: at epoch ends only); select_metric = validation metric for early stopping and the best
   # checkpoint; prefetch = batches prepared ahead on a host thread; fsdp_min_size = parameters

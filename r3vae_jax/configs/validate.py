@@ -153,6 +153,7 @@ FIELDS: dict[str, Check] = {
     "train.epochs": _POSITIVE,
     "train.patience": _POSITIVE,
     "train.clip_norm": _WEIGHT,              # 0 = no clipping
+    "train.ema_decay": _float(0.0, 1.0, hi_open=True),  # 0 = no parameter average
     "train.eval_every_epochs": _POSITIVE,
     "train.checkpoint_keep": _POSITIVE,
     "train.log_every_steps": _POSITIVE,
@@ -202,6 +203,9 @@ def validate(config: Any) -> None:
   if not ks or max(ks) > beam:
     raise ValueError(f"config.eval.ks: expected non-empty, every K <= config.eval.beam_size "
                      f"({beam}), got {ks}")
+  if config.tokenizer == "diger" and config.train.ema_decay:
+    raise ValueError("config.train.ema_decay: the DIGER trainer evaluates its raw parameters; "
+                     f"expected 0 with tokenizer=diger, got {config.train.ema_decay}")
   k = int(config.train.select_metric.partition("@")[2])
   if k not in ks:
     raise ValueError(f"config.train.select_metric: expected K in config.eval.ks {ks}, got "

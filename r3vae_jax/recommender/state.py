@@ -18,6 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from r3vae_jax import parallel
+from r3vae_jax.recommender import ema
 from r3vae_jax.recommender import sharding
 from r3vae_jax.recommender.model import T5Recommender
 from r3vae_jax.recommender.tokens import TokenLayout, layout_from_config
@@ -63,7 +64,8 @@ def model_def(config: ml_collections.ConfigDict) -> ModelDef:
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW (decay on matrices only) after global-norm clipping (none when `clip_norm` is 0),
-  warm-up, then cosine / linear decay to 0 or a constant rate."""
+  warm-up, then cosine / linear decay to 0 or a constant rate; with `train.ema_decay` > 0 the
+  state also tracks the parameters' moving average (`ema.py`)."""
   t = config.train
   if t.schedule not in ("cosine", "linear", "constant"):
     raise ValueError(f"config.train.schedule must be cosine, linear or constant, got "
@@ -83,7 +85,11 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
   schedule = optax.join_schedules([warm, after], [warmup]) if warmup else after
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   adamw = optax.adamw(schedule, weight_decay=t.weight_decay, mask=decay_mask)
-  tx = optax.chain(optax.clip_by_global_norm(t.clip_norm), adamw) if t.clip_norm else adamw
+  parts = [optax.clip_by_global_norm(t.clip_norm)] if t.clip_norm else []
+  parts.append(adamw)
+  if t.ema_decay:
+    parts.append(ema.track_ema(t.ema_decay))
+  tx = optax.chain(*parts) if len(parts) > 1 else adamw
   return tx, schedule
 
 

@@ -36,7 +36,7 @@ from jax.sharding import Mesh
 from r3vae_jax import checkpoint, io, parallel
 from r3vae_jax.decode import build_trie
 from r3vae_jax.data.splits import Splits
-from r3vae_jax.recommender import data, ranking, sharding, state as state_lib, steps
+from r3vae_jax.recommender import data, ema, ranking, sharding, state as state_lib, steps
 from r3vae_jax.recommender.preemption import PreemptionWatch
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 
@@ -336,7 +336,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
 
   # ================================ Evals =======================================================
   def validate() -> dict[str, float]:
-    rank = lambda batch: model_prog.generate(state["params"], batch, trie)
+    rank = lambda batch: model_prog.generate(ema.eval_params(state), batch, trie)
     return ranking.score(rank, valid_inputs, valid_ex.target, valid_seen, eval_batch, mesh,
                          tuple(config.eval.ks))
 
@@ -499,7 +499,8 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, sid_table: n
       "latest".
 
   Returns:
-    (the model programs, params pure dict placed on `mesh`, checkpoint step).
+    (the model programs, params pure dict placed on `mesh` (their moving average when the run
+    tracked one, `train.ema_decay`), checkpoint step).
 
   Raises:
     ArtifactError: no checkpoint, or one trained on another SID table / config.
@@ -525,7 +526,7 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, sid_table: n
   finally:
     manager.close()
   _check_meta(meta, fingerprints(config, table), paths.checkpoints)
-  return prog, state["params"], ckpt_step
+  return prog, ema.eval_params(state), ckpt_step
 
 
 def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
