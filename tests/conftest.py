@@ -22,3 +22,25 @@ def shared_data() -> pathlib.Path:
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long tests, run on the GPU machine, not in CI")
+
+
+@pytest.fixture(scope="session")
+def beauty_prefix(shared_data):
+  """make(num_items, dim) -> (leave-one-out splits, float32[num_items, dim] PPMI-SVD vectors of
+  their training part): Beauty restricted to its first `num_items` items, users keeping >= 3."""
+  # pylint: disable=g-import-not-at-top  # after the XLA_FLAGS above
+  import numpy as np
+  from r3vae_jax.data import splits as splits_lib
+  from r3vae_jax.data.vectors import interactions
+
+  def make(num_items: int, dim: int):
+    sequences = []
+    with open(shared_data / "amazon_beauty" / "Beauty.txt", encoding="utf-8") as f:
+      for line in f:
+        items = np.array(line.split()[1:], np.int32) - 1
+        items = items[items < num_items]
+        if items.size >= 3:
+          sequences.append(items)
+    splits = splits_lib.leave_one_out(sequences)
+    return splits, interactions.ppmi_svd(splits.train, num_items, dim=dim, window=5, seed=0)
+  return make

@@ -10,31 +10,15 @@ decay slows the collapse but does not stop it -- and plain gumbel stays at 0.97.
 """
 import shutil
 
-import numpy as np
 import pytest
 
 from r3vae_jax.configs import default
-from r3vae_jax.data import splits as splits_lib
-from r3vae_jax.data.vectors import interactions
 from r3vae_jax.diger import train as diger_train
 from r3vae_jax.tokenizer import api as tok_api
 
 NUM_ITEMS, CODES, EPOCHS = 2000, 32, 3
 COLLAPSED = 0.1   # level-1 usage at or below this: at most 3 of 32 codes in use
 FLOOR = 0.25      # the decays keep at least 8 of 32 codes in use
-
-
-def _beauty_slice(shared_data):
-  """Leave-one-out splits and 32-d PPMI-SVD vectors of Beauty's first 2,000 items."""
-  sequences = []
-  with open(shared_data / "amazon_beauty" / "Beauty.txt", encoding="utf-8") as f:
-    for line in f:
-      items = np.array(line.split()[1:], np.int32) - 1
-      items = items[items < NUM_ITEMS]
-      if items.size >= 3:
-        sequences.append(items)
-  splits = splits_lib.leave_one_out(sequences)
-  return splits, interactions.ppmi_svd(splits.train, NUM_ITEMS, dim=32, window=5, seed=0)
 
 
 def _config(decay: str):
@@ -54,9 +38,9 @@ def _config(decay: str):
 
 
 @pytest.fixture(scope="module")
-def level1_usage(shared_data, tmp_path_factory):
+def level1_usage(beauty_prefix, tmp_path_factory):
   """{decay: level-1 usage per epoch, epoch 0 = the pretrained RQ-VAE}."""
-  splits, vectors = _beauty_slice(shared_data)
+  splits, vectors = beauty_prefix(NUM_ITEMS, 32)
   pretrained = tmp_path_factory.mktemp("pretrained")
   pre = _config("none")
   pre.tokenizer = pre.diger.pretrain

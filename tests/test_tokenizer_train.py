@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 
 from r3vae_jax.configs import default
-from r3vae_jax.data import splits as splits_lib
 from r3vae_jax.data.synthetic import make_synthetic
-from r3vae_jax.data.vectors import interactions
 from r3vae_jax.io import ArtifactError
 from r3vae_jax.tokenizer import api
 from r3vae_jax.tokenizer import rqkmeans
@@ -106,24 +104,11 @@ def test_bad_requests(tmp_path, synthetic_vectors):
   assert api.resolve_tokenizer(diger) == diger.diger.pretrain
 
 
-def _beauty_vectors(shared_data, num_items: int, dim: int) -> np.ndarray:
-  """Interaction (PPMI-SVD) vectors of Beauty's first `num_items` items, from training events."""
-  sequences = []
-  with open(shared_data / "amazon_beauty" / "Beauty.txt", encoding="utf-8") as f:
-    for line in f:
-      items = np.array(line.split()[1:], np.int32) - 1
-      items = items[items < num_items]
-      if items.size >= 3:
-        sequences.append(items)
-  train_seqs = splits_lib.leave_one_out(sequences).train
-  return interactions.ppmi_svd(train_seqs, num_items, dim=dim, window=5, seed=0)
-
-
 @pytest.fixture(scope="module")
-def beauty_slice(shared_data):
+def beauty_slice(beauty_prefix):
   """256 real item vectors (rows of an embedding of Beauty's first 2000 items): the same shape
   as the synthetic vectors, so the compiled steps are shared."""
-  return _beauty_vectors(shared_data, num_items=2000, dim=16)[:256]
+  return beauty_prefix(2000, 16)[1][:256]
 
 
 @pytest.mark.parametrize("name", ["rqkmeans", "rqvae", "r3vae"])
@@ -137,10 +122,10 @@ def test_fit_tokenizer_on_a_real_beauty_slice(tmp_path, beauty_slice, name):
   assert metrics["semantic_cohesion"] > mean_cos + 0.2  # groups are more alike than random pairs
 
 
-def _beauty_slice_run(shared_data, workdir: str, **overrides) -> tuple[list[dict], float]:
+def _beauty_slice_run(beauty_prefix, workdir: str, **overrides) -> tuple[list[dict], float]:
   """R3-VAE (default recipe + `overrides`) on 2,000 real Beauty items (64-d interaction
   vectors, 2 x 64 codes, 8 epochs): (its evaluations, RQ-KMeans' collision rate)."""
-  vectors = _beauty_vectors(shared_data, num_items=2000, dim=64)
+  vectors = beauty_prefix(2000, 64)[1]
   config = default.get_config("r3vae")
   config.sid.update(dict(levels=2, codebook_size=64, max_collisions=10**6))
   config.r3vae.update(dict(hidden=(64,), epochs=8, eval_every=4, batch_size=128,
@@ -151,7 +136,7 @@ def _beauty_slice_run(shared_data, workdir: str, **overrides) -> tuple[list[dict
   return history, train.evaluate(vectors, codes, 0.0, 64)["collision_rate"]
 
 
-def test_r3vae_keeps_beauty_groups_small_and_collides_less_than_rqkmeans(tmp_path, shared_data):
+def test_r3vae_keeps_beauty_groups_small_and_collides_less_than_rqkmeans(tmp_path, beauty_prefix):
   """Measured (CPU, epochs 4 and 8): RQ-KMeans collides 0.725; the default 0.645 -> 0.651,
   largest tuple 28 -> 28 items. The first default (R3VAE_SOFT_VARIANT with an encoder
   (64, 32) -> 16) collides less here but drifts: 0.542 -> 0.564, largest tuple 27 -> 40, failing
@@ -159,7 +144,7 @@ def test_r3vae_keeps_beauty_groups_small_and_collides_less_than_rqkmeans(tmp_pat
   collision bound: 0.21 -> 0.44 over 20 epochs and a 455-item tuple > sid.max_collisions, vs
   0.14 for the default and 0.26 for RQ-KMeans; those vectors are not available to CI.)
   """
-  history, baseline = _beauty_slice_run(shared_data, str(tmp_path))
+  history, baseline = _beauty_slice_run(beauty_prefix, str(tmp_path))
   collisions = [m["collision_rate"] for m in history]
   assert max(collisions) <= baseline - 0.05, (collisions, baseline)
   assert collisions[-1] <= min(collisions) + 0.01, collisions    # not rising over training
@@ -168,7 +153,7 @@ def test_r3vae_keeps_beauty_groups_small_and_collides_less_than_rqkmeans(tmp_pat
 
 
 @pytest.mark.slow
-def test_r3vae_full_beauty_uses_the_first_level(tmp_path, shared_data):
+def test_r3vae_full_beauty_uses_the_first_level(tmp_path, beauty_prefix):
   """Paper-size R3-VAE (3 x 256 codes, 200 epochs) on all 12,101 Beauty items.
 
   Vectors: $R3VAE_BEAUTY_VECTORS or the repo's .carry/beauty_minilm.npy (MiniLM text vectors)
@@ -179,7 +164,7 @@ def test_r3vae_full_beauty_uses_the_first_level(tmp_path, shared_data):
   default_path = os.path.join(os.path.dirname(__file__), "..", ".carry", "beauty_minilm.npy")
   path = os.environ.get("R3VAE_BEAUTY_VECTORS", default_path)
   vectors = (np.load(path) if os.path.exists(path)
-             else _beauty_vectors(shared_data, num_items=12101, dim=128))
+             else beauty_prefix(12101, 128)[1])
   config = default.base_config()
   config.tokenizer = "r3vae"
   table, metrics = api.fit_tokenizer(config, vectors, str(tmp_path))
