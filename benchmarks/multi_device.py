@@ -45,20 +45,25 @@ from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.recommender.tokens import layout_from_config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "JSON output path", required=True)
-flags.DEFINE_bool("tiny", False, "Tiny model, batch and catalogue (CPU check of the program).")
-flags.DEFINE_list("parts", ["curve", "rate", "decode", "reshard"], "Which parts to run.")
-flags.DEFINE_integer("batch", 512, "Global batch (--tiny: 32).")
-flags.DEFINE_integer("steps", 50, "Steps of the loss curve (--tiny: 4).")
-flags.DEFINE_integer("items", 12101, "Catalogue of the paper-size runs (Beauty's).")
-flags.DEFINE_integer("large_items", 1_000_000, "Catalogue of the large model's rate.")
-flags.DEFINE_integer("users", 4096, "Histories decoded per mesh (--tiny: 64).")
-flags.DEFINE_integer("beam", 20, "Beam size of the decoding part.")
-flags.DEFINE_integer("warmup", 3, "Untimed steps before timing.")
-flags.DEFINE_integer("repeats", 5, "Timed blocks (median reported).")
-flags.DEFINE_integer("iters", 10, "Steps per timed block.")
-flags.DEFINE_integer("budget_s", 560, "Wall-clock budget; parts that do not fit are skipped.")
-flags.DEFINE_string("commit", os.environ.get("R3VAE_COMMIT", ""), "Commit to record.")
+
+
+def define_flags() -> None:
+  """The program's flags, defined only when it runs as one (tests import this module beside
+  others that define flags of the same names)."""
+  flags.DEFINE_string("out", None, "JSON output path", required=True)
+  flags.DEFINE_bool("tiny", False, "Tiny model, batch and catalogue (CPU check of the program).")
+  flags.DEFINE_list("parts", ["curve", "rate", "decode", "reshard"], "Which parts to run.")
+  flags.DEFINE_integer("batch", 512, "Global batch (--tiny: 32).")
+  flags.DEFINE_integer("steps", 50, "Steps of the loss curve (--tiny: 4).")
+  flags.DEFINE_integer("items", 12101, "Catalogue of the paper-size runs (Beauty's).")
+  flags.DEFINE_integer("large_items", 1_000_000, "Catalogue of the large model's rate.")
+  flags.DEFINE_integer("users", 4096, "Histories decoded per mesh (--tiny: 64).")
+  flags.DEFINE_integer("beam", 20, "Beam size of the decoding part.")
+  flags.DEFINE_integer("warmup", 3, "Untimed steps before timing.")
+  flags.DEFINE_integer("repeats", 5, "Timed blocks (median reported).")
+  flags.DEFINE_integer("iters", 10, "Steps per timed block.")
+  flags.DEFINE_integer("budget_s", 560, "Wall-clock budget; parts that do not fit are skipped.")
+  flags.DEFINE_string("commit", os.environ.get("R3VAE_COMMIT", ""), "Commit to record.")
 
 
 def make_config(size: str, tiny: bool, batch: int, items: int, beam: int
@@ -147,7 +152,8 @@ def part_curve(config, shapes, source, steps) -> tuple[dict, Any]:
   return out, finals[(1, 1)]
 
 
-def part_rate(config, shapes, source) -> dict:
+def part_rate(config, shapes, source, timing: dict[str, int]) -> dict:
+  """examples/s per mesh; `timing`: harness.measure's warmup, repeats, iters."""
   out = {}
   for shape in shapes:
     mesh = _mesh(shape)
@@ -157,12 +163,11 @@ def part_rate(config, shapes, source) -> dict:
     compiled = prog.train_step.lower(prog.init(), batches[0]).compile()
     compile_s = time.perf_counter() - start
     loop = harness.StepLoop(compiled, prog.init(), itertools.cycle(batches).__next__)
-    timing = harness.measure(loop, jax.block_until_ready, warmup=FLAGS.warmup,
-                             repeats=FLAGS.repeats, iters=FLAGS.iters)
+    measured = harness.measure(loop, jax.block_until_ready, **timing)
     out[f"{shape[0]}x{shape[1]}"] = {
         "devices": shape[0] * shape[1], "examples_per_s": config.train.batch_size /
-        timing["seconds"], "seconds_per_step": timing["seconds"], "compile_s": compile_s,
-        "timing": timing}
+        measured["seconds"], "seconds_per_step": measured["seconds"], "compile_s": compile_s,
+        "timing": measured}
   one = out["1x1"]["examples_per_s"]
   for entry in out.values():
     entry["scaling_efficiency"] = entry["examples_per_s"] / (entry["devices"] * one)
@@ -245,6 +250,7 @@ def main(argv: list[str]) -> None:
   paper = make_config("paper", tiny, batch, items, beam)
   table, source = _workload(paper, items, max(steps + 1, 4))
   large = make_config("large", tiny, batch, large_items, beam)
+  timing = dict(warmup=FLAGS.warmup, repeats=FLAGS.repeats, iters=FLAGS.iters)
   trained = {}
 
   def curve():
@@ -258,8 +264,9 @@ def main(argv: list[str]) -> None:
 
   parts = {
       "curve": curve,
-      "rate": lambda: part_rate(paper, shapes, source),
-      "rate_large": lambda: part_rate(large, shapes, _workload(large, large_items, 4)[1]),
+      "rate": lambda: part_rate(paper, shapes, source, timing),
+      "rate_large": lambda: part_rate(large, shapes, _workload(large, large_items, 4)[1],
+                                      timing),
       "decode": decode,
       "reshard": lambda: part_reshard(paper, shapes[-1], source, steps),
   }
@@ -276,4 +283,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -201,3 +201,27 @@ def test_nonfinite_step_is_skipped_and_named(setup):
     bad_config = config.copy_and_resolve_references()
     bad_config.train.nonfinite = "ignore"
     train.train_recommender(bad_config, "/nonexistent", table, splits)
+
+
+def test_seeds_share_one_compiled_train_step(setup):
+  """The seed enters the update step as data (state["rng"]), not as a program constant: runs
+  that differ only in their seed lower to the same program (one compilation, one cache entry),
+  and still draw different dropout masks."""
+  config, table, splits = setup
+  batch = _first_batch(config, table, splits)
+  mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
+  texts, losses, first_params = [], [], None
+  placed = parallel.to_global(batch, mesh)
+  for seed in (0, 1):
+    c = config.copy_and_resolve_references()
+    c.seed, c.recommender.dropout = seed, 0.1
+    prog = train.train_programs(c, mesh, _total_steps(c, splits))
+    state = prog.init()
+    texts.append(prog.train_step.lower(state, placed).as_text())
+    if first_params is None:
+      first_params = jax.device_get(state["params"])
+    else:  # seed 0's parameters: only the dropout masks differ
+      state["params"] = jax.device_put(first_params, prog.shardings["params"])
+    losses.append(float(prog.train_step(state, placed)[1]["loss"]))
+  assert texts[0] == texts[1]
+  assert losses[0] != losses[1]  # same parameters, other dropout masks

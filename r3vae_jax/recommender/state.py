@@ -99,6 +99,8 @@ def _initial_state(mdef: ModelDef, tx: optax.GradientTransformation) -> dict:
       "params": params,
       "opt": tx.init(params),
       "step": jnp.zeros((), jnp.int32),
+      # dropout's base key as raw key data (a step input, not a program constant; steps.py)
+      "rng": jax.random.key_data(jax.random.key(mdef.seed, impl=mdef.config.train.rng_impl)),
       # first_step: the first step whose loss or gradients were non-finite (-1: none yet);
       # which: at that step, [loss, *param grads] non-finite flags; count: such steps so far.
       "nonfinite": {"first_step": jnp.full((), -1, jnp.int32),
@@ -116,7 +118,7 @@ def state_shardings(mdef: ModelDef, tx: optax.GradientTransformation, mesh: Mesh
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract["opt"], param_sh,
                                  transform_non_params=lambda _: rep,
                                  is_leaf=lambda x: isinstance(x, NamedSharding))
-  return {"params": param_sh, "opt": opt_sh, "step": rep,
+  return {"params": param_sh, "opt": opt_sh, "step": rep, "rng": rep,
           "nonfinite": jax.tree.map(lambda _: rep, abstract["nonfinite"])}
 
 

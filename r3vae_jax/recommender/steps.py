@@ -23,12 +23,14 @@ NONFINITE_NAMES = ("loss",)  # then "grad <param path>" per parameter
 
 
 def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                  seed: int, rng_impl: str) -> Callable[[dict, dict], tuple[dict, dict]]:
+                  rng_impl: str) -> Callable[[dict, dict], tuple[dict, dict]]:
   """The (unjitted) update step.
 
-  Dropout is keyed by `fold_in(key(seed, impl=rng_impl), step)`, so a resumed run draws the
-  same masks. `rng_impl` "rbg" draws them with XLA's RngBitGenerator (cheaper to compile and
-  run than "threefry2x32"). When
+  Dropout is keyed by `fold_in(state["rng"], step)` (`state["rng"]`: the key data of
+  `key(seed, impl=rng_impl)`), so a resumed run draws the same masks, and the seed is an input
+  rather than a constant of the program: runs that differ only in their seed compile one program
+  (and share the persistent compilation cache). `rng_impl` "rbg" draws the masks with XLA's
+  RngBitGenerator (cheaper to compile and run than "threefry2x32"). When
   the loss or any gradient is non-finite (a gradient whose squared norm overflows float32
   counts as non-finite) the update is not applied (`lax.cond`: params and optimizer state are
   kept, the step counter advances) and `state["nonfinite"]` records the step and which tensors
@@ -49,7 +51,8 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
 
   def step(state: dict, batch: dict) -> tuple[dict, dict]:
     # The key is built inside the trace: a closed-over key array is a host transfer on GPU.
-    key = jax.random.fold_in(jax.random.key(seed, impl=rng_impl), state["step"])
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"], impl=rng_impl),
+                             state["step"])
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
     grad_sq = jnp.stack([jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)])
     leaf_finite = jnp.concatenate([jnp.isfinite(loss)[None], jnp.isfinite(grad_sq)])
@@ -64,7 +67,7 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
     bad = state["nonfinite"]
     first = (bad["first_step"] < 0) & ~finite
     new_state = {
-        "params": params, "opt": opt, "step": state["step"] + 1,
+        "params": params, "opt": opt, "step": state["step"] + 1, "rng": state["rng"],
         "nonfinite": {"first_step": jnp.where(first, state["step"], bad["first_step"]),
                       "count": bad["count"] + (~finite).astype(jnp.int32),
                       "which": jnp.where(first, ~leaf_finite, bad["which"])},
@@ -78,9 +81,9 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
 
 
 def make_train_step(mdef: ModelDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    seed: int, rng_impl: str, state_shardings: Any, mesh: Mesh):
+                    rng_impl: str, state_shardings: Any, mesh: Mesh):
   """`train_step_fn` under one `jax.jit`: state donated, batch split over `data`."""
-  return jax.jit(train_step_fn(mdef, tx, schedule, seed, rng_impl),
+  return jax.jit(train_step_fn(mdef, tx, schedule, rng_impl),
                  in_shardings=(state_shardings, batch_shardings(mesh)),
                  out_shardings=(state_shardings, parallel.replicated(mesh)),
                  donate_argnums=(0,))

@@ -40,7 +40,7 @@ from r3vae_jax.recommender import data, ema, ranking, sharding, state as state_l
 from r3vae_jax.recommender.preemption import PreemptionWatch
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 
-META_VERSION = 1
+META_VERSION = 2  # 2: the train state holds "rng" (dropout key data)
 
 # Fields of the per-epoch metrics line {"kind": "epoch", "epoch", "step", ...}; times in seconds.
 EPOCH_TIMING = {
@@ -166,7 +166,7 @@ def train_programs(config: ml_collections.ConfigDict, mesh: Mesh, total_steps: i
     shardings = state_lib.state_shardings(mdef, tx, mesh, config.train.fsdp_min_size)
     _PROGRAMS[key] = TrainPrograms(
         tx, shardings, state_lib.make_init(mdef, tx, shardings),
-        steps.make_train_step(mdef, tx, schedule, config.seed, config.train.rng_impl,
+        steps.make_train_step(mdef, tx, schedule, config.train.rng_impl,
                               shardings, mesh))
   return _PROGRAMS[key]
 
