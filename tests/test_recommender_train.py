@@ -225,3 +225,16 @@ def test_seeds_share_one_compiled_train_step(setup):
     losses.append(float(prog.train_step(state, placed)[1]["loss"]))
   assert texts[0] == texts[1]
   assert losses[0] != losses[1]  # same parameters, other dropout masks
+
+
+def test_checkpoint_fingerprint_covers_what_orders_the_batches(setup):
+  """A resume must see the same batches: length buckets and the example window are part of the
+  config fingerprint; the learning rate and epochs (may change on a relaunch) are not."""
+  config, table, _ = setup
+  base = train.fingerprints(config, table)["config"]
+  for field, value in (("length_buckets", (4, 8)), ("example_window", 20), ("lr", 1.0),
+                       ("epochs", 99)):
+    c = config.copy_and_resolve_references()
+    c.train[field] = value
+    changed = train.fingerprints(c, table)["config"] != base
+    assert changed == (field in ("length_buckets", "example_window")), field

@@ -87,7 +87,10 @@ def fingerprints(config: ml_collections.ConfigDict, sid_table: np.ndarray) -> di
   model = {k: v for k, v in config.recommender.to_dict().items() if k != "embed_grad"}
   run = {"recommender": model, "sid": config.sid.to_dict(),
          "max_history": config.data.max_history, "seed": config.seed,
-         "batch_size": config.train.batch_size}
+         "batch_size": config.train.batch_size,
+         # the batch order (data.make_plan) depends on these two: a resume must keep them
+         "length_buckets": list(config.train.length_buckets),
+         "example_window": config.train.example_window}
   return {"sid_table": io.fingerprint_array(sid_table), "config": io.fingerprint_json(run)}
 
 
