@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import platform
 import statistics
-import subprocess
 import time
 import traceback
 from typing import Any, Callable
@@ -23,6 +22,8 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from r3vae_jax import io
 
 # Datasheet peaks (dense, no sparsity) by device-name fragment: FLOP/s per dtype, HBM bytes/s.
 PEAKS = {
@@ -163,18 +164,8 @@ def peaks_for(device_name: str) -> dict[str, float] | None:
   return None
 
 
-def _git_commit() -> str:
-  try:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True, timeout=10, check=True)
-    return out.stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return "unknown"
-
-
 def environment(commit: str = "") -> dict[str, Any]:
-  """Device, versions and commit (`commit` overrides `git rev-parse`, e.g. on a machine
-  whose copy of the repo has no .git)."""
+  """Device, versions and commit (`commit` overrides `io.source_commit()`)."""
   import flax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   versions = {"python": platform.python_version(), "jax": jax.__version__,
@@ -188,7 +179,7 @@ def environment(commit: str = "") -> dict[str, Any]:
     versions["torch"] = f"missing ({e})"
   device = jax.devices()[0]
   return {"device": getattr(device, "device_kind", str(device)), "platform": device.platform,
-          "num_devices": jax.device_count(), "commit": commit or _git_commit(),
+          "num_devices": jax.device_count(), "commit": commit or io.source_commit(),
           "versions": versions}
 
 

@@ -63,7 +63,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("repeats", 5, "Timed blocks (median reported).")
   flags.DEFINE_integer("iters", 10, "Steps per timed block.")
   flags.DEFINE_integer("budget_s", 560, "Wall-clock budget; parts that do not fit are skipped.")
-  flags.DEFINE_string("commit", os.environ.get("R3VAE_COMMIT", ""), "Commit to record.")
+  flags.DEFINE_string("commit", "", "Commit to record (default: io.source_commit()).")
 
 
 def make_config(size: str, tiny: bool, batch: int, items: int, beam: int
@@ -221,7 +221,8 @@ def part_reshard(config, big, source, steps) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     for src, dst in ((big, (1, 1)), ((1, 1), big)):
       _, state, src_prog = run_curve(config, src, source, steps)
-      restored, dst_prog = _restore_on(config, state, dst, os.path.join(tmp, f"{src[0]}x{src[1]}"), steps)
+      directory = os.path.join(tmp, f"{src[0]}x{src[1]}")
+      restored, dst_prog = _restore_on(config, state, dst, directory, steps)
       batch = source.host_batch(steps)
       _, m_src = src_prog.train_step(state, parallel.to_global(batch, _mesh(src)))
       restored_specs = {str(x.sharding.spec) for x in jax.tree.leaves(restored["params"])}

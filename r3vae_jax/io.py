@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import tempfile
 from typing import Any, Iterator
 
@@ -96,6 +97,19 @@ def read_jsonl(path: str, convert: Any = None) -> list[Any]:
           raise ArtifactError(f"{path}:{number}: unexpected record ({e!r})") from None
       records.append(record)
   return records
+
+
+def source_commit() -> str:
+  """The commit of this source tree for result files: $R3VAE_COMMIT (set it where the tree was
+  copied without .git, e.g. a GPU machine), else `git rev-parse --short HEAD`, else "unknown"."""
+  if os.environ.get("R3VAE_COMMIT"):
+    return os.environ["R3VAE_COMMIT"]
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
 
 
 def write_npy(path: str, array: np.ndarray) -> None:

@@ -19,7 +19,6 @@ Override any of them: --config.train.lr=5e-4.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
@@ -187,26 +186,16 @@ def run_all(config, workdir) -> dict:
       pass
   results = {
       "kind": "experiment", "dataset": config.dataset, "tokenizer": config.tokenizer,
-      "variant": config.variant, "vectors": out["vectors"]["source"], "seed": config.seed, "config": config.to_dict(),
+      "variant": config.variant, "vectors": out["vectors"]["source"], "seed": config.seed,
+      "config": config.to_dict(),
       "data_stats": out["prepare"], "metrics": out["evaluate"], "sid_metrics": out["tokenize"],
       "train": out["train"], "wall_time_s": wall,
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
-      "commit": _git_commit(), "versions": versions, "command": " ".join(sys.argv),
+      "commit": io.source_commit(), "versions": versions, "command": " ".join(sys.argv),
   }
   io.write_json(os.path.join(workdir, "results.json"), results)
   print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s")
   return results
-
-
-def _git_commit() -> str:
-  """The source's commit: $R3VAE_COMMIT (for trees copied without .git), else git."""
-  if os.environ.get("R3VAE_COMMIT"):
-    return os.environ["R3VAE_COMMIT"]
-  try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(__file__), check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 def main(argv):

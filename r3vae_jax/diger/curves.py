@@ -19,7 +19,6 @@ missing (its run failed) is listed with `"error"` instead of epochs. Then it pri
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import Any
 
@@ -121,14 +120,6 @@ def format_table(modes: dict[str, dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-def _commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=os.path.dirname(__file__), check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -138,7 +129,7 @@ def main(argv: list[str]) -> None:
   modes = collect(_ROOT.value, _MODES.value)
   out = _OUT.value or os.path.join("results", f"diger_curves_{_DATASET.value}.json")
   io.write_json(out, {"kind": "diger_curves", "dataset": _DATASET.value,
-                      "device": jax.devices()[0].device_kind, "commit": _commit(),
+                      "device": jax.devices()[0].device_kind, "commit": io.source_commit(),
                       "command": " ".join(sys.argv), "modes": modes})
   print(format_table(modes))
   print(f"curves: {out}")

@@ -145,13 +145,13 @@ def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.Gradient
   """Returns the jitted `step(state, batch, vectors, table, decay_id) -> (state, metrics)`.
 
   `state` = {"params": {tokenizer, recommender, sigma}, "opt", "usage": float[L, K],
-  "step": int32, "rng": uint32 key data}, kept in `state_shardings` and donated; `batch` = {"history": int32[B, H],
-  "target": int32[B], "weight": float[B]} split over `data`; vectors float[N, D] and the SID
-  table int32[N, L+1] replicated; decay_id int32[] the index of `diger.decay` in
-  `noise.DECAYS`, an argument rather than a constant so that every decay compiles to the same
-  program (one persistent-cache entry serves them all). Per-step randomness (Gumbel noise,
-  dropout) is `fold_in(state["rng"], step)`, `state["rng"]` being the data of
-  `key(seed, impl=diger.rng_impl)`: the seed, too, is data, so seeds share the program.
+  "step": int32, "rng": uint32 key data}, kept in `state_shardings` and donated;
+  `batch` = {"history": int32[B, H], "target": int32[B], "weight": float[B]} split over `data`;
+  vectors float[N, D] and the SID table int32[N, L+1] replicated; decay_id int32[] the index
+  of `diger.decay` in `noise.DECAYS`, an argument rather than a constant so that every decay
+  compiles to the same program (one persistent-cache entry serves them all). Per-step
+  randomness (Gumbel noise, dropout) is `rec_state.step_key(state["rng"], step)`
+  (`rec_state.seed_key_data`: the seed is data too, so seeds share the program).
   """
   impl, momentum = config.diger.rng_impl, config.diger.usage_momentum
 
@@ -162,7 +162,7 @@ def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.Gradient
                             usage, key, cfg, decay_id)
 
   def step(state, batch, vectors, table, decay_id):
-    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"], impl=impl), state["step"])
+    key = rec_state.step_key(state["rng"], state["step"], impl)
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"], state["usage"], batch, vectors, table, key, decay_id)
     updates, opt = tx.update(grads, state["opt"], state["params"])
@@ -377,8 +377,8 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
            "usage": jax.device_put(jnp.full((sid.levels, sid.codebook_size),
                                             1.0 / sid.codebook_size, jnp.float32), rep),
            "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
-           "rng": jax.device_put(jax.random.key_data(
-               jax.random.key(config.seed, impl=config.diger.rng_impl)), rep)}
+           "rng": jax.device_put(rec_state.seed_key_data(config.seed, config.diger.rng_impl),
+                                 rep)}
   vectors_dev = jax.device_put(vectors, rep)
   decay_id = jax.device_put(noise.decay_index(cfg.decay), rep)
   train_step = make_train_step(tok_graph, mdef, tx, cfg, config,

@@ -61,6 +61,18 @@ def model_def(config: ml_collections.ConfigDict) -> ModelDef:
   return ModelDef(graphdef, params, config.seed, config)
 
 
+def seed_key_data(seed: int, impl: str) -> jax.Array:
+  """uint32 data of `key(seed, impl=impl)`: a train state's "rng". The seed travels as data, not
+  as a constant of the compiled step, so runs that differ only in their seed share one program."""
+  return jax.random.key_data(jax.random.key(seed, impl=impl))
+
+
+def step_key(rng: jax.Array, step: jax.Array, impl: str) -> jax.Array:
+  """The key of one update step (dropout, Gumbel noise): `fold_in(wrap(rng), step)`, so a
+  resumed run draws the same numbers. Call inside the traced step."""
+  return jax.random.fold_in(jax.random.wrap_key_data(rng, impl=impl), step)
+
+
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW (decay on matrices only) after global-norm clipping (none when `clip_norm` is 0),
@@ -99,8 +111,7 @@ def _initial_state(mdef: ModelDef, tx: optax.GradientTransformation) -> dict:
       "params": params,
       "opt": tx.init(params),
       "step": jnp.zeros((), jnp.int32),
-      # dropout's base key as raw key data (a step input, not a program constant; steps.py)
-      "rng": jax.random.key_data(jax.random.key(mdef.seed, impl=mdef.config.train.rng_impl)),
+      "rng": seed_key_data(mdef.seed, mdef.config.train.rng_impl),
       # first_step: the first step whose loss or gradients were non-finite (-1: none yet);
       # which: at that step, [loss, *param grads] non-finite flags; count: such steps so far.
       "nonfinite": {"first_step": jnp.full((), -1, jnp.int32),

@@ -16,7 +16,7 @@ from r3vae_jax import parallel
 from r3vae_jax.decode import DeviceTrie, beam_search
 from r3vae_jax.recommender.loss import sid_loss
 from r3vae_jax.recommender.model import make_step_fn
-from r3vae_jax.recommender.state import ModelDef, batch_shardings
+from r3vae_jax.recommender.state import ModelDef, batch_shardings, step_key
 
 
 NONFINITE_NAMES = ("loss",)  # then "grad <param path>" per parameter
@@ -51,8 +51,7 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
 
   def step(state: dict, batch: dict) -> tuple[dict, dict]:
     # The key is built inside the trace: a closed-over key array is a host transfer on GPU.
-    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"], impl=rng_impl),
-                             state["step"])
+    key = step_key(state["rng"], state["step"], rng_impl)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
     grad_sq = jnp.stack([jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)])
     leaf_finite = jnp.concatenate([jnp.isfinite(loss)[None], jnp.isfinite(grad_sq)])
