@@ -16,6 +16,9 @@ computes the same function of the same seeded initial parameters:
            final parameters placed on the mesh: item ids must equal the one-device ids.
   reshard  the largest mesh's final state saved with orbax, restored on 1 x 1 and one more step
            taken on both; and the 1 x 1 state restored on the largest mesh, likewise.
+  tokenizer  R3-VAE (the default recipe) on `--items` unit vectors of `--vector_dim`, batch on
+           `data` (1 x 1 and data = 2, 4, ...): per-epoch loss over `--tokenizer_epochs`, its
+           difference to 1 x 1, SIDs equal to 1 x 1's, and items/s of the compiled epochs.
 Inputs are random (synthetic_inputs: speed and agreement do not depend on the values).
 Every part's result or error goes into the JSON, rewritten after each part.
 """
@@ -43,6 +46,7 @@ from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import state as state_lib
 from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.recommender.tokens import layout_from_config
+from r3vae_jax.tokenizer import train as tok_train
 
 FLAGS = flags.FLAGS
 
@@ -52,7 +56,7 @@ def define_flags() -> None:
   others that define flags of the same names)."""
   flags.DEFINE_string("out", None, "JSON output path", required=True)
   flags.DEFINE_bool("tiny", False, "Tiny model, batch and catalogue (CPU check of the program).")
-  flags.DEFINE_list("parts", ["curve", "rate", "decode", "reshard"], "Which parts to run.")
+  flags.DEFINE_list("parts", ["curve", "rate", "decode", "reshard", "tokenizer"], "Which parts to run.")
   flags.DEFINE_integer("batch", 512, "Global batch (--tiny: 32).")
   flags.DEFINE_integer("steps", 50, "Steps of the loss curve (--tiny: 4).")
   flags.DEFINE_integer("items", 12101, "Catalogue of the paper-size runs (Beauty's).")
@@ -62,6 +66,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("warmup", 3, "Untimed steps before timing.")
   flags.DEFINE_integer("repeats", 5, "Timed blocks (median reported).")
   flags.DEFINE_integer("iters", 10, "Steps per timed block.")
+  flags.DEFINE_integer("vector_dim", 384, "Item vector size of the tokenizer part (MiniLM's).")
+  flags.DEFINE_integer("tokenizer_epochs", 20, "Epochs of the tokenizer part (--tiny: 3).")
   flags.DEFINE_integer("budget_s", 560, "Wall-clock budget; parts that do not fit are skipped.")
   flags.DEFINE_string("commit", "", "Commit to record (default: io.source_commit()).")
 
@@ -152,12 +158,13 @@ def part_curve(config, shapes, source, steps) -> tuple[dict, Any]:
   return out, finals[(1, 1)]
 
 
-def part_rate(config, shapes, source, timing: dict[str, int]) -> dict:
-  """examples/s per mesh; `timing`: harness.measure's warmup, repeats, iters."""
+def part_rate(config, shapes, source, timing: dict[str, int], steps: int) -> dict:
+  """examples/s per mesh; `timing`: harness.measure's warmup, repeats, iters; `steps`: the
+  schedule length (the curve's, so that the persistent compilation cache serves its program)."""
   out = {}
   for shape in shapes:
     mesh = _mesh(shape)
-    prog = rec_train.train_programs(config, mesh, 1000)
+    prog = rec_train.train_programs(config, mesh, steps)
     batches = [parallel.to_global(source.host_batch(i), mesh) for i in range(4)]
     start = time.perf_counter()
     compiled = prog.train_step.lower(prog.init(), batches[0]).compile()
@@ -235,6 +242,44 @@ def part_reshard(config, big, source, steps) -> dict:
   return out
 
 
+def tokenizer_config(tiny: bool, batch: int) -> ml_collections.ConfigDict:
+  """The R3-VAE default recipe (identity encoder, top-1 cosine rating, SC + PD)."""
+  c = default.base_config()
+  c.tokenizer = "r3vae"
+  c.r3vae.batch_size = batch
+  if tiny:
+    c.sid.codebook_size = 16
+    c.r3vae.kmeans_iters = 5
+  return c
+
+
+def part_tokenizer(config, shapes, vectors: np.ndarray, epochs: int) -> dict:
+  """Per data-axis mesh: the loss curve, SIDs and items/s of `epochs` R3-VAE epochs."""
+  out, ref = {}, None
+  for shape in shapes:
+    mesh = _mesh(shape)
+    setup = tok_train.init_state(config, vectors, mesh, kmeans=True)
+    args = (setup.vectors, setup.shuffle_key, np.int32(0))
+    start = time.perf_counter()
+    compiled = tok_train.train_chunk.lower(setup.state, *args, num_epochs=epochs,
+                                           **setup.static).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    state, terms = jax.block_until_ready(compiled(setup.state, *args))
+    seconds = time.perf_counter() - start
+    codes, _ = tok_train.encode(setup.graphdef, state["params"], vectors, mesh)
+    losses = [float(x) for x in jax.device_get(terms["loss"])]
+    entry = {"devices": shape[0], "losses": losses, "compile_s": compile_s,
+             "seconds": seconds, "items_per_s": vectors.shape[0] * epochs / seconds}
+    if ref is None:
+      ref = (losses, codes, jax.device_get(state["params"]))
+    entry["max_abs_loss_diff"] = float(np.max(np.abs(np.subtract(losses, ref[0]))))
+    entry["max_abs_param_diff"] = _max_diff(jax.device_get(state["params"]), ref[2])
+    entry["sid_rows_equal_to_1x1"] = float(np.mean(np.all(codes == ref[1], axis=1)))
+    out[f"{shape[0]}x{shape[1]}"] = entry
+  return out
+
+
 def main(argv: list[str]) -> None:
   del argv
   tiny = FLAGS.tiny
@@ -265,11 +310,15 @@ def main(argv: list[str]) -> None:
 
   parts = {
       "curve": curve,
-      "rate": lambda: part_rate(paper, shapes, source, timing),
-      "rate_large": lambda: part_rate(large, shapes, _workload(large, large_items, 4)[1],
-                                      timing),
+      "rate": lambda: part_rate(paper, shapes, source, timing, steps),
       "decode": decode,
       "reshard": lambda: part_reshard(paper, shapes[-1], source, steps),
+      "tokenizer": lambda: part_tokenizer(
+          tokenizer_config(tiny, 256 if tiny else 1024), [s for s in shapes if s[1] == 1],
+          synthetic_inputs.unit_vectors(items, 32 if tiny else FLAGS.vector_dim),
+          3 if tiny else FLAGS.tokenizer_epochs),
+      "rate_large": lambda: part_rate(large, shapes, _workload(large, large_items, 4)[1],
+                                      timing, steps),
   }
   wanted = set(FLAGS.parts) | ({"rate_large"} if "rate" in FLAGS.parts else set())
   unknown = set(FLAGS.parts) - set(parts)

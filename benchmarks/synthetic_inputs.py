@@ -40,3 +40,17 @@ def random_histories(rng: np.random.Generator, count: int, max_history: int, num
   items = rng.integers(0, num_items, size=(count, max_history))
   pad = np.arange(max_history)[None, :] < (max_history - lengths)[:, None]
   return np.where(pad, -1, items).astype(np.int32)
+
+
+def unit_vectors(items: int, dim: int, clusters: int = 64, seed: int = 0) -> np.ndarray:
+  """Item vectors around `clusters` random directions (noise 0.5 per unit direction),
+  L2-normalised, as text-encoder vectors are.
+
+  Returns:
+    float32[items, dim].
+  """
+  rng = np.random.default_rng(seed)
+  centers = rng.standard_normal((clusters, dim))
+  centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+  x = centers[rng.integers(0, clusters, items)] + 0.5 * rng.standard_normal((items, dim)) / dim**.5
+  return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
