@@ -203,8 +203,18 @@ def part_decode(config, shapes, table, params_host, users) -> dict:
     seconds = time.perf_counter() - start
     ref = ranked if ref is None else ref
     out[f"{shape[0]}x{shape[1]}"] = {"users_per_s": users / seconds, "batch": size,
-                                     "identical_to_1x1": bool(np.array_equal(ranked, ref))}
+                                     "identical_to_1x1": bool(np.array_equal(ranked, ref)),
+                                     **ranking_agreement(ranked, ref)}
   return out
+
+
+def ranking_agreement(ranked: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+  """`[users, K]` item ids against the reference: share of users whose whole ranking, top-1
+  item, and top-K set are equal."""
+  same_set = [set(a) == set(b) for a, b in zip(ranked.tolist(), ref.tolist())]
+  return {"users_ranking_equal": float(np.mean(np.all(ranked == ref, axis=1))),
+          "users_top1_equal": float(np.mean(ranked[:, 0] == ref[:, 0])),
+          "users_topk_set_equal": float(np.mean(same_set))}
 
 
 def _restore_on(config, state, shape, directory, steps) -> Any:
@@ -289,7 +299,8 @@ def main(argv: list[str]) -> None:
   shapes = mesh_shapes(jax.device_count())
   result = {"kind": "multi_device", **harness.environment(FLAGS.commit),
             "command": " ".join(sys.argv), "meshes": [f"{d}x{m}" for d, m in shapes],
-            "batch": batch, "steps": steps, "tiny": tiny}
+            "batch": batch, "steps": steps, "tiny": tiny,
+            "matmul_precision": str(jax.config.jax_default_matmul_precision)}
   write = lambda: io.write_json(FLAGS.out, result)
   runner = harness.Runner(time.perf_counter() + FLAGS.budget_s, 0.0, write)
   beam = min(FLAGS.beam, 10) if tiny else FLAGS.beam

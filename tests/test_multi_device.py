@@ -46,6 +46,13 @@ def test_every_mesh_trains_decodes_and_reshards_like_one_device():
     assert entry["abs_diff"] < 1e-5, (name, entry)
 
 
+def test_ranking_agreement_counts_users():
+  ref = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9], [1, 5, 9]])
+  ranked = np.array([[1, 2, 3], [4, 6, 5], [8, 7, 0], [1, 5, 9]])
+  assert multi_device.ranking_agreement(ranked, ref) == {
+      "users_ranking_equal": 0.5, "users_top1_equal": 0.75, "users_topk_set_equal": 0.75}
+
+
 def test_tokenizer_on_the_data_axis_matches_one_device():
   config = multi_device.tokenizer_config(True, 256)
   vectors = multi_device.synthetic_inputs.unit_vectors(600, 32)
