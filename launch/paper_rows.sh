@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs rows of the paper table (prepare -> vectors -> tokenize -> train -> evaluate), one
-# results JSON per row, copied to OUTDIR as <dataset>_<tokenizer>_<vectors>_s<seed>.json.
+# results JSON per row, copied to OUTDIR as <dataset>_<tokenizer>[-<variant>]_<vectors>_s<seed>.json.
 #
 #   launch/paper_rows.sh OUTDIR beauty:r3vae:0 beauty:rqvae:0 sports:r3vae:0 ... [-- --config.x=y ...]
 #
@@ -30,6 +30,11 @@ if [ "$jobs_max" -gt 1 ]; then
   export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-$(python3 -c "print(round(0.9 / $jobs_max, 3))")}
 fi
 
+row_name() {  # dataset tokenizer seed vectors -> a file name of [A-Za-z0-9._-] ("+" -> "-")
+  local tokenizer=${2//+/-}
+  echo "${1}_${tokenizer}_${4:-default}_s${3}"
+}
+
 run_row() {  # dataset tokenizer seed vectors
   local dataset=$1 tokenizer=$2 seed=$3 vectors=$4
   local arg=$tokenizer${vectors:+,$vectors}
@@ -39,7 +44,8 @@ run_row() {  # dataset tokenizer seed vectors
     arg=$tokenizer,npy
     flags+=(--config.vectors.path="$npy" --config.vectors.label=minilm-text)
   fi
-  local name=${dataset}_${tokenizer}_${vectors:-default}_s${seed}
+  local name
+  name=$(row_name "$dataset" "$tokenizer" "$seed" "$vectors")
   local workdir=${WORKROOT:-/tmp/r3vae_rows}/$name
   echo "=== $dataset:$tokenizer:$seed${vectors:+:$vectors} -> $workdir"
   local limit=()
@@ -62,6 +68,6 @@ for row in "${rows[@]}"; do
   fi
   while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
   run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}" \
-      > "$out/${dataset}_${tokenizer}_${vectors:-default}_s${seed}.log" 2>&1 &
+      > "$out/$(row_name "$dataset" "$tokenizer" "$seed" "${vectors:-}").log" 2>&1 &
 done
 wait

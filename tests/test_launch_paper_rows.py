@@ -1,0 +1,41 @@
+"""launch/paper_rows.sh: row arguments become main's config argument, and each row's results
+JSON and log land in OUTDIR under a name of plain characters (a stub `python3` stands in for
+the pipeline, so this checks the script alone)."""
+import os
+import pathlib
+import stat
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+STUB = """#!/usr/bin/env bash
+for arg in "$@"; do
+  case $arg in --workdir=*) workdir=${arg#--workdir=} ;; esac
+done
+mkdir -p "$workdir"
+echo "$*" > "$workdir/args.txt"
+echo '{"kind": "experiment"}' > "$workdir/results.json"
+"""
+
+
+def test_rows_run_with_variants_and_land_under_plain_names(tmp_path):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  stub = bin_dir / "python3"
+  stub.write_text(STUB)
+  stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+  out, workroot = tmp_path / "out", tmp_path / "rows"
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WORKROOT": str(workroot),
+         "JOBS": "2"}
+  env.pop("VECTORS_DIR", None)
+  subprocess.run(["bash", str(ROOT / "launch" / "paper_rows.sh"), str(out),
+                  "beauty:r3vae+ema:0", "toys:rqvae:1:interactions-svd", "--", "--config.x=1"],
+                 check=True, env=env, cwd=ROOT, capture_output=True, text=True)
+  names = sorted(p.name for p in out.iterdir())
+  assert names == ["beauty_r3vae-ema_default_s0.json", "beauty_r3vae-ema_default_s0.log",
+                   "toys_rqvae_interactions-svd_s1.json", "toys_rqvae_interactions-svd_s1.log"]
+  args = (workroot / "beauty_r3vae-ema_default_s0" / "args.txt").read_text()
+  assert "--config=r3vae_jax/configs/beauty.py:r3vae+ema " in args
+  assert "--config.seed=0" in args and "--config.x=1" in args
+  args = (workroot / "toys_rqvae_interactions-svd_s1" / "args.txt").read_text()
+  assert "--config=r3vae_jax/configs/toys.py:rqvae,interactions-svd " in args
