@@ -56,7 +56,8 @@ def define_flags() -> None:
   others that define flags of the same names)."""
   flags.DEFINE_string("out", None, "JSON output path", required=True)
   flags.DEFINE_bool("tiny", False, "Tiny model, batch and catalogue (CPU check of the program).")
-  flags.DEFINE_list("parts", ["curve", "rate", "decode", "reshard", "tokenizer"], "Which parts to run.")
+  flags.DEFINE_list("parts", ["curve", "rate", "decode", "reshard", "tokenizer"],
+                    "Which parts to run (rate also runs rate_large).")
   flags.DEFINE_integer("batch", 512, "Global batch (--tiny: 32).")
   flags.DEFINE_integer("steps", 50, "Steps of the loss curve (--tiny: 4).")
   flags.DEFINE_integer("items", 12101, "Catalogue of the paper-size runs (Beauty's).")

@@ -2,8 +2,8 @@
 
   python results/make_table.py > results/table.md
 
-Rows: dataset × tokenizer[+variant] × vector source, ours as mean ± std over seeds, beside the R3-VAE
-paper's numbers and the public PyTorch re-implementation's (docs/spec.md).
+Rows: dataset × tokenizer[+variant] × vector source, ours as mean ± std over seeds, beside the
+R3-VAE paper's numbers and the public PyTorch re-implementation's (docs/spec.md).
 """
 import collections
 import glob
@@ -61,7 +61,8 @@ def main(directory):
           f"| {_fmt([t['recall@10'] for t in test])} | {_fmt([t['ndcg@5'] for t in test])} "
           f"| {_fmt([t['ndcg@10'] for t in test])} | {_ref(PAPER, key, 0)} / {_ref(PAPER, key, 1)} "
           f"| {_ref(REIMPL, key, 0)} / {_ref(REIMPL, key, 1)} | {np.mean(coll):.3f} "
-          f"| {epochs} | {np.mean(wall):.0f} ({np.mean(train):.0f}) | {runs[0].get('device', '?')} |")
+          f"| {epochs} | {np.mean(wall):.0f} ({np.mean(train):.0f}) "
+          f"| {runs[0].get('device', '?')} |")
 
 
 if __name__ == "__main__":
