@@ -42,7 +42,8 @@ def setup(shared_data):
   c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=32, num_heads=2,
                             d_kv=16, d_ff=64, dropout=0.0))
   c.data.max_history = 5
-  c.train.update(dict(batch_size=128, epochs=3, lr=5e-3, eval_every_epochs=1, patience=10,
+  c.train.update(dict(batch_size=128, epochs=3, lr=5e-3, schedule="constant",
+                      eval_every_epochs=1, patience=10,
                       log_every_steps=4, checkpoint_keep=1, nonfinite="skip", length_buckets=()))
   c.eval.update(dict(beam_size=10, batch_size=200))
   c.mesh.update(dict(data=1, model=1))

@@ -1,4 +1,5 @@
-"""Named config variants, as data: the R3-VAE paper's ablations and our own change (issue 9).
+"""Named config variants, as data: the R3-VAE paper's ablations, the re-implementation's
+recommender schedule and our own change (issue 9).
 
 Chosen by the config argument `tokenizer+variant[,vectors]`, e.g.
 
@@ -18,6 +19,9 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "straight_through": (R3VAE, {"r3vae.rating": "straight_through"}),  # VQ-VAE residuals
     "no_sc": (R3VAE, {"r3vae.use_sc": False}),                 # no Semantic Cohesion term
     "no_pd": (R3VAE, {"r3vae.use_pd": False}),                 # no Preference Discrimination
+    # The re-implementation's recommender schedule (RecBoard): constant lr 5e-4, 200 epochs.
+    "recboard_schedule": (FIXED_TABLE, {"train.lr": 5e-4, "train.schedule": "constant",
+                                        "train.epochs": 200}),
     # Ours: validate, select and test the moving average of the recommender's parameters
     # (recommender/ema.py). 0.999 averages over ~1,000 steps, ~3 Beauty epochs at batch 512.
     "ema": (FIXED_TABLE, {"train.ema_decay": 0.999}),
