@@ -30,11 +30,11 @@ from r3vae_jax import io, parallel
 from r3vae_jax.data import dataset
 from r3vae_jax.data.dataset import Interactions
 from r3vae_jax.data.splits import pad_histories
-from r3vae_jax.decode import DeviceTrie, beam_search, build_trie
+from r3vae_jax.decode import DeviceTrie, build_trie
 from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import train as rec_train
-from r3vae_jax.recommender.model import make_step_fn
-from r3vae_jax.recommender.state import ModelDef, batch_shardings
+from r3vae_jax.recommender.state import ModelDef
+from r3vae_jax.recommender.steps import make_generate
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 from r3vae_jax.tokenizer import sid_table as sid_table_lib
 
@@ -60,28 +60,17 @@ _GENERATE: dict[tuple, tuple[Any, Callable]] = {}
 
 def scored_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh
                     ) -> Callable[[dict, dict, DeviceTrie], tuple[jax.Array, jax.Array]]:
-  """Constrained beam search returning scores too, under one `jax.jit` (batch over `data`).
-
-  The jitted function is built once per (model, shardings, beam, mesh) in this process
-  (`recommender.train.model_programs` returns the same `ModelDef` for the same config), so a
-  second `Recommender.load` of the same model compiles nothing again.
+  """`recommender.steps.make_generate`, built once per (model, shardings, beam, mesh) in this
+  process (`recommender.train.model_programs` returns the same `ModelDef` for the same config),
+  so a second `Recommender.load` of the same model compiles nothing again.
 
   Returns:
     generate(params, batch {"enc_tokens" int32[B, S], "enc_mask" bool[B, S]}, trie) ->
     (item_ids int32[B, beam_size] best first, -1 = empty slot; scores float32[B, beam_size]).
   """
-  def generate(params: dict, batch: dict, trie: DeviceTrie) -> tuple[jax.Array, jax.Array]:
-    model = mdef.bind(params)
-    enc_out = model.encode(batch["enc_tokens"], batch["enc_mask"])
-    step_fn, cache = make_step_fn(model, enc_out, batch["enc_mask"], beam_size)
-    result = beam_search(step_fn, cache, trie, enc_out.shape[0], beam_size)
-    return result.item_ids, result.scores
-
   key = (id(mdef), id(param_shardings), beam_size, mesh)
   if key not in _GENERATE:
-    rows = batch_shardings(mesh)
-    fn = jax.jit(generate, in_shardings=(param_shardings, rows, parallel.replicated(mesh)),
-                 out_shardings=(rows, rows))
+    fn = make_generate(mdef, beam_size, param_shardings, mesh)
     _GENERATE[key] = ((mdef, param_shardings), fn)  # the refs keep the ids unique
   return _GENERATE[key][1]
 

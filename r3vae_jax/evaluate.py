@@ -75,13 +75,14 @@ def rank_in_batches(rank_fn: Callable[[Any], jax.Array], inputs: Any, batch_size
 
   Args:
     rank_fn: (a jitted function) batch pytree with leaves [batch_size, ...] sharded over
-      `data` -> int[batch_size, B] ranked item ids.
+      `data` -> int[batch_size, B] ranked item ids, or a pytree of such `[batch_size, ...]`
+      arrays (e.g. ids and scores).
     inputs: pytree of numpy arrays [U, ...] (every leaf has the same U).
     batch_size: users per batch; a multiple of the `data` axis size and of the host count.
     mesh: the device mesh.
 
   Returns:
-    int32[U, B] rankings of all users, in input order.
+    `rank_fn`'s output for all users, in input order (int32[U, B] rankings).
   """
   parallel.check_batch_size(batch_size, mesh)
   leaves = jax.tree.leaves(inputs)
@@ -96,10 +97,10 @@ def rank_in_batches(rank_fn: Callable[[Any], jax.Array], inputs: Any, batch_size
     take = np.minimum(np.arange(start, start + batch_size), stop - 1)
     batch = jax.tree.map(lambda x, take=take: np.asarray(x)[take][host_rows], inputs)
     out = rank_fn(parallel.to_global(batch, mesh))
-    out = np.asarray(out if jax.process_count() == 1
-                     else multihost_utils.process_allgather(out, tiled=True))
-    results.append(out[:stop - start])
-  return np.concatenate(results).astype(np.int32)
+    if jax.process_count() > 1:
+      out = multihost_utils.process_allgather(out, tiled=True)
+    results.append(jax.tree.map(lambda x, n=stop - start: np.asarray(x)[:n], out))
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *results)
 
 
 def evaluate_ranked(rank_fn: Callable[[Any], jax.Array], inputs: Any, targets: np.ndarray,

@@ -136,14 +136,18 @@ def _stage_train(config, workdir):
 
 def _stage_evaluate(config, workdir):
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.recommender import popularity, train  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   table = _load_sid_table(workdir, inter.num_items)
   metrics = {split: train.evaluate_recommender(config, workdir, table, spl, split=split)
              for split in ("valid", "test")}
+  if config.eval.popularity_alphas:
+    alpha = popularity.select(metrics["valid"]["popularity"], config.train.select_metric)
+    metrics["test_popularity"] = {"alpha": float(alpha), **metrics["test"]["popularity"][alpha]}
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
   for split, m in metrics.items():
-    print(split, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())))
+    print(split, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())
+                          if isinstance(v, (int, float))))
   return metrics
 
 

@@ -46,21 +46,25 @@ def main(directory):
     tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "")
     rows[(r["dataset"], tokenizer, r["vectors"])].append(r)
   print("| dataset | tokenizer | vectors | seeds | R@5 | R@10 | N@5 | N@10 | paper R@10 / N@10 "
-        "| re-impl. R@10 / N@10 | collisions | best epoch per seed (* = cut by time) "
-        "| wall s (train) | device |")
-  print("|" + "---|" * 14)
+        "| re-impl. R@10 / N@10 | N@10 with the popularity prior (alpha) | collisions "
+        "| best epoch per seed (* = cut by time) | wall s (train) | device |")
+  print("|" + "---|" * 15)
   for (dataset, tok, vec), runs in sorted(rows.items()):
     test = [r["metrics"]["test"] for r in runs]
     key = (dataset, tok)
     wall = [sum(r["wall_time_s"].values()) for r in runs]
     train = [r["wall_time_s"].get("train", 0) for r in runs]
     coll = [r["sid_metrics"].get("collision_rate", float("nan")) for r in runs]
+    prior = [r["metrics"]["test_popularity"] for r in runs if "test_popularity" in r["metrics"]]
+    alphas = ", ".join(f"{p['alpha']:g}" for p in prior)
+    prior_cell = f"{_fmt([p['ndcg@10'] for p in prior])} ({alphas})" if prior else "–"
     epochs = ", ".join(f"{r['train']['best_epoch']}" + ("*" if r["train"].get("finished") ==
                                                           "preempted" else "") for r in runs)
     print(f"| {dataset} | {tok} | {vec} | {len(runs)} | {_fmt([t['recall@5'] for t in test])} "
           f"| {_fmt([t['recall@10'] for t in test])} | {_fmt([t['ndcg@5'] for t in test])} "
           f"| {_fmt([t['ndcg@10'] for t in test])} | {_ref(PAPER, key, 0)} / {_ref(PAPER, key, 1)} "
-          f"| {_ref(REIMPL, key, 0)} / {_ref(REIMPL, key, 1)} | {np.mean(coll):.3f} "
+          f"| {_ref(REIMPL, key, 0)} / {_ref(REIMPL, key, 1)} | {prior_cell} "
+          f"| {np.mean(coll):.3f} "
           f"| {epochs} | {np.mean(wall):.0f} ({np.mean(train):.0f}) "
           f"| {runs[0].get('device', '?')} |")
 

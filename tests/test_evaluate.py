@@ -58,3 +58,8 @@ def test_rank_in_batches_pads_last_batch_and_keeps_order():
   assert m == {"recall@1": 11 / 21, "ndcg@1": pytest.approx(11 / 21), "users": 21}
   with pytest.raises(ValueError, match="multiple of the data axis"):
     evaluate.rank_in_batches(rank_fn, inputs, 12, mesh)
+  # A pytree output (ids and scores) comes back in the same structure, rows in input order.
+  ids, scores = evaluate.rank_in_batches(
+      jax.jit(lambda b: (rank_fn(b), b["user"].astype(jnp.float32) / 2)), inputs, 8, mesh)
+  np.testing.assert_array_equal(ids, ranked)
+  np.testing.assert_array_equal(scores, np.arange(users) / 2)

@@ -75,6 +75,9 @@ def test_valid_through_the_evaluate_path_equals_the_logged_best(setup, tmp_path)
   assert metrics["step"] == best["step"] and metrics["users"] == USERS
   for key in KEYS:
     assert metrics[key] == pytest.approx(best[key], abs=1e-12), key
+  # The popularity prior's grid: alpha 0 is the beam's own order; a larger alpha reorders.
+  assert set(metrics["popularity"]) == {f"{a:g}" for a in config.eval.popularity_alphas}
+  assert all(metrics["popularity"]["0"][key] == metrics[key] for key in KEYS)
   test = train.evaluate_recommender(ruin, workdir, table, splits, split="test")
   assert test["step"] == best["step"] and test["users"] == USERS
 

@@ -154,8 +154,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   # eval.exclude_seen: drop the user's whole history from the ranking before Recall/NDCG@K,
   # as RecBoard/freerec do when no user repeats an item (true of the Amazon 5-core files).
+  # eval.popularity_alphas: weights of the popularity prior tried on the validation split at
+  # evaluation (recommender/popularity.py); the test split is also scored with the chosen one
+  # (results: metrics.test_popularity), beside the plain beam order. () = off.
   c.eval = ml_collections.ConfigDict(dict(beam_size=20, ks=(5, 10), batch_size=1024,
-                                          exclude_seen=True))
+                                          exclude_seen=True,
+                                          popularity_alphas=(0.0, 0.1, 0.25, 0.5, 1.0, 2.0)))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   return c

@@ -74,6 +74,11 @@ def _ints(lo: int) -> Check:
                     else what)
 
 
+def _weights(v: Any) -> str | None:
+  ok = isinstance(v, (tuple, list)) and all(_WEIGHT(x) is None for x in v)
+  return None if ok else "a list of finite numbers >= 0"
+
+
 _POSITIVE = _int(1)
 _RATE = _float(0.0, lo_open=True)        # learning rates, temperatures: > 0
 _WEIGHT = _float(0.0)                    # loss weights, decays: >= 0
@@ -168,6 +173,7 @@ FIELDS: dict[str, Check] = {
     "eval.ks": _ints(1),
     "eval.batch_size": _POSITIVE,
     "eval.exclude_seen": _bool,
+    "eval.popularity_alphas": _weights,
     "mesh.data": _int(1, also=(-1,)),
     "mesh.model": _POSITIVE,
 }

@@ -38,6 +38,16 @@ def drop_seen(ranked: np.ndarray, seen: np.ndarray) -> np.ndarray:
   return np.where(np.take_along_axis(drop, order, axis=1), -1, kept).astype(np.int32)
 
 
+def metrics_of(ranked: np.ndarray, targets: np.ndarray, seen: np.ndarray | None,
+               ks: Sequence[int]) -> dict[str, float | int]:
+  """Recall/NDCG@K of rankings `int[U, B]` after dropping `seen` items (unless None)."""
+  if seen is not None:
+    ranked = drop_seen(ranked, seen)
+  metrics = evaluate.ranking_metrics(ranked, targets, ks)
+  metrics["users"] = int(ranked.shape[0])
+  return metrics
+
+
 def score(rank_fn: Callable[[Any], jax.Array], inputs: Any, targets: np.ndarray,
           seen: np.ndarray | None, batch_size: int, mesh: jax.sharding.Mesh,
           ks: Sequence[int]) -> dict[str, float | int]:
@@ -52,9 +62,5 @@ def score(rank_fn: Callable[[Any], jax.Array], inputs: Any, targets: np.ndarray,
   Returns:
     {"recall@K", "ndcg@K" for K in ks, "users"}.
   """
-  ranked = evaluate.rank_in_batches(rank_fn, inputs, batch_size, mesh)
-  if seen is not None:
-    ranked = drop_seen(ranked, seen)
-  metrics = evaluate.ranking_metrics(ranked, targets, ks)
-  metrics["users"] = int(ranked.shape[0])
-  return metrics
+  return metrics_of(evaluate.rank_in_batches(rank_fn, inputs, batch_size, mesh), targets, seen,
+                    ks)

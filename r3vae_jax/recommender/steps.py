@@ -93,14 +93,16 @@ def make_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Me
 
   Returns:
     generate(params, batch {"enc_tokens" int32[B, S], "enc_mask" bool[B, S]}, trie) ->
-    int32[B, beam_size] item ids best first (-1 = empty slot), split over `data`.
+    (item_ids int32[B, beam_size] best first, -1 = empty slot; scores float32[B, beam_size],
+    the SIDs' summed log-probabilities), split over `data`.
   """
-  def generate(params: dict, batch: dict, trie: DeviceTrie) -> jax.Array:
+  def generate(params: dict, batch: dict, trie: DeviceTrie) -> tuple[jax.Array, jax.Array]:
     model = mdef.bind(params)
     enc_out = model.encode(batch["enc_tokens"], batch["enc_mask"])
     step_fn, cache = make_step_fn(model, enc_out, batch["enc_mask"], beam_size)
-    return beam_search(step_fn, cache, trie, enc_out.shape[0], beam_size).item_ids
+    result = beam_search(step_fn, cache, trie, enc_out.shape[0], beam_size)
+    return result.item_ids, result.scores
 
   data = batch_shardings(mesh)
   return jax.jit(generate, in_shardings=(param_shardings, data, parallel.replicated(mesh)),
-                 out_shardings=data)
+                 out_shardings=(data, data))

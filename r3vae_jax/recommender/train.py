@@ -33,10 +33,11 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from r3vae_jax import checkpoint, io, parallel
+from r3vae_jax import checkpoint, evaluate, io, parallel
 from r3vae_jax.decode import build_trie
 from r3vae_jax.data.splits import Splits
-from r3vae_jax.recommender import data, ema, ranking, sharding, state as state_lib, steps
+from r3vae_jax.recommender import data, ema, popularity, ranking, sharding, steps
+from r3vae_jax.recommender import state as state_lib
 from r3vae_jax.recommender.preemption import PreemptionWatch
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 
@@ -122,10 +123,17 @@ class MetricsLog:
 
 @dataclasses.dataclass(frozen=True)
 class ModelPrograms:
-  """What inference needs: the model structure, where params live, constrained generation."""
+  """What inference needs: the model structure, where params live, constrained generation.
+
+  `generate_scored(params, batch, trie)` -> (item ids, scores) `[B, beam]` (`steps.make_generate`);
+  `generate` the same, item ids only.
+  """
   mdef: state_lib.ModelDef
   param_shardings: Any
-  generate: Callable
+  generate_scored: Callable
+
+  def generate(self, params: Any, batch: Any, trie: Any) -> jax.Array:
+    return self.generate_scored(params, batch, trie)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -540,7 +548,9 @@ def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
   Writes `workdir/recommender/{split}_metrics.json`.
 
   Returns:
-    {"recall@K", "ndcg@K" for K in config.eval.ks, "users", "step"}.
+    {"recall@K", "ndcg@K" for K in config.eval.ks, "users", "step", "popularity": {alpha as
+    text: the same metrics after `popularity.rerank` with that alpha, for each alpha in
+    config.eval.popularity_alphas}}.
   """
   layout = layout_from_config(config)
   table = check_sid_table(sid_table, layout, "recommender: sid_table")
@@ -550,10 +560,16 @@ def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
   data.check_items(examples, table.shape[0], f"recommender: {split} data")
   trie = build_trie(table, list(layout.level_sizes))
   inputs = _ranking_inputs(examples, layout.item_tokens(table), table)
-  metrics = ranking.score(lambda batch: prog.generate(params, batch, trie), inputs,
-                          examples.target, eval_seen(config, examples),
-                          _eval_batch_size(config, len(examples), mesh), mesh,
-                          tuple(config.eval.ks))
+  ids, scores = evaluate.rank_in_batches(
+      lambda batch: prog.generate_scored(params, batch, trie), inputs,
+      _eval_batch_size(config, len(examples), mesh), mesh)
+  seen, ks = eval_seen(config, examples), tuple(config.eval.ks)
+  metrics = ranking.metrics_of(ids, examples.target, seen, ks)
+  log_pop = popularity.log_popularity(splits.train, table.shape[0])
+  metrics["popularity"] = {
+      f"{alpha:g}": ranking.metrics_of(popularity.rerank(ids, scores, log_pop, alpha),
+                                       examples.target, seen, ks)
+      for alpha in config.eval.popularity_alphas}
   metrics["step"] = ckpt_step
   if jax.process_index() == 0:
     io.write_json(os.path.join(_paths(workdir).root, f"{split}_metrics.json"), metrics)
