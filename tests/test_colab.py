@@ -1,4 +1,5 @@
 """The Colab demo notebook: committed without outputs, and runs end to end offline on CPU."""
+import json
 import os
 import pathlib
 import time
@@ -44,6 +45,14 @@ def test_notebook_runs_offline_on_cpu(tmp_path):
   for stage in ("data", "vectors.npy", "tokenizer", "recommender", "results.json"):
     assert (tmp_path / "demo" / "r3vae" / stage).exists(), stage
   assert (tmp_path / "demo" / "rqvae" / "tokenizer" / "sid_metrics.json").exists()
+  # The popularity prior: alpha chosen on validation from the grid, its test metrics beside the
+  # plain protocol's (the grid's alpha 0 is the plain beam order).
+  metrics = json.loads((tmp_path / "demo" / "r3vae" / "results.json").read_text())["metrics"]
+  chosen = metrics["test_popularity"]
+  grid = metrics["valid"]["popularity"]
+  assert chosen["alpha"] in [float(a) for a in grid]
+  assert grid[f"{chosen['alpha']:g}"]["ndcg@10"] == max(m["ndcg@10"] for m in grid.values())
+  assert metrics["test"]["popularity"]["0"]["ndcg@10"] == metrics["test"]["ndcg@10"]
 
 
 def test_plots_say_which_file_is_missing(tmp_path):
