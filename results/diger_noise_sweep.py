@@ -26,12 +26,15 @@ from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.tokenizer import api as tok_api
 
 NUM_ITEMS, EPOCHS = 2000, 4
-# (decay, normalize_logits, noise_scale, tokenizer_lr)
-SETTINGS = [("none", False, 1.0, 1e-5), ("frequency", False, 1.0, 1e-5),
-            ("frequency", True, 1.0, 1e-5), ("frequency", True, 0.1, 1e-5),
-            ("frequency", True, 0.02, 1e-5), ("gumbel", True, 0.02, 1e-5),
-            ("none", False, 1.0, 1e-4), ("frequency", True, 0.02, 1e-4),
-            ("learned_sigma", True, 0.02, 1e-4)]
+# (decay, normalize_logits, noise_scale, tokenizer_lr, noisy_targets)
+SETTINGS = [("none", False, 1.0, 1e-5, True), ("frequency", False, 1.0, 1e-5, True),
+            ("frequency", True, 1.0, 1e-5, True), ("frequency", True, 0.1, 1e-5, True),
+            ("frequency", True, 0.02, 1e-5, True), ("gumbel", True, 0.02, 1e-5, True),
+            ("none", False, 1.0, 1e-4, True), ("frequency", True, 0.02, 1e-4, True),
+            ("learned_sigma", True, 0.02, 1e-4, True),
+            # noise on the history only, greedy targets
+            ("frequency", False, 1.0, 1e-5, False), ("frequency", False, 1.0, 1e-4, False),
+            ("gumbel", False, 1.0, 1e-4, False), ("learned_sigma", True, 0.02, 1e-4, False)]
 
 
 def beauty_slice(path: str):
@@ -46,10 +49,10 @@ def beauty_slice(path: str):
   return splits, interactions.ppmi_svd(splits.train, NUM_ITEMS, dim=32, window=5, seed=0)
 
 
-def config(decay="none", normalize=False, scale=1.0, tokenizer_lr=1e-5):
+def config(decay="none", normalize=False, scale=1.0, tokenizer_lr=1e-5, noisy_targets=True):
   c = default.get_config("diger")
   c.diger.update(dict(decay=decay, normalize_logits=normalize, noise_scale=scale,
-                      tokenizer_lr=tokenizer_lr))
+                      tokenizer_lr=tokenizer_lr, noisy_targets=noisy_targets))
   c.data.max_history = 8
   c.sid.update(dict(levels=2, codebook_size=32, max_collisions=256))
   c.rqvae.update(dict(epochs=8, eval_every=8, batch_size=128, hidden=(64,), latent_dim=16,
@@ -82,13 +85,14 @@ def main(out_path: str) -> None:
     result["fixed_table"] = {"best_valid_ndcg@10": best["best_valid"]["ndcg@10"],
                              "seconds": time.time() - start}
     print("fixed table", result["fixed_table"], flush=True)
-    for decay, normalize, scale, lr in SETTINGS:
-      name = f"{decay}_norm{int(normalize)}_scale{scale:g}_toklr{lr:g}"
+    for decay, normalize, scale, lr, noisy_targets in SETTINGS:
+      name = (f"{decay}_norm{int(normalize)}_scale{scale:g}_toklr{lr:g}"
+              f"{'' if noisy_targets else '_greedytargets'}")
       workdir = os.path.join(tmp, name)
       shutil.copytree(os.path.join(tmp, "pre", "tokenizer"), os.path.join(workdir, "tokenizer"))
       start = time.time()
-      summary = diger_train.train_diger(config(decay, normalize, scale, lr), workdir, vectors,
-                                        splits)
+      summary = diger_train.train_diger(config(decay, normalize, scale, lr, noisy_targets),
+                                        workdir, vectors, splits)
       history = summary["history"]
       result["runs"][name] = {
           "valid_ndcg@10": [h.get("valid_ndcg@10") for h in history],

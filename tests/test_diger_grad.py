@@ -3,6 +3,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from r3vae_jax import quantize
 from r3vae_jax.configs import default
@@ -113,3 +114,20 @@ def test_normalized_logits_keep_greedy_codes_and_make_noise_relative():
                                normalize=normalize)
     moved[normalize] = float(jnp.mean(a.codes[:, 0] != a.greedy[:, 0]))
   assert moved[False] > 0.8 and moved[True] < moved[False] - 0.2, moved
+
+
+def test_greedy_targets_keep_the_noise_on_the_history():
+  tokenizer, recommender, d = _setup()
+  usage = jnp.full((L, K), 1.0 / K)
+  fractions = {}
+  for noisy_targets in (True, False):
+    cfg = joint.JointConfig(decay="gumbel", tau=2.0, noise_scale=1.0, hot_factor=1.5,
+                            sigma_lambda=1.0, beta=0.25, recon_weight=0.0, vq_weight=0.0,
+                            noisy_targets=noisy_targets)
+    _, aux = joint.joint_loss(tokenizer, recommender, jnp.ones(L), d["histories"], d["targets"],
+                              jnp.ones(6), d["vectors"], d["table"], usage,
+                              jax.random.key(1, impl="unsafe_rbg"), cfg)
+    fractions[noisy_targets] = float(aux["noisy_fraction"])
+  history_items = int((np.asarray(d["histories"]) >= 0).sum())
+  assert fractions[True] == 1.0
+  assert fractions[False] == pytest.approx(history_items / (history_items + 6), rel=1e-6)

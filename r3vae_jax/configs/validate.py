@@ -138,6 +138,7 @@ FIELDS: dict[str, Check] = {
     "diger.pretrain": _choice(*(t for t in TOKENIZERS if t != "diger")),
     "diger.detach_codes": _bool,
     "diger.normalize_logits": _bool,
+    "diger.noisy_targets": _bool,
     "diger.vq_codes": _choice("chosen", "greedy"),
     "recommender.num_encoder_layers": _POSITIVE,
     "recommender.num_decoder_layers": _POSITIVE,

@@ -54,6 +54,9 @@ class JointConfig:
       towards randomly assigned residuals, and the collision rate climbs 0.13 -> 0.31 -> 0.36;
       "greedy" keeps both flat (0.13). Noisy codes are near-uniform draws: the RQ-VAE's
       best-vs-second logit gap (median 3e-3, 3e-4, 1e-4 per level) is tiny beside Gumbel noise.
+    noisy_targets: the target items' codes get the noise too (True) or are greedy (False: the
+      noise only perturbs the history the recommender reads; gradients reach the target codes
+      through the straight-through softmax either way).
   """
   decay: str
   tau: float
@@ -66,6 +69,7 @@ class JointConfig:
   detach: bool = False
   vq_codes: str = "chosen"
   normalize_logits: bool = False
+  noisy_targets: bool = True
 
 
 def history_onehots(indicators: jax.Array, collision: jax.Array, valid: jax.Array,
@@ -143,8 +147,10 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   z = tokenizer.encoder(x)
   greedy_level1, _ = quantize.nearest_code(jax.lax.stop_gradient(z),
                                            jax.lax.stop_gradient(books[0]))
+  is_target = jnp.arange(items.shape[0]) >= batch * hist_len
   scales = noise.noise_scales(decay, greedy_level1, usage[0], sigma, cfg.noise_scale,
-                              cfg.hot_factor)
+                              cfg.hot_factor) * jnp.where(is_target, float(cfg.noisy_targets),
+                                                          1.0)[:, None]
   a = assign.gumbel_residual(z, books, gumbel_key, cfg.tau, scales, cfg.detach,
                              cfg.normalize_logits)
   vq_codes = a.codes if cfg.vq_codes == "chosen" else quantize.residual_quantize(

@@ -84,7 +84,8 @@ def joint_config(config: ml_collections.ConfigDict) -> joint.JointConfig:
                            beta=float(config[d.pretrain].beta),
                            recon_weight=float(d.recon_weight), vq_weight=float(d.vq_weight),
                            detach=bool(d.detach_codes), vq_codes=d.vq_codes,
-                           normalize_logits=bool(d.normalize_logits))
+                           normalize_logits=bool(d.normalize_logits),
+                           noisy_targets=bool(d.noisy_targets))
 
 
 # ---- pretrained tokenizer ----------------------------------------------------------------
