@@ -38,14 +38,10 @@ SETTINGS = [("none", False, 1.0, 1e-5, True), ("frequency", False, 1.0, 1e-5, Tr
 
 
 def beauty_slice(path: str):
-  sequences = []
+  """(leave-one-out splits, 32-d PPMI-SVD vectors) of the first NUM_ITEMS Beauty items."""
   with open(path, encoding="utf-8") as f:
-    for line in f:
-      items = np.array(line.split()[1:], np.int32) - 1
-      items = items[items < NUM_ITEMS]
-      if items.size >= 3:
-        sequences.append(items)
-  splits = splits_lib.leave_one_out(sequences)
+    sequences = [np.array(line.split()[1:], np.int32) - 1 for line in f]
+  splits = splits_lib.leave_one_out(splits_lib.item_prefix(sequences, NUM_ITEMS))
   return splits, interactions.ppmi_svd(splits.train, NUM_ITEMS, dim=32, window=5, seed=0)
 
 

@@ -34,13 +34,8 @@ def beauty_prefix(shared_data):
   from r3vae_jax.data.vectors import interactions
 
   def make(num_items: int, dim: int):
-    sequences = []
     with open(shared_data / "amazon_beauty" / "Beauty.txt", encoding="utf-8") as f:
-      for line in f:
-        items = np.array(line.split()[1:], np.int32) - 1
-        items = items[items < num_items]
-        if items.size >= 3:
-          sequences.append(items)
-    splits = splits_lib.leave_one_out(sequences)
+      sequences = [np.array(line.split()[1:], np.int32) - 1 for line in f]
+    splits = splits_lib.leave_one_out(splits_lib.item_prefix(sequences, num_items))
     return splits, interactions.ppmi_svd(splits.train, num_items, dim=dim, window=5, seed=0)
   return make

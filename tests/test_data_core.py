@@ -123,3 +123,8 @@ def test_pipeline_synthetic_default():
   s = splits.leave_one_out(inter.sequences)
   vecs = pipeline.item_vectors(config, inter, s)
   assert vecs.shape == (config.data.synthetic.num_items, config.data.synthetic.dim)
+
+
+def test_item_prefix_keeps_order_and_drops_short_users():
+  got = splits.item_prefix([np.array([0, 5, 1, 2]), np.array([7, 1, 0]), np.array([2, 1, 0])], 3)
+  assert [g.tolist() for g in got] == [[0, 1, 2], [2, 1, 0]]

@@ -73,3 +73,11 @@ def training_examples(train: Sequence[np.ndarray],
   src = pos[:, None] - max_history + np.arange(max_history)[None, :]      # [E, H] in-user index
   hist = np.where(src >= 0, flat[owner_start[:, None] + np.maximum(src, 0)], -1)
   return hist.astype(np.int32), flat[owner_start + pos]
+
+
+def item_prefix(sequences: Sequence[np.ndarray], num_items: int, min_length: int = 3
+                ) -> list[np.ndarray]:
+  """A catalogue slice: every sequence keeps its items with id < `num_items` (in order); users
+  left with fewer than `min_length` items are dropped (small real-data tests and sweeps)."""
+  kept = [np.asarray(s, np.int32)[np.asarray(s) < num_items] for s in sequences]
+  return [s for s in kept if s.size >= min_length]
