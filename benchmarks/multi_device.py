@@ -280,12 +280,12 @@ def part_tokenizer(config, shapes, vectors: np.ndarray, epochs: int) -> dict:
     seconds = time.perf_counter() - start
     codes, _ = tok_train.encode(setup.graphdef, state["params"], vectors, mesh)
     losses = [float(x) for x in jax.device_get(terms["loss"])]
+    params = jax.device_get(state["params"])
     entry = {"devices": shape[0], "losses": losses, "compile_s": compile_s,
              "seconds": seconds, "items_per_s": vectors.shape[0] * epochs / seconds}
-    if ref is None:
-      ref = (losses, codes, jax.device_get(state["params"]))
+    ref = ref or (losses, codes, params)
     entry["max_abs_loss_diff"] = float(np.max(np.abs(np.subtract(losses, ref[0]))))
-    entry["max_abs_param_diff"] = _max_diff(jax.device_get(state["params"]), ref[2])
+    entry["max_abs_param_diff"] = _max_diff(params, ref[2])
     entry["sid_rows_equal_to_1x1"] = float(np.mean(np.all(codes == ref[1], axis=1)))
     out[f"{shape[0]}x{shape[1]}"] = entry
   return out

@@ -19,7 +19,7 @@ the model, restricted to valid SIDs (the beam search's summed masked log-softmax
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import ml_collections
@@ -30,11 +30,9 @@ from r3vae_jax import io, parallel
 from r3vae_jax.data import dataset
 from r3vae_jax.data.dataset import Interactions
 from r3vae_jax.data.splits import pad_histories
-from r3vae_jax.decode import DeviceTrie, build_trie
+from r3vae_jax.decode import build_trie
 from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import train as rec_train
-from r3vae_jax.recommender.state import ModelDef
-from r3vae_jax.recommender.steps import make_generate
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 from r3vae_jax.tokenizer import sid_table as sid_table_lib
 
@@ -55,26 +53,6 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
   return None
 
 
-_GENERATE: dict[tuple, tuple[Any, Callable]] = {}
-
-
-def scored_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh
-                    ) -> Callable[[dict, dict, DeviceTrie], tuple[jax.Array, jax.Array]]:
-  """`recommender.steps.make_generate`, built once per (model, shardings, beam, mesh) in this
-  process (`recommender.train.model_programs` returns the same `ModelDef` for the same config),
-  so a second `Recommender.load` of the same model compiles nothing again.
-
-  Returns:
-    generate(params, batch {"enc_tokens" int32[B, S], "enc_mask" bool[B, S]}, trie) ->
-    (item_ids int32[B, beam_size] best first, -1 = empty slot; scores float32[B, beam_size]).
-  """
-  key = (id(mdef), id(param_shardings), beam_size, mesh)
-  if key not in _GENERATE:
-    fn = make_generate(mdef, beam_size, param_shardings, mesh)
-    _GENERATE[key] = ((mdef, param_shardings), fn)  # the refs keep the ids unique
-  return _GENERATE[key][1]
-
-
 def bucket_size(num_rows: int, data_shards: int, max_rows: int) -> int:
   """Rows of the padded batch for `num_rows` queries: a power of two times the `data` size.
 
@@ -90,8 +68,9 @@ class Recommender:
   """A trained recommender in memory; see the module docstring. Build it with `load`."""
 
   def __init__(self, config: ml_collections.ConfigDict, inter: Interactions,
-               sid_table: np.ndarray, params: dict, mdef: ModelDef, param_shardings: Any,
+               sid_table: np.ndarray, params: dict, generate_scored: Callable,
                mesh: Mesh, beam_size: int, checkpoint_step: int):
+    """`generate_scored`: `ModelPrograms.generate_scored` of `config` (beam `beam_size`)."""
     self.config = config
     self.interactions = inter
     self.sid_table = sid_table
@@ -103,7 +82,7 @@ class Recommender:
     self._item_tokens = layout.item_tokens(sid_table)
     self._trie = jax.device_put(build_trie(sid_table, list(layout.level_sizes)),
                                 parallel.replicated(mesh))
-    self._generate = scored_generate(mdef, beam_size, param_shardings, mesh)
+    self._generate = generate_scored
 
   @classmethod
   def load(cls, workdir: str, config: ml_collections.ConfigDict | None = None, *,
@@ -136,9 +115,11 @@ class Recommender:
     if table.shape[0] != inter.num_items:
       raise io.ArtifactError(f"{workdir}: the SID table has {table.shape[0]} rows but data/ has "
                              f"{inter.num_items} items; they come from different runs")
+    config = config.copy_and_resolve_references()
+    config.eval.beam_size = beam  # model_programs builds (and caches) the decoder of this beam
     mesh = parallel.config_mesh(config)
     prog, params, step = rec_train.restore_params(config, workdir, table, mesh, which)
-    return cls(config, inter, table, params, prog.mdef, prog.param_shardings, mesh, beam, step)
+    return cls(config, inter, table, params, prog.generate_scored, mesh, beam, step)
 
   # ---- catalogue -------------------------------------------------------------------------
 

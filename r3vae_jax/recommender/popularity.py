@@ -3,10 +3,10 @@
 The beam search ranks items by the SID's log-probability under the recommender. Re-ranking the
 beam by `score + alpha * log(1 + count)`, where count is how often the item occurs in the
 *training* part of all sequences, adds what the leave-one-out targets share with the catalogue:
-a user's next item is more often a popular one than the model's SID probabilities alone say. `alpha` is picked on the validation split from
-`config.eval.popularity_alphas` (0 included, so the prior can be declined) and then applied to
-the test split; no test information enters the choice, and the counts exclude every validation
-and test target. The re-ranking only reorders the beam, so Recall@beam is unchanged.
+a user's next item is more often a popular one than the model's SID probabilities alone say.
+`alpha` is picked on the validation split from `config.eval.popularity_alphas` (0 included, so
+the prior can be declined) and then applied to the test split; no test information enters the
+choice, and the counts exclude every validation and test target. The re-ranking only reorders the beam, so Recall@beam is unchanged.
 """
 from __future__ import annotations
 
