@@ -6,7 +6,8 @@ beam by `score + alpha * log(1 + count)`, where count is how often the item occu
 a user's next item is more often a popular one than the model's SID probabilities alone say.
 `alpha` is picked on the validation split from `config.eval.popularity_alphas` (0 included, so
 the prior can be declined) and then applied to the test split; no test information enters the
-choice, and the counts exclude every validation and test target. The re-ranking only reorders the beam, so Recall@beam is unchanged.
+choice, and the counts exclude every validation and test target. The re-ranking only reorders
+the beam, so Recall@beam is unchanged.
 """
 from __future__ import annotations
 
