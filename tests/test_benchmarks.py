@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks import harness, physics, synthetic_inputs  # pylint: disable=wrong-import-position
+from benchmarks import harness, physics, plot, synthetic_inputs  # pylint: disable=wrong-import-position
 from r3vae_jax.configs import default  # pylint: disable=wrong-import-position
 from r3vae_jax.tokenizer import train as tok_train  # pylint: disable=wrong-import-position
 
@@ -137,3 +137,26 @@ def test_tokenizer_flop_count_agrees_with_xla(name):
                                 use_sc=c.get("use_sc", False), use_pd=c.get("use_pd", False))
   assert ours["flops"] == pytest.approx(xla["flops"], rel=0.15)
   assert xla["bytes"] > 0
+
+
+def _run_record(commit, workloads, dtype="float32", device="H100"):
+  return {"commit": commit, "device": device, "platform": "gpu", "versions": {},
+          "precision": {"recommender_compute": dtype}, "workloads": workloads}
+
+
+def test_merge_records_later_runs_replace_and_dtypes_stay_apart():
+  first = _run_record("a", {"decode": {"speedup": 2.0}, "recommender_train": {"speedup": 1.5}})
+  bf16 = _run_record("b", {"recommender_train": {"speedup": 3.0}}, dtype="bfloat16")
+  again = _run_record("c", {"decode": {"speedup": 4.0}})
+  merged = plot.merge_records([first, bf16, again])
+  assert merged["workloads"] == {"decode": {"speedup": 4.0, "commit": "c"},
+                                 "recommender_train": {"speedup": 1.5, "commit": "a"},
+                                 "recommender_train (bfloat16)": {"speedup": 3.0, "commit": "b"}}
+  assert merged["commit"] == "a, b, c"
+  table = plot.markdown_table(merged)
+  assert "| recommender_train (bfloat16) |" in table and table.count("\n") == 4
+
+
+def test_merge_records_refuses_runs_of_different_devices():
+  with pytest.raises(ValueError, match="differ in 'device'"):
+    plot.merge_records([_run_record("a", {}), _run_record("b", {}, device="H200")])

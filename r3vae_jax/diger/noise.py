@@ -10,6 +10,11 @@
   gumbel         plain Gumbel-softmax, constant scale `noise_scale` (ablation: no decay).
   none           no noise: pure straight-through on the greedy indicator (ablation).
 
+Annealing (`config.diger.noise_anneal_fraction`, 0 = off): every decay's scales are multiplied
+by `anneal_factor(step, ...)`, 1 at the first joint step falling to 0 (linear or cosine) after
+that fraction of the run's steps and 0 from then on: early noise spreads the codewords, late
+training sees deterministic SIDs. Under "learned_sigma" it scales the noise, not the SDUD loss.
+
 `decay` is either one of these names or its index in `DECAYS` as an int32 array: the trainer
 passes the index as an argument of its jitted step, so the four decays share one compiled
 program (the persistent compilation cache then serves every decay's run from the first one's).
@@ -22,6 +27,7 @@ import jax.numpy as jnp
 from r3vae_jax import quantize
 
 DECAYS = ("frequency", "learned_sigma", "gumbel", "none")
+ANNEAL_SCHEDULES = ("linear", "cosine")
 
 
 def check_decay(decay: str) -> None:
@@ -35,6 +41,41 @@ def decay_index(decay: str | jax.Array) -> jax.Array:
     check_decay(decay)
     return jnp.int32(DECAYS.index(decay))
   return jnp.asarray(decay, jnp.int32)
+
+
+def check_anneal(fraction: float, schedule: str) -> None:
+  """Raises ValueError naming the `config.diger` field of a bad annealing setting."""
+  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+      0.0 <= fraction <= 1.0):
+    raise ValueError(f"config.diger.noise_anneal_fraction: expected a number in [0, 1] "
+                     f"(0 = no annealing), got {fraction!r}")
+  if schedule not in ANNEAL_SCHEDULES:
+    raise ValueError(f"config.diger.noise_anneal_schedule: expected one of {ANNEAL_SCHEDULES}, "
+                     f"got {schedule!r}")
+
+
+def anneal_steps(fraction: float, total_steps: int) -> int:
+  """Steps over which the noise anneals to 0: `fraction` of `total_steps`, at least 1 unless
+  `fraction` is 0 (0 = no annealing)."""
+  return 0 if fraction == 0 else max(1, round(fraction * total_steps))
+
+
+def anneal_factor(step: jax.Array | int, num_steps: jax.Array | int,
+                  schedule: str = "linear") -> jax.Array:
+  """float32[] multiplier of the noise scale at `step` (traceable: step and num_steps may be
+  traced int32[]).
+
+  With p = min(step / num_steps, 1): linear 1 - p, cosine (1 + cos(pi p)) / 2; so 1 at step 0,
+  1/2 at step num_steps / 2, 0 from step num_steps on. num_steps <= 0: 1 at every step (off).
+  """
+  if schedule not in ANNEAL_SCHEDULES:
+    raise ValueError(f"config.diger.noise_anneal_schedule: expected one of {ANNEAL_SCHEDULES}, "
+                     f"got {schedule!r}")
+  step = jnp.asarray(step, jnp.float32)
+  num_steps = jnp.asarray(num_steps, jnp.float32)
+  progress = jnp.clip(step / jnp.maximum(num_steps, 1.0), 0.0, 1.0)
+  factor = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+  return jnp.where(num_steps > 0, factor, 1.0).astype(jnp.float32)
 
 
 def noise_scales(decay: str | jax.Array, greedy_level1: jax.Array, usage_level1: jax.Array,
