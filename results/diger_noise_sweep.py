@@ -2,6 +2,12 @@
 joint recommender's validation NDCG@10 (CPU, minutes). Writes results/diger_noise_slice_cpu.json.
 
   python results/diger_noise_sweep.py [OUT.json]
+  DIGER_SWEEP=anneal python results/diger_noise_sweep.py results/diger_anneal_slice_cpu.json
+
+DIGER_SWEEP picks the settings (comma-separated; default "noise"): noise = SETTINGS (constant
+noise scales), anneal = ANNEAL_SETTINGS (the scale times a factor falling linearly from 1 to 0
+over the first `diger.noise_anneal_fraction` of the joint steps, 0 after); the fixed-table
+baseline always runs.
 
 The slice and sizes of tests/test_diger_collapse.py (the first 2,000 Beauty items, 32-d PPMI-SVD
 vectors of their training part, 2 x 32 codes, one 8-epoch RQ-VAE shared by every run, T5 1+1
@@ -35,6 +41,12 @@ SETTINGS = [("none", False, 1.0, 1e-5, True), ("frequency", False, 1.0, 1e-5, Tr
             # noise on the history only, greedy targets
             ("frequency", False, 1.0, 1e-5, False), ("frequency", False, 1.0, 1e-4, False),
             ("gumbel", False, 1.0, 1e-4, False), ("learned_sigma", True, 0.02, 1e-4, False)]
+# (decay, normalize_logits, noise_scale, tokenizer_lr, noisy_targets, noise_anneal_fraction)
+ANNEAL_SETTINGS = [("frequency", False, 1.0, 1e-5, True, 0.5),
+                   ("frequency", False, 1.0, 1e-4, True, 0.5),
+                   ("frequency", False, 1.0, 1e-4, True, 1.0),
+                   ("gumbel", True, 1.0, 1e-4, True, 0.5)]
+SWEEPS = {"noise": [s + (0.0,) for s in SETTINGS], "anneal": ANNEAL_SETTINGS}
 
 
 def beauty_slice(path: str):
@@ -45,10 +57,12 @@ def beauty_slice(path: str):
   return splits, interactions.ppmi_svd(splits.train, NUM_ITEMS, dim=32, window=5, seed=0)
 
 
-def config(decay="none", normalize=False, scale=1.0, tokenizer_lr=1e-5, noisy_targets=True):
+def config(decay="none", normalize=False, scale=1.0, tokenizer_lr=1e-5, noisy_targets=True,
+           anneal=0.0):
   c = default.get_config("diger")
   c.diger.update(dict(decay=decay, normalize_logits=normalize, noise_scale=scale,
-                      tokenizer_lr=tokenizer_lr, noisy_targets=noisy_targets))
+                      tokenizer_lr=tokenizer_lr, noisy_targets=noisy_targets,
+                      noise_anneal_fraction=anneal))
   c.data.max_history = 8
   c.sid.update(dict(levels=2, codebook_size=32, max_collisions=256))
   c.rqvae.update(dict(epochs=8, eval_every=8, batch_size=128, hidden=(64,), latent_dim=16,
@@ -63,12 +77,22 @@ def config(decay="none", normalize=False, scale=1.0, tokenizer_lr=1e-5, noisy_ta
   return c
 
 
-def main(out_path: str) -> None:
+def selected_settings(sweeps: str) -> list[tuple]:
+  """The settings of the comma-separated sweep names (keys of SWEEPS), in order."""
+  names = [n.strip() for n in sweeps.split(",") if n.strip()]
+  unknown = [n for n in names if n not in SWEEPS]
+  if unknown or not names:
+    raise ValueError(f"DIGER_SWEEP: expected names from {sorted(SWEEPS)}, got {sweeps!r}")
+  return [setting for n in names for setting in SWEEPS[n]]
+
+
+def main(out_path: str, sweeps: str = "noise") -> None:
+  settings = selected_settings(sweeps)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   splits, vectors = beauty_slice(os.path.join(root, "..", "shared", "data", "amazon_beauty",
                                               "Beauty.txt"))
   result = {"kind": "diger_noise_sweep", "commit": io.source_commit(), "device": "cpu",
-            "num_items": NUM_ITEMS, "epochs": EPOCHS, "runs": {}}
+            "num_items": NUM_ITEMS, "epochs": EPOCHS, "sweeps": sweeps, "runs": {}}
   with tempfile.TemporaryDirectory() as tmp:
     pre = config()
     pre.tokenizer = "rqvae"
@@ -81,19 +105,23 @@ def main(out_path: str) -> None:
     result["fixed_table"] = {"best_valid_ndcg@10": best["best_valid"]["ndcg@10"],
                              "seconds": time.time() - start}
     print("fixed table", result["fixed_table"], flush=True)
-    for decay, normalize, scale, lr, noisy_targets in SETTINGS:
+    for decay, normalize, scale, lr, noisy_targets, anneal in settings:
       name = (f"{decay}_norm{int(normalize)}_scale{scale:g}_toklr{lr:g}"
-              f"{'' if noisy_targets else '_greedytargets'}")
+              f"{'' if noisy_targets else '_greedytargets'}"
+              f"{f'_anneal{anneal:g}' if anneal else ''}")
       workdir = os.path.join(tmp, name)
       shutil.copytree(os.path.join(tmp, "pre", "tokenizer"), os.path.join(workdir, "tokenizer"))
       start = time.time()
-      summary = diger_train.train_diger(config(decay, normalize, scale, lr, noisy_targets),
-                                        workdir, vectors, splits)
+      summary = diger_train.train_diger(
+          config(decay, normalize, scale, lr, noisy_targets, anneal), workdir, vectors, splits)
       history = summary["history"]
       result["runs"][name] = {
           "valid_ndcg@10": [h.get("valid_ndcg@10") for h in history],
           "usage_level1": [h["usage_per_level"][0] for h in history],
           "noisy_fraction": [h.get("train_noisy_fraction") for h in history],
+          "noise_factor": [h.get("train_noise_factor") for h in history],
+          "collision_rate": [h["collision_rate"] for h in history],
+          "max_group_size": [h["max_group_size"] for h in history],
           "seconds": time.time() - start}
       print(name, result["runs"][name], flush=True)
       io.write_json(out_path, result)
@@ -102,4 +130,5 @@ def main(out_path: str) -> None:
 
 if __name__ == "__main__":
   main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-      os.path.dirname(os.path.abspath(__file__)), "diger_noise_slice_cpu.json"))
+      os.path.dirname(os.path.abspath(__file__)), "diger_noise_slice_cpu.json"),
+      os.environ.get("DIGER_SWEEP", "noise"))

@@ -9,6 +9,7 @@ from r3vae_jax import quantize
 from r3vae_jax.configs import default
 from r3vae_jax.diger import assign
 from r3vae_jax.diger import joint
+from r3vae_jax.diger import noise
 from r3vae_jax.recommender.model import T5Recommender
 from r3vae_jax.tokenizer import models
 
@@ -131,3 +132,27 @@ def test_greedy_targets_keep_the_noise_on_the_history():
   history_items = int((np.asarray(d["histories"]) >= 0).sum())
   assert fractions[True] == 1.0
   assert fractions[False] == pytest.approx(history_items / (history_items + 6), rel=1e-6)
+
+
+def test_annealed_noise_factor_zero_is_the_noiseless_loss():
+  """`noise_factor` (the annealing schedule's value) scales every item's noise: at 0 the
+  plain-Gumbel loss equals the no-noise one, at 1 the noise moves codes."""
+  tokenizer, recommender, d = _setup()
+  usage = jnp.full((L, K), 1.0 / K)
+
+  @jax.jit
+  def loss(decay_id, factor):
+    cfg = joint.JointConfig(decay="gumbel", tau=2.0, noise_scale=1.0, hot_factor=1.5,
+                            sigma_lambda=1.0, beta=0.25, recon_weight=1.0, vq_weight=1.0)
+    return joint.joint_loss(tokenizer, recommender, jnp.ones(L), d["histories"], d["targets"],
+                            jnp.ones(6), d["vectors"], d["table"], usage,
+                            jax.random.key(1, impl="unsafe_rbg"), cfg, decay_id, factor)
+
+  gumbel, none = noise.decay_index("gumbel"), noise.decay_index("none")
+  off, off_aux = loss(gumbel, jnp.float32(0.0))
+  plain, _ = loss(none, jnp.float32(1.0))
+  on, on_aux = loss(gumbel, jnp.float32(1.0))
+  np.testing.assert_allclose(off, plain, rtol=1e-6)
+  assert float(off_aux["noisy_fraction"]) == 0.0 and float(on_aux["noisy_fraction"]) == 1.0
+  assert float(off_aux["noise_factor"]) == 0.0
+  assert abs(float(on) - float(plain)) > 1e-4

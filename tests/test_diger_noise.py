@@ -128,3 +128,31 @@ def test_traced_decay_index_matches_the_named_decay():
     np.testing.assert_allclose(loss, noise.rec_loss_with_sigma(per_level, rest, name, sigma, 1.0),
                                rtol=1e-6)
   assert int(noise.decay_index("gumbel")) == noise.DECAYS.index("gumbel")
+
+
+@pytest.mark.parametrize("schedule", noise.ANNEAL_SCHEDULES)
+def test_anneal_factor_is_one_at_start_half_midway_and_zero_at_the_end(schedule):
+  factor = jax.jit(lambda step, n: noise.anneal_factor(step, n, schedule))
+  values = [float(factor(jnp.int32(s), jnp.int32(100))) for s in (0, 25, 50, 100, 250)]
+  np.testing.assert_allclose(values[0], 1.0)
+  np.testing.assert_allclose(values[2], 0.5, atol=1e-6)
+  assert values[3] == values[4] == 0.0
+  quarter = 0.75 if schedule == "linear" else 0.5 * (1 + np.cos(np.pi / 4))
+  np.testing.assert_allclose(values[1], quarter, rtol=1e-6)
+
+
+def test_zero_anneal_steps_disables_annealing():
+  for schedule in noise.ANNEAL_SCHEDULES:
+    for step in (0, 7, 10**6):
+      assert float(noise.anneal_factor(step, 0, schedule)) == 1.0
+  assert noise.anneal_steps(0.0, 1000) == 0
+  assert noise.anneal_steps(0.5, 1000) == 500
+  assert noise.anneal_steps(1e-6, 1000) == 1  # a positive fraction anneals over >= 1 step
+
+
+@pytest.mark.parametrize("fraction,schedule,field", [
+    (-0.1, "linear", "noise_anneal_fraction"), (1.5, "linear", "noise_anneal_fraction"),
+    ("half", "linear", "noise_anneal_fraction"), (0.5, "exp", "noise_anneal_schedule")])
+def test_bad_anneal_settings_name_the_field(fraction, schedule, field):
+  with pytest.raises(ValueError, match=f"config.diger.{field}"):
+    noise.check_anneal(fraction, schedule)

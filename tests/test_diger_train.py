@@ -70,6 +70,7 @@ def test_history_logs_usage_collisions_sigma_and_validation(synthetic_run):
   for h in history[1:]:
     assert h["train_codebook_grad_norm"] > 0          # the tokenizer is being trained
     assert 0 <= h["train_noisy_fraction"] <= 1
+    assert h["train_noise_factor"] == 1.0             # no annealing by default
     assert np.isfinite(h["train_loss"])
     if h["epoch"] != COLLAPSED_EPOCH:
       assert h["table_valid"] and 0 <= h["valid_ndcg@10"] <= 1 and h["valid_users"] == 160
@@ -116,6 +117,16 @@ def test_rerun_resumes_without_training_again(synthetic_run):
 def test_bad_decay_is_a_clear_error(tmp_path):
   config = small_config("annealed")
   with pytest.raises(ValueError, match="config.diger.decay"):
+    diger_train.train_diger(config, str(tmp_path), np.zeros((4, 2), np.float32),
+                            splits_lib.leave_one_out([np.arange(4)]))
+
+
+@pytest.mark.parametrize("field,value", [("noise_anneal_fraction", 2.0),
+                                         ("noise_anneal_schedule", "step")])
+def test_bad_noise_annealing_is_a_clear_error(tmp_path, field, value):
+  config = small_config()
+  config.diger[field] = value
+  with pytest.raises(ValueError, match=f"config.diger.{field}"):
     diger_train.train_diger(config, str(tmp_path), np.zeros((4, 2), np.float32),
                             splits_lib.leave_one_out([np.arange(4)]))
 

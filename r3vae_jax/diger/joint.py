@@ -107,7 +107,8 @@ def target_onehots(indicators: jax.Array, collision: jax.Array, kmax: int) -> ja
 def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: jax.Array,
                targets: jax.Array, row_weights: jax.Array, vectors: jax.Array, table: jax.Array,
                usage: jax.Array, key: jax.Array, cfg: JointConfig,
-               decay_id: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+               decay_id: jax.Array | None = None, noise_factor: jax.Array | float = 1.0
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The joint DIGER loss of one batch (module docstring).
 
   Args:
@@ -124,11 +125,13 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
     cfg: `JointConfig`.
     decay_id: int32[] index of the decay in `noise.DECAYS`, used instead of `cfg.decay` (an
       argument of the trainer's step, so every decay runs the same compiled program).
+    noise_factor: float[] multiplier of every item's noise scale (`noise.anneal_factor` of the
+      step under `diger.noise_anneal_fraction`; 1 = no annealing).
 
   Returns:
     (total loss, aux): aux holds the scalar terms "rec", "rec_ce", "recon", "vq", "accuracy",
-    "noisy_fraction", "ce_per_level" float[L+1], and "target_greedy" int32[B, L] (for the
-    usage EMA update).
+    "noisy_fraction", "noise_factor", "ce_per_level" float[L+1], and "target_greedy"
+    int32[B, L] (for the usage EMA update).
   """
   batch, hist_len = histories.shape
   books = tokenizer.codebooks[...]
@@ -151,6 +154,7 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   scales = noise.noise_scales(decay, greedy_level1, usage[0], sigma, cfg.noise_scale,
                               cfg.hot_factor) * jnp.where(is_target, float(cfg.noisy_targets),
                                                           1.0)[:, None]
+  scales = scales * jnp.asarray(noise_factor, jnp.float32)
   a = assign.gumbel_residual(z, books, gumbel_key, cfg.tau, scales, cfg.detach,
                              cfg.normalize_logits)
   vq_codes = a.codes if cfg.vq_codes == "chosen" else quantize.residual_quantize(
@@ -186,5 +190,6 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
       "loss": total, "rec": rec, "rec_ce": ce_per_level.mean(), "recon": recon, "vq": vq,
       "accuracy": jnp.sum(row_weights * correct) / total_rows, "ce_per_level": ce_per_level,
       "noisy_fraction": jnp.sum(noisy * weights) / jnp.maximum(weights.sum(), 1.0),
+      "noise_factor": jnp.asarray(noise_factor, jnp.float32),
       "target_greedy": a.greedy[n_hist:],
   }

@@ -75,6 +75,7 @@ def joint_config(config: ml_collections.ConfigDict) -> joint.JointConfig:
     raise ValueError(f"config.diger.pretrain: DIGER starts from an RQ-VAE; got {d.pretrain!r}")
   if d.vq_codes not in ("chosen", "greedy"):
     raise ValueError(f"config.diger.vq_codes must be 'chosen' or 'greedy', got {d.vq_codes!r}")
+  noise.check_anneal(d.noise_anneal_fraction, d.noise_anneal_schedule)
   if d.tau <= 0 or d.noise_scale < 0 or d.sigma_lambda <= 0:
     raise ValueError(f"config.diger: tau and sigma_lambda must be > 0 and noise_scale >= 0; "
                      f"got tau={d.tau}, sigma_lambda={d.sigma_lambda}, "
@@ -142,7 +143,7 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
 
 def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.GradientTransformation,
                     cfg: joint.JointConfig, config: ml_collections.ConfigDict,
-                    state_shardings: Any, mesh: jax.sharding.Mesh):
+                    state_shardings: Any, mesh: jax.sharding.Mesh, total_steps: int = 0):
   """Returns the jitted `step(state, batch, vectors, table, decay_id) -> (state, metrics)`.
 
   `state` = {"params": {tokenizer, recommender, sigma}, "opt", "usage": float[L, K],
@@ -153,19 +154,24 @@ def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.Gradient
   compiles to the same program (one persistent-cache entry serves them all). Per-step
   randomness (Gumbel noise, dropout) is `rec_state.step_key(state["rng"], step)`
   (`rec_state.seed_key_data`: the seed is data too, so seeds share the program).
+  The noise scales are multiplied by `noise.anneal_factor(state["step"], A, schedule)`, with
+  A = `noise.anneal_steps(diger.noise_anneal_fraction, total_steps)` (0 = off: factor 1).
   """
-  impl, momentum = config.diger.rng_impl, config.diger.usage_momentum
+  d = config.diger
+  impl, momentum = d.rng_impl, d.usage_momentum
+  num_anneal = noise.anneal_steps(d.noise_anneal_fraction, total_steps)
 
-  def loss_fn(params, usage, batch, vectors, table, key, decay_id):
+  def loss_fn(params, usage, batch, vectors, table, key, decay_id, factor):
     return joint.joint_loss(nnx.merge(tok_graph, params["tokenizer"]),
                             mdef.bind(params["recommender"]), params["sigma"],
                             batch["history"], batch["target"], batch["weight"], vectors, table,
-                            usage, key, cfg, decay_id)
+                            usage, key, cfg, decay_id, factor)
 
   def step(state, batch, vectors, table, decay_id):
     key = rec_state.step_key(state["rng"], state["step"], impl)
+    factor = noise.anneal_factor(state["step"], num_anneal, d.noise_anneal_schedule)
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state["usage"], batch, vectors, table, key, decay_id)
+        state["params"], state["usage"], batch, vectors, table, key, decay_id, factor)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     new_state = {
         "params": optax.apply_updates(state["params"], updates), "opt": opt,
@@ -327,7 +333,8 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
     table), "history": one dict per epoch (0 = the pretrained tokenizer) with usage_per_level,
     perplexity_per_level, collision_rate, max_group_size, reconstruction_mse, sigma,
     table_valid, train_* (epoch means of the step metrics: loss, rec, rec_ce, ce_per_level,
-    recon, vq, accuracy, noisy_fraction, grad_norm, codebook_grad_norm), valid_* and seconds}.
+    recon, vq, accuracy, noisy_fraction, noise_factor, grad_norm, codebook_grad_norm), valid_*
+    and seconds}.
   """
   cfg = joint_config(config)
   vectors = np.asarray(vectors, np.float32)
@@ -383,7 +390,8 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   vectors_dev = jax.device_put(vectors, rep)
   decay_id = jax.device_put(noise.decay_index(cfg.decay), rep)
   train_step = make_train_step(tok_graph, mdef, tx, cfg, config,
-                               jax.tree.map(lambda x: x.sharding, state), mesh)
+                               jax.tree.map(lambda x: x.sharding, state), mesh,
+                               t.epochs * steps_per_epoch)
 
   # ================================ Load checkpoint ===========================================
   table, stats = build_table(tok_graph, params["tokenizer"], vectors, mesh, config)
