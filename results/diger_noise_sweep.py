@@ -2,12 +2,10 @@
 joint recommender's validation NDCG@10 (CPU, minutes). Writes results/diger_noise_slice_cpu.json.
 
   python results/diger_noise_sweep.py [OUT.json]
-  DIGER_SWEEP=anneal python results/diger_noise_sweep.py results/diger_anneal_slice_cpu.json
+  DIGER_SWEEP=anneal,reader python results/diger_noise_sweep.py results/diger_reader_slice_cpu.json
 
-DIGER_SWEEP picks the settings (comma-separated; default "noise"): noise = SETTINGS (constant
-noise scales), anneal = ANNEAL_SETTINGS (the scale times a factor falling linearly from 1 to 0
-over the first `diger.noise_anneal_fraction` of the joint steps, 0 after); the fixed-table
-baseline always runs.
+DIGER_SWEEP picks the settings (comma-separated keys of SWEEPS; default "noise"); the
+fixed-table baseline always runs.
 
 The slice and sizes of tests/test_diger_collapse.py (the first 2,000 Beauty items, 32-d PPMI-SVD
 vectors of their training part, 2 x 32 codes, one 8-epoch RQ-VAE shared by every run, T5 1+1
@@ -32,21 +30,50 @@ from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.tokenizer import api as tok_api
 
 NUM_ITEMS, EPOCHS = 2000, 4
-# (decay, normalize_logits, noise_scale, tokenizer_lr, noisy_targets)
-SETTINGS = [("none", False, 1.0, 1e-5, True), ("frequency", False, 1.0, 1e-5, True),
-            ("frequency", True, 1.0, 1e-5, True), ("frequency", True, 0.1, 1e-5, True),
-            ("frequency", True, 0.02, 1e-5, True), ("gumbel", True, 0.02, 1e-5, True),
-            ("none", False, 1.0, 1e-4, True), ("frequency", True, 0.02, 1e-4, True),
-            ("learned_sigma", True, 0.02, 1e-4, True),
-            # noise on the history only, greedy targets
-            ("frequency", False, 1.0, 1e-5, False), ("frequency", False, 1.0, 1e-4, False),
-            ("gumbel", False, 1.0, 1e-4, False), ("learned_sigma", True, 0.02, 1e-4, False)]
-# (decay, normalize_logits, noise_scale, tokenizer_lr, noisy_targets, noise_anneal_fraction)
-ANNEAL_SETTINGS = [("frequency", False, 1.0, 1e-5, True, 0.5),
-                   ("frequency", False, 1.0, 1e-4, True, 0.5),
-                   ("frequency", False, 1.0, 1e-4, True, 1.0),
-                   ("gumbel", True, 1.0, 1e-4, True, 0.5)]
-SWEEPS = {"noise": [s + (0.0,) for s in SETTINGS], "anneal": ANNEAL_SETTINGS}
+
+
+def setting(decay, normalize, scale, tokenizer_lr, noisy_targets=True, **more):
+  """config.diger overrides of one run."""
+  return dict(decay=decay, normalize_logits=normalize, noise_scale=scale,
+              tokenizer_lr=tokenizer_lr, noisy_targets=noisy_targets, **more)
+
+
+SWEEPS = {
+    # constant noise scales
+    "noise": [setting("none", False, 1.0, 1e-5), setting("frequency", False, 1.0, 1e-5),
+              setting("frequency", True, 1.0, 1e-5), setting("frequency", True, 0.1, 1e-5),
+              setting("frequency", True, 0.02, 1e-5), setting("gumbel", True, 0.02, 1e-5),
+              setting("none", False, 1.0, 1e-4), setting("frequency", True, 0.02, 1e-4),
+              setting("learned_sigma", True, 0.02, 1e-4),
+              # noise on the history only, greedy targets
+              setting("frequency", False, 1.0, 1e-5, False),
+              setting("frequency", False, 1.0, 1e-4, False),
+              setting("gumbel", False, 1.0, 1e-4, False),
+              setting("learned_sigma", True, 0.02, 1e-4, False)],
+    # the scale times a factor falling linearly from 1 to 0 over the first fraction of the steps
+    "anneal": [setting("frequency", False, 1.0, 1e-5, noise_anneal_fraction=0.5),
+               setting("frequency", False, 1.0, 1e-4, noise_anneal_fraction=0.5),
+               setting("frequency", False, 1.0, 1e-4, noise_anneal_fraction=1.0),
+               setting("gumbel", True, 1.0, 1e-4, noise_anneal_fraction=0.5)],
+    # the recommender reads noiseless straight-through codes; the noise acts on the tokenizer
+    # losses (as in the released code, whose recommender reads the epoch's table)
+    "reader": [setting("none", False, 1.0, 1e-4, reader_codes="greedy"),
+               setting("frequency", False, 1.0, 1e-5, reader_codes="greedy"),
+               setting("frequency", False, 1.0, 1e-4, reader_codes="greedy"),
+               setting("gumbel", True, 1.0, 1e-4, reader_codes="greedy"),
+               setting("learned_sigma", True, 1.0, 1e-4, reader_codes="greedy")],
+}
+
+
+def run_name(d: dict) -> str:
+  """A readable name of one run's overrides."""
+  name = (f"{d['decay']}_norm{int(d['normalize_logits'])}_scale{d['noise_scale']:g}"
+          f"_toklr{d['tokenizer_lr']:g}{'' if d['noisy_targets'] else '_greedytargets'}")
+  if d.get("noise_anneal_fraction"):
+    name += f"_anneal{d['noise_anneal_fraction']:g}"
+  if d.get("reader_codes", "noisy") != "noisy":
+    name += f"_reader{d['reader_codes']}"
+  return name
 
 
 def beauty_slice(path: str):
@@ -57,12 +84,9 @@ def beauty_slice(path: str):
   return splits, interactions.ppmi_svd(splits.train, NUM_ITEMS, dim=32, window=5, seed=0)
 
 
-def config(decay="none", normalize=False, scale=1.0, tokenizer_lr=1e-5, noisy_targets=True,
-           anneal=0.0):
+def config(diger_overrides: dict | None = None):
   c = default.get_config("diger")
-  c.diger.update(dict(decay=decay, normalize_logits=normalize, noise_scale=scale,
-                      tokenizer_lr=tokenizer_lr, noisy_targets=noisy_targets,
-                      noise_anneal_fraction=anneal))
+  c.diger.update(diger_overrides or {})
   c.data.max_history = 8
   c.sid.update(dict(levels=2, codebook_size=32, max_collisions=256))
   c.rqvae.update(dict(epochs=8, eval_every=8, batch_size=128, hidden=(64,), latent_dim=16,
@@ -77,7 +101,7 @@ def config(decay="none", normalize=False, scale=1.0, tokenizer_lr=1e-5, noisy_ta
   return c
 
 
-def selected_settings(sweeps: str) -> list[tuple]:
+def selected_settings(sweeps: str) -> list[dict]:
   """The settings of the comma-separated sweep names (keys of SWEEPS), in order."""
   names = [n.strip() for n in sweeps.split(",") if n.strip()]
   unknown = [n for n in names if n not in SWEEPS]
@@ -105,15 +129,13 @@ def main(out_path: str, sweeps: str = "noise") -> None:
     result["fixed_table"] = {"best_valid_ndcg@10": best["best_valid"]["ndcg@10"],
                              "seconds": time.time() - start}
     print("fixed table", result["fixed_table"], flush=True)
-    for decay, normalize, scale, lr, noisy_targets, anneal in settings:
-      name = (f"{decay}_norm{int(normalize)}_scale{scale:g}_toklr{lr:g}"
-              f"{'' if noisy_targets else '_greedytargets'}"
-              f"{f'_anneal{anneal:g}' if anneal else ''}")
+    for overrides in settings:
+      name = run_name(overrides)
       workdir = os.path.join(tmp, name)
       shutil.copytree(os.path.join(tmp, "pre", "tokenizer"), os.path.join(workdir, "tokenizer"))
       start = time.time()
       summary = diger_train.train_diger(
-          config(decay, normalize, scale, lr, noisy_targets, anneal), workdir, vectors, splits)
+          config(overrides), workdir, vectors, splits)
       history = summary["history"]
       result["runs"][name] = {
           "valid_ndcg@10": [h.get("valid_ndcg@10") for h in history],

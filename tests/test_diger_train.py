@@ -122,8 +122,9 @@ def test_bad_decay_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("noise_anneal_fraction", 2.0),
-                                         ("noise_anneal_schedule", "step")])
-def test_bad_noise_annealing_is_a_clear_error(tmp_path, field, value):
+                                         ("noise_anneal_schedule", "step"),
+                                         ("reader_codes", "table")])
+def test_bad_annealing_or_reader_codes_is_a_clear_error(tmp_path, field, value):
   config = small_config()
   config.diger[field] = value
   with pytest.raises(ValueError, match=f"config.diger.{field}"):

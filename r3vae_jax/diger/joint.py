@@ -8,7 +8,8 @@ For a batch of training examples (history item ids `[B, H]`, target item ids `[B
 2. the recommender's encoder input is `onehot @ level table` for every SID position of every
    history item (`T5Recommender.embed_history_onehot`), its decoder input and its soft
    cross-entropy targets are the target item's indicators, so the recommendation loss reaches
-   the encoder and every codeword through the indicators;
+   the encoder and every codeword through the indicators (the noisy ones, or noiseless ones
+   under `JointConfig.reader_codes="greedy"`);
 3. the collision token (last SID position) is read from the epoch's SID table: a constant one-hot
    with no gradient;
 4. total = rec (sigma-reweighted under "learned_sigma") + recon_weight * recon
@@ -57,6 +58,13 @@ class JointConfig:
     noisy_targets: the target items' codes get the noise too (True) or are greedy (False: the
       noise only perturbs the history the recommender reads; gradients reach the target codes
       through the straight-through softmax either way).
+    reader_codes: what the recommender reads (history and targets): "noisy" = the Gumbel-chosen
+      indicators above; "greedy" = noiseless straight-through indicators (forward: each item's
+      greedy residual codes, what the epoch's SID table holds; backward: the gradient of
+      softmax(logits / tau)). With "greedy" the noise acts only through the tokenizer losses
+      (on the chosen codes under vq_codes="chosen", as in the released code, where the
+      recommender reads the epoch's table), while the recommendation loss still reaches the
+      encoder and every codeword through the indicators.
   """
   decay: str
   tau: float
@@ -70,6 +78,7 @@ class JointConfig:
   vq_codes: str = "chosen"
   normalize_logits: bool = False
   noisy_targets: bool = True
+  reader_codes: str = "noisy"
 
 
 def history_onehots(indicators: jax.Array, collision: jax.Array, valid: jax.Array,
@@ -157,6 +166,8 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   scales = scales * jnp.asarray(noise_factor, jnp.float32)
   a = assign.gumbel_residual(z, books, gumbel_key, cfg.tau, scales, cfg.detach,
                              cfg.normalize_logits)
+  read = a if cfg.reader_codes == "noisy" else assign.gumbel_residual(
+      z, books, gumbel_key, cfg.tau, jnp.zeros_like(scales), cfg.detach, cfg.normalize_logits)
   vq_codes = a.codes if cfg.vq_codes == "chosen" else quantize.residual_quantize(
       jax.lax.stop_gradient(z), jax.lax.stop_gradient(books))[0]
   vq, decoder_in = assign.tokenizer_losses(z, books, vq_codes, cfg.beta, weights)
@@ -168,12 +179,12 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   collision = table[safe, levels]
   n_hist = batch * hist_len
   hist_valid = valid[:n_hist].reshape(batch, hist_len)
-  enc_onehots = history_onehots(a.indicators[:n_hist].reshape(batch, hist_len, levels, -1),
+  enc_onehots = history_onehots(read.indicators[:n_hist].reshape(batch, hist_len, levels, -1),
                                 collision[:n_hist].reshape(batch, hist_len), hist_valid,
                                 layout.level_sizes[-1])
   enc_embeddings = recommender.embed_history_onehot(enc_onehots)
   enc_mask = jnp.repeat(hist_valid, layout.num_levels, axis=1)
-  dec_targets = target_onehots(a.indicators[n_hist:], collision[n_hist:], layout.max_level_size)
+  dec_targets = target_onehots(read.indicators[n_hist:], collision[n_hist:], layout.max_level_size)
   logits = recommender(None, enc_mask, dec_targets, deterministic=False, rng=dropout_key,
                        enc_embeddings=enc_embeddings)
   ce = rec_loss_lib.sid_cross_entropy(logits, dec_targets, layout.level_sizes)

@@ -75,6 +75,9 @@ def joint_config(config: ml_collections.ConfigDict) -> joint.JointConfig:
     raise ValueError(f"config.diger.pretrain: DIGER starts from an RQ-VAE; got {d.pretrain!r}")
   if d.vq_codes not in ("chosen", "greedy"):
     raise ValueError(f"config.diger.vq_codes must be 'chosen' or 'greedy', got {d.vq_codes!r}")
+  if d.reader_codes not in ("noisy", "greedy"):
+    raise ValueError(f"config.diger.reader_codes must be 'noisy' or 'greedy', "
+                     f"got {d.reader_codes!r}")
   noise.check_anneal(d.noise_anneal_fraction, d.noise_anneal_schedule)
   if d.tau <= 0 or d.noise_scale < 0 or d.sigma_lambda <= 0:
     raise ValueError(f"config.diger: tau and sigma_lambda must be > 0 and noise_scale >= 0; "
@@ -86,7 +89,7 @@ def joint_config(config: ml_collections.ConfigDict) -> joint.JointConfig:
                            recon_weight=float(d.recon_weight), vq_weight=float(d.vq_weight),
                            detach=bool(d.detach_codes), vq_codes=d.vq_codes,
                            normalize_logits=bool(d.normalize_logits),
-                           noisy_targets=bool(d.noisy_targets))
+                           noisy_targets=bool(d.noisy_targets), reader_codes=d.reader_codes)
 
 
 # ---- pretrained tokenizer ----------------------------------------------------------------
