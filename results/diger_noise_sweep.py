@@ -62,6 +62,9 @@ SWEEPS = {
                setting("frequency", False, 1.0, 1e-4, reader_codes="greedy"),
                setting("gumbel", True, 1.0, 1e-4, reader_codes="greedy"),
                setting("learned_sigma", True, 1.0, 1e-4, reader_codes="greedy")],
+    # ... and the recommendation loss does not reach the tokenizer (the released code's path)
+    "detached": [setting("frequency", False, 1.0, 1e-5, reader_codes="greedy", detach_codes=True),
+                 setting("frequency", False, 1.0, 1e-4, reader_codes="greedy", detach_codes=True)],
 }
 
 
@@ -73,6 +76,8 @@ def run_name(d: dict) -> str:
     name += f"_anneal{d['noise_anneal_fraction']:g}"
   if d.get("reader_codes", "noisy") != "noisy":
     name += f"_reader{d['reader_codes']}"
+  if d.get("detach_codes"):
+    name += "_detached"
   return name
 
 
