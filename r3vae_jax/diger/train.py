@@ -25,7 +25,10 @@ epochs).
   `workdir/diger/`; the table also via `tokenizer.sid_table.save_sid_table` and the recommender
   also as a `workdir/recommender/checkpoints` step, so `--mode=evaluate` reads them unchanged.
 * Every epoch is checkpointed (orbax, `workdir/diger/ckpt`, with the epoch's table); a rerun of
-  the same config resumes from the latest one.
+  the same config resumes from the latest one. SIGTERM (or the multi-host preemption sync point)
+  stops the run before the next step: the interrupted epoch's steps are dropped (checkpoints
+  are per epoch), the best epoch so far is saved as above (so `--mode=all` evaluates it) and the
+  summary says `"stopped": "preempted"`; a relaunch resumes after the last finished epoch.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 from flax import nnx
@@ -56,6 +59,7 @@ from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import ranking as rec_ranking
 from r3vae_jax.recommender import state as rec_state
 from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender.preemption import PreemptionWatch
 from r3vae_jax.tokenizer import api as tok_api
 from r3vae_jax.tokenizer import sid_table as sid_lib
 from r3vae_jax.tokenizer import train as tok_train
@@ -320,7 +324,8 @@ def export_recommender(workdir: str, rec_params: Any, table: np.ndarray, valid: 
 # ---- train loop --------------------------------------------------------------------------
 
 def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.ndarray,
-                splits: Splits) -> dict[str, Any]:
+                splits: Splits, step_hook: Callable[[int], None] | None = None
+                ) -> dict[str, Any]:
   """Joint DIGER training (module docstring); returns the summary written to diger/summary.json.
 
   Args:
@@ -330,11 +335,12 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
       recommender/checkpoints step).
     vectors: float32[N, D] item vectors.
     splits: leave-one-out splits over the same N items.
+    step_hook: called with the global step before each train step (tests inject failures).
 
   Returns:
-    {"decay", "best_epoch", "valid" (metrics of the best epoch), "sid_metrics" (of the saved
-    table), "history": one dict per epoch (0 = the pretrained tokenizer) with usage_per_level,
-    perplexity_per_level, collision_rate, max_group_size, reconstruction_mse, sigma,
+    {"decay", "stopped" ("finished" | "preempted"), "best_epoch", "valid" (metrics of the best
+    epoch), "sid_metrics" (of the saved table), "history": one dict per epoch (0 = the
+    pretrained tokenizer) with usage_per_level, perplexity_per_level, collision_rate, max_group_size, reconstruction_mse, sigma,
     table_valid, train_* (epoch means of the step metrics: loss, rec, rec_ce, ce_per_level,
     recon, vq, accuracy, noisy_fraction, noise_factor, grad_norm, codebook_grad_norm), valid_*
     and seconds}.
@@ -424,56 +430,69 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
                  stats["collision_rate"], stats["max_group_size"])
 
   # ================================ Train loop ================================================
-  select = t.select_metric
-  while epoch < t.epochs and bad_epochs < t.patience:
-    start = time.time()
-    state, table_dev = tree["state"], tree["table"]
-    sums: dict[str, jax.Array] = {}
-    for step, batch in rec_data.Prefetcher(host_batch, epoch * steps_per_epoch,
-                                           (epoch + 1) * steps_per_epoch, t.prefetch):
-      state, metrics = train_step(state, batch, vectors_dev, table_dev, decay_id)
-      sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
-      if (step + 1) % t.log_every_steps == 0:
-        logging.info("diger step %d: loss %.4f rec_ce %.4f noisy %.3f", step + 1,
-                     float(metrics["loss"]), float(metrics["rec_ce"]),
-                     float(metrics["noisy_fraction"]))
-    epoch += 1
-    means = {k: np.asarray(v) / steps_per_epoch for k, v in sums.items()}
-    if t.nonfinite == "raise" and not math.isfinite(float(means["loss"])):
-      raise FloatingPointError(f"diger: non-finite loss in epoch {epoch} ({means['loss']})")
+  select, stopped = t.select_metric, "finished"
+  with PreemptionWatch() as preemption:
+    while epoch < t.epochs and bad_epochs < t.patience:
+      start = time.time()
+      state, table_dev = tree["state"], tree["table"]
+      sums: dict[str, jax.Array] = {}
+      batches = rec_data.Prefetcher(host_batch, epoch * steps_per_epoch,
+                                    (epoch + 1) * steps_per_epoch, t.prefetch)
+      for step, batch in batches:
+        if step_hook is not None:
+          step_hook(step)
+        if preemption.requested(step):
+          stopped = "preempted"
+          break
+        state, metrics = train_step(state, batch, vectors_dev, table_dev, decay_id)
+        sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
+        if (step + 1) % t.log_every_steps == 0:
+          logging.info("diger step %d: loss %.4f rec_ce %.4f noisy %.3f", step + 1,
+                       float(metrics["loss"]), float(metrics["rec_ce"]),
+                       float(metrics["noisy_fraction"]))
+      batches.close()
+      if stopped == "preempted":
+        logging.warning("diger: preempted in epoch %d; its steps are dropped, the best epoch so "
+                        "far (%d) is saved, a relaunch resumes after epoch %d", epoch + 1,
+                        best_epoch, epoch)
+        break
+      epoch += 1
+      means = {k: np.asarray(v) / steps_per_epoch for k, v in sums.items()}
+      if t.nonfinite == "raise" and not math.isfinite(float(means["loss"])):
+        raise FloatingPointError(f"diger: non-finite loss in epoch {epoch} ({means['loss']})")
 
-    # ---- evals: the epoch's SID table, its statistics, validation over it -------------------
-    new_table, stats = build_table(tok_graph, state["params"]["tokenizer"], vectors, mesh,
-                                   config)
-    evaluated = epoch % t.eval_every_epochs == 0 or epoch == t.epochs
-    valid = (validate(programs.generate, state["params"]["recommender"], new_table, layout,
-                      valid_ex, config, mesh) if evaluated and new_table is not None else {})
-    record = {"epoch": epoch, **{f"train_{k}": _floats(v) for k, v in means.items()}, **stats,
-              "sigma": _floats(state["params"]["sigma"]), "table_valid": new_table is not None,
-              **{f"valid_{k}": v for k, v in valid.items()}, "seconds": time.time() - start}
-    best_value = max((h.get(f"valid_{select}", -1.0) for h in history), default=-1.0)
-    history.append(record)
-    log.write(record)
-    if new_table is None:
-      logging.warning("diger epoch %d: %d items share one code tuple, more than "
-                      "config.sid.max_collisions=%d: no valid SID table this epoch; training "
-                      "goes on with the last valid table, and this epoch is not validated and "
-                      "cannot be the best", epoch, stats["max_group_size"], sid.max_collisions)
-    improved = bool(valid) and valid[select] > best_value
-    if improved:
-      best_epoch, bad_epochs = epoch, 0
-    elif evaluated:
-      bad_epochs += 1
-    tree = {"state": state, "best": _copy(state["params"]) if improved else tree["best"],
-            "table": table_dev if new_table is None else jax.device_put(new_table, rep)}
-    checkpoint.save(manager, epoch, tree, {"fingerprint": fingerprint, "history": history,
-                                           "best_epoch": best_epoch, "bad_epochs": bad_epochs})
-    logging.info("diger epoch %d: rec_ce %.4f recon %.4g usage %s collision %.4f max group %d "
-                 "sigma %s noisy %.3f %s %s (%.0fs)", epoch, record["train_rec_ce"],
-                 record["train_recon"], _fmt(stats["usage_per_level"]),
-                 stats["collision_rate"], stats["max_group_size"], _fmt(record["sigma"]),
-                 record["train_noisy_fraction"], select,
-                 f"{valid[select]:.4f}" if valid else "-", record["seconds"])
+      # ---- evals: the epoch's SID table, its statistics, validation over it -------------------
+      new_table, stats = build_table(tok_graph, state["params"]["tokenizer"], vectors, mesh,
+                                     config)
+      evaluated = epoch % t.eval_every_epochs == 0 or epoch == t.epochs
+      valid = (validate(programs.generate, state["params"]["recommender"], new_table, layout,
+                        valid_ex, config, mesh) if evaluated and new_table is not None else {})
+      record = {"epoch": epoch, **{f"train_{k}": _floats(v) for k, v in means.items()}, **stats,
+                "sigma": _floats(state["params"]["sigma"]), "table_valid": new_table is not None,
+                **{f"valid_{k}": v for k, v in valid.items()}, "seconds": time.time() - start}
+      best_value = max((h.get(f"valid_{select}", -1.0) for h in history), default=-1.0)
+      history.append(record)
+      log.write(record)
+      if new_table is None:
+        logging.warning("diger epoch %d: %d items share one code tuple, more than "
+                        "config.sid.max_collisions=%d: no valid SID table this epoch; training "
+                        "goes on with the last valid table, and this epoch is not validated and "
+                        "cannot be the best", epoch, stats["max_group_size"], sid.max_collisions)
+      improved = bool(valid) and valid[select] > best_value
+      if improved:
+        best_epoch, bad_epochs = epoch, 0
+      elif evaluated:
+        bad_epochs += 1
+      tree = {"state": state, "best": _copy(state["params"]) if improved else tree["best"],
+              "table": table_dev if new_table is None else jax.device_put(new_table, rep)}
+      checkpoint.save(manager, epoch, tree, {"fingerprint": fingerprint, "history": history,
+                                             "best_epoch": best_epoch, "bad_epochs": bad_epochs})
+      logging.info("diger epoch %d: rec_ce %.4f recon %.4g usage %s collision %.4f max group %d "
+                   "sigma %s noisy %.3f %s %s (%.0fs)", epoch, record["train_rec_ce"],
+                   record["train_recon"], _fmt(stats["usage_per_level"]),
+                   stats["collision_rate"], stats["max_group_size"], _fmt(record["sigma"]),
+                   record["train_noisy_fraction"], select,
+                   f"{valid[select]:.4f}" if valid else "-", record["seconds"])
   manager.wait_until_finished()
 
   # ================================ Save ======================================================
@@ -483,7 +502,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   best = tree["best"]
   table, stats = build_table(tok_graph, best["tokenizer"], vectors, mesh, config)
   best_record = next(h for h in history if h["epoch"] == best_epoch)
-  summary = {"decay": cfg.decay, "best_epoch": best_epoch,
+  summary = {"decay": cfg.decay, "stopped": stopped, "best_epoch": best_epoch,
              "valid": {k[len("valid_"):]: v for k, v in best_record.items()
                        if k.startswith("valid_")},
              "sid_metrics": stats, "history": history}
