@@ -129,13 +129,18 @@ def _stage_train(config, workdir):
   if config.tokenizer == "diger":
     from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
     return diger_train.train_diger(config, workdir, _load_vectors(workdir, inter.num_items), spl)
-  from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.recommender import ensemble, train  # pylint: disable=g-import-not-at-top
+  ensemble.check_size(config)
   table = _load_sid_table(workdir, inter.num_items)
-  return train.train_recommender(config, workdir, table, spl)
+  summary = train.train_recommender(config, workdir, table, spl)
+  if config.train.ensemble_size > 1:
+    summary["ensemble_members"] = ensemble.train_members(config, workdir, table, spl)
+  return summary
 
 
 def _stage_evaluate(config, workdir):
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.recommender import ensemble  # pylint: disable=g-import-not-at-top
   from r3vae_jax.recommender import popularity, train  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   table = _load_sid_table(workdir, inter.num_items)
@@ -144,8 +149,17 @@ def _stage_evaluate(config, workdir):
   if config.eval.popularity_alphas:
     alpha = popularity.select(metrics["valid"]["popularity"], config.train.select_metric)
     metrics["test_popularity"] = {"alpha": float(alpha), **metrics["test"]["popularity"][alpha]}
+  size = ensemble.check_size(config)
+  if size > 1:  # each member alone on test, then all of them decoding together
+    metrics["test_members"] = [metrics["test"]] + [
+        train.evaluate_recommender(ensemble.member_config(config, k), member_dir, table, spl)
+        for k, member_dir in enumerate(ensemble.member_workdirs(workdir, size)) if k > 0]
+    for split in ("valid", "test"):
+      metrics[f"{split}_ensemble"] = ensemble.evaluate(config, workdir, table, spl, split)
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
   for split, m in metrics.items():
+    if not isinstance(m, dict):
+      continue
     print(split, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())
                           if isinstance(v, (int, float))))
   return metrics

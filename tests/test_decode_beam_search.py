@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from r3vae_jax import parallel
-from r3vae_jax.decode import beam_search, build_trie, gather_beams
+from r3vae_jax.decode import beam_search, build_trie, ensemble_step_fn, gather_beams
 from r3vae_jax.decode.beam_search import top_continuations
 
 HASH_MOD = 997
@@ -96,6 +96,36 @@ def test_wide_beam_equals_brute_force(dense_budget):
     np.testing.assert_array_equal(res.item_ids[b, 14:], -1)
     np.testing.assert_array_equal(res.sids[b, 14:], -1)
     assert np.all(np.isneginf(res.scores[b, 14:]))
+
+
+@pytest.mark.parametrize("dense_budget", [0, 2**26])
+def test_ensemble_equals_brute_force_on_the_mean_log_probabilities(dense_budget):
+  """Two toy models decoding together rank every valid SID by the sum over levels of the
+  masked log-softmax of their mean log-softmax; one model alone through the ensemble step
+  ranks as that model."""
+  level_sizes = [3, 5, 4]
+  table = random_table(np.random.default_rng(2), level_sizes, 14)
+  users, beam = [1, 8], 14
+  trie = build_trie(table, level_sizes, dense_budget=dense_budget)
+  models = [make_toy_model(seed, level_sizes) for seed in (3, 4)]
+  step = ensemble_step_fn([m[1] for m in models])
+  caches = tuple(m[2](users, beam) for m in models)
+  res = jax.jit(lambda trie, caches: beam_search(step, caches, trie, len(users), beam))(
+      trie, caches)
+  mean_logp = [np.mean([jax.nn.log_softmax(m[0][l], axis=-1) for m in models], axis=0)
+               for l in range(len(level_sizes))]
+  for b, u in enumerate(users):
+    expect = brute_force(mean_logp, table, level_sizes, u)
+    order = np.argsort(-expect, kind="stable")
+    np.testing.assert_array_equal(res.item_ids[b], order)
+    np.testing.assert_allclose(res.scores[b], expect[order], rtol=1e-5, atol=1e-5)
+
+  tables, single = decode(table, level_sizes, users, beam, dense_budget, seed=3)
+  alone = jax.jit(lambda trie, caches: beam_search(ensemble_step_fn([models[0][1]]), caches,
+                                                   trie, len(users), beam))(
+      trie, (models[0][2](users, beam),))
+  np.testing.assert_array_equal(alone.item_ids, single.item_ids)
+  np.testing.assert_allclose(alone.scores, single.scores, rtol=1e-5, atol=1e-5)
 
 
 def test_narrow_beam_top1_single_level_is_argmax():

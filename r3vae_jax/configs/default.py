@@ -154,6 +154,10 @@ def base_config() -> ml_collections.ConfigDict:
   # threefry2x32.
   c.train.update(dict(checkpoint_every_steps=0, select_metric="ndcg@10", prefetch=2,
                       fsdp_min_size=2**18, rng_impl="rbg"))
+  # ensemble_size: K > 1 trains K recommenders on the one SID table (seeds seed + 1000 k) and
+  # also scores them decoding together, their per-level log-probabilities averaged in one beam
+  # search (recommender/ensemble.py; results: metrics.{valid,test}_ensemble, test_members).
+  c.train.ensemble_size = 1
   # length_buckets: each training batch holds histories of one length bucket, padded to it (items;
   # data.max_history is always the last bucket; () = every batch padded to max_history). Beauty
   # histories average 5 of 20 items: (4, 8, 12) pads to 7 on average, 3 compiled shapes more.

@@ -23,7 +23,7 @@ with `jax.set_mesh`) whose `data` axis divides the batch, the top-k runs in `jax
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,26 @@ def masked_log_softmax(logits: jax.Array, valid: jax.Array) -> jax.Array:
     float32[rows, C].
   """
   return jax.nn.log_softmax(jnp.where(valid, logits.astype(jnp.float32), -jnp.inf), axis=-1)
+
+
+def ensemble_step_fn(step_fns: Sequence[StepFn]) -> StepFn:
+  """One step function for several models decoding together.
+
+  Its "logits" at each level are the mean of the models' log-softmax over the level's codes (a
+  normalised geometric mean of their distributions); `beam_search` then renormalises them over
+  each node's valid children as for one model. Its cache is the tuple of the models' caches
+  (every leaf keeps its leading batch*beam axis, so `gather_beams` reorders them together).
+  With one model the ranking is that model's (log-softmax only shifts each row).
+  """
+  if not step_fns:
+    raise ValueError("ensemble_step_fn: needs at least one step function")
+
+  def step(prev: jax.Array, level: int, caches: tuple) -> tuple[jax.Array, tuple]:
+    outs = [fn(prev, level, cache) for fn, cache in zip(step_fns, caches, strict=True)]
+    logp = sum(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1) for logits, _ in outs)
+    return logp / len(outs), tuple(cache for _, cache in outs)
+
+  return step
 
 
 def gather_beams(tree: Any, parent: jax.Array) -> Any:

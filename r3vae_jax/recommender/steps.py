@@ -13,7 +13,7 @@ import optax
 from jax.sharding import Mesh
 
 from r3vae_jax import parallel
-from r3vae_jax.decode import DeviceTrie, beam_search
+from r3vae_jax.decode import DeviceTrie, beam_search, ensemble_step_fn
 from r3vae_jax.recommender.loss import sid_loss
 from r3vae_jax.recommender.model import make_step_fn
 from r3vae_jax.recommender.state import ModelDef, batch_shardings, step_key
@@ -105,4 +105,31 @@ def make_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Me
 
   data = batch_shardings(mesh)
   return jax.jit(generate, in_shardings=(param_shardings, data, parallel.replicated(mesh)),
+                 out_shardings=(data, data))
+
+
+def make_generate_ensemble(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh,
+                           size: int):
+  """Constrained beam search of `size` recommenders of one structure decoding together
+  (`decode.ensemble_step_fn`: the mean of their per-level log-probabilities), one `jax.jit`.
+
+  Returns:
+    generate(params: tuple of `size` param dicts, batch, trie) -> (item_ids int32[B, beam_size],
+    scores float32[B, beam_size]), as `make_generate`.
+  """
+  def generate(params: tuple, batch: dict, trie: DeviceTrie) -> tuple[jax.Array, jax.Array]:
+    step_fns, caches = [], []
+    for member in params:
+      model = mdef.bind(member)
+      enc_out = model.encode(batch["enc_tokens"], batch["enc_mask"])
+      step_fn, cache = make_step_fn(model, enc_out, batch["enc_mask"], beam_size)
+      step_fns.append(step_fn)
+      caches.append(cache)
+    result = beam_search(ensemble_step_fn(step_fns), tuple(caches), trie,
+                         batch["enc_tokens"].shape[0], beam_size)
+    return result.item_ids, result.scores
+
+  data = batch_shardings(mesh)
+  return jax.jit(generate, in_shardings=((param_shardings,) * size, data,
+                                         parallel.replicated(mesh)),
                  out_shardings=(data, data))

@@ -552,16 +552,28 @@ def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
     text: the same metrics after `popularity.rerank` with that alpha, for each alpha in
     config.eval.popularity_alphas}}.
   """
-  layout = layout_from_config(config)
-  table = check_sid_table(sid_table, layout, "recommender: sid_table")
   mesh = parallel.config_mesh(config)
+  table = check_sid_table(sid_table, layout_from_config(config), "recommender: sid_table")
   prog, params, ckpt_step = restore_params(config, workdir, table, mesh)
+  metrics = score_split(config, table, splits, split,
+                        lambda batch, trie: prog.generate_scored(params, batch, trie), mesh)
+  metrics["step"] = ckpt_step
+  if jax.process_index() == 0:
+    io.write_json(os.path.join(_paths(workdir).root, f"{split}_metrics.json"), metrics)
+  return metrics
+
+
+def score_split(config: ml_collections.ConfigDict, table: np.ndarray, splits: Splits,
+                split: str, generate_scored: Callable, mesh: Mesh) -> dict[str, Any]:
+  """Ranks every user of `split` with `generate_scored(batch, trie) -> (ids, scores)` and
+  returns the metrics of `evaluate_recommender` (without "step")."""
+  layout = layout_from_config(config)
   examples = data.eval_examples(splits, split, config.data.max_history)
   data.check_items(examples, table.shape[0], f"recommender: {split} data")
   trie = build_trie(table, list(layout.level_sizes))
   inputs = _ranking_inputs(examples, layout.item_tokens(table), table)
   ids, scores = evaluate.rank_in_batches(
-      lambda batch: prog.generate_scored(params, batch, trie), inputs,
+      lambda batch: generate_scored(batch, trie), inputs,
       _eval_batch_size(config, len(examples), mesh), mesh)
   seen, ks = eval_seen(config, examples), tuple(config.eval.ks)
   metrics = ranking.metrics_of(ids, examples.target, seen, ks)
@@ -570,7 +582,4 @@ def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
       f"{alpha:g}": ranking.metrics_of(popularity.rerank(ids, scores, log_pop, alpha),
                                        examples.target, seen, ks)
       for alpha in config.eval.popularity_alphas}
-  metrics["step"] = ckpt_step
-  if jax.process_index() == 0:
-    io.write_json(os.path.join(_paths(workdir).root, f"{split}_metrics.json"), metrics)
   return metrics
