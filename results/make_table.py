@@ -3,7 +3,9 @@
   python results/make_table.py > results/table.md
 
 Rows: dataset × tokenizer[+variant] × vector source, ours as mean ± std over seeds, beside the
-R3-VAE paper's numbers and the public PyTorch re-implementation's (docs/spec.md).
+R3-VAE paper's numbers and the public PyTorch re-implementation's (docs/spec.md). A run with
+`train.ensemble_size` K > 1 gives two rows: its first member alone, and "tokenizer ensemble×K"
+(all members decoding together; the wall time is the whole run's).
 """
 import collections
 import glob
@@ -37,6 +39,15 @@ def _ref(table, key, i):
   return "–" if v is None else f"{v:.4f}"
 
 
+def _ensemble_view(r):
+  """A run with train.ensemble_size > 1 seen as its ensemble's row: the ensemble's test metrics
+  (no popularity prior), the members' best epochs joined by "+"."""
+  members = [r["train"]] + r["train"].get("ensemble_members", [])
+  metrics = {"test": r["metrics"]["test_ensemble"]}
+  epochs = "+".join(str(m["best_epoch"]) for m in members)
+  return {**r, "metrics": metrics, "train": {**r["train"], "best_epoch": epochs}}
+
+
 def main(directory):
   rows = collections.defaultdict(list)
   for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
@@ -45,6 +56,9 @@ def main(directory):
       continue
     tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "")
     rows[(r["dataset"], tokenizer, r["vectors"])].append(r)
+    if "test_ensemble" in r["metrics"]:  # the same run's members decoding together
+      rows[(r["dataset"], f"{tokenizer} ensemble×{r['metrics']['test_ensemble']['members']}",
+            r["vectors"])].append(_ensemble_view(r))
   print("| dataset | tokenizer | vectors | seeds | R@5 | R@10 | N@5 | N@10 | paper R@10 / N@10 "
         "| re-impl. R@10 / N@10 | N@10 with the popularity prior (alpha) | collisions "
         "| best epoch per seed (* = cut by time) | wall s (train) | device |")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from r3vae_jax import main, parallel
-from r3vae_jax.configs import default
+from r3vae_jax.configs import default, validate
 from r3vae_jax.data import dataset, splits as splits_lib
 from r3vae_jax.recommender import ensemble
 from r3vae_jax.recommender import train as rec_train
@@ -73,3 +73,5 @@ def test_bad_ensemble_size_names_the_field(size, tokenizer):
   config.tokenizer = tokenizer
   with pytest.raises(ValueError, match="config.train.ensemble_size"):
     ensemble.check_size(config)
+  with pytest.raises(ValueError, match="config.train.ensemble_size"):
+    validate.validate(config)

@@ -160,6 +160,7 @@ FIELDS: dict[str, Check] = {
     "train.patience": _POSITIVE,
     "train.clip_norm": _WEIGHT,              # 0 = no clipping
     "train.ema_decay": _float(0.0, 1.0, hi_open=True),  # 0 = no parameter average
+    "train.ensemble_size": _POSITIVE,        # recommender/ensemble.py
     "train.eval_every_epochs": _POSITIVE,
     "train.checkpoint_keep": _POSITIVE,
     "train.log_every_steps": _POSITIVE,
@@ -213,6 +214,9 @@ def validate(config: Any) -> None:
   if config.tokenizer == "diger" and config.train.ema_decay:
     raise ValueError("config.train.ema_decay: the DIGER trainer evaluates its raw parameters; "
                      f"expected 0 with tokenizer=diger, got {config.train.ema_decay}")
+  if config.tokenizer == "diger" and config.train.ensemble_size != 1:
+    raise ValueError("config.train.ensemble_size: DIGER trains one joint model; expected 1 with "
+                     f"tokenizer=diger, got {config.train.ensemble_size}")
   k = int(config.train.select_metric.partition("@")[2])
   if k not in ks:
     raise ValueError(f"config.train.select_metric: expected K in config.eval.ks {ks}, got "

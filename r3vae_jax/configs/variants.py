@@ -25,6 +25,10 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # Ours: validate, select and test the moving average of the recommender's parameters
     # (recommender/ema.py). 0.999 averages over ~1,000 steps, ~3 Beauty epochs at batch 512.
     "ema": (FIXED_TABLE, {"train.ema_decay": 0.999}),
+    # Ours: K recommenders on the one SID table, decoded together (recommender/ensemble.py);
+    # the run also scores its first member alone, the plain row's model.
+    "ensemble2": (FIXED_TABLE, {"train.ensemble_size": 2}),
+    "ensemble3": (FIXED_TABLE, {"train.ensemble_size": 3}),
 }
 
 
