@@ -23,8 +23,7 @@ import numpy as np
 
 from r3vae_jax import io
 from r3vae_jax.configs import default
-from r3vae_jax.data import splits as splits_lib
-from r3vae_jax.data.vectors import interactions
+from r3vae_jax.data import slices
 from r3vae_jax.diger import train as diger_train
 from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.tokenizer import api as tok_api
@@ -81,14 +80,6 @@ def run_name(d: dict) -> str:
   return name
 
 
-def beauty_slice(path: str):
-  """(leave-one-out splits, 32-d PPMI-SVD vectors) of the first NUM_ITEMS Beauty items."""
-  with open(path, encoding="utf-8") as f:
-    sequences = [np.array(line.split()[1:], np.int32) - 1 for line in f]
-  splits = splits_lib.leave_one_out(splits_lib.item_prefix(sequences, NUM_ITEMS))
-  return splits, interactions.ppmi_svd(splits.train, NUM_ITEMS, dim=32, window=5, seed=0)
-
-
 def config(diger_overrides: dict | None = None):
   c = default.get_config("diger")
   c.diger.update(diger_overrides or {})
@@ -117,9 +108,7 @@ def selected_settings(sweeps: str) -> list[dict]:
 
 def main(out_path: str, sweeps: str = "noise") -> None:
   settings = selected_settings(sweeps)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  splits, vectors = beauty_slice(os.path.join(root, "..", "shared", "data", "amazon_beauty",
-                                              "Beauty.txt"))
+  splits, vectors = slices.beauty_prefix(NUM_ITEMS, dim=32)
   result = {"kind": "diger_noise_sweep", "commit": io.source_commit(), "device": "cpu",
             "num_items": NUM_ITEMS, "epochs": EPOCHS, "sweeps": sweeps, "runs": {}}
   with tempfile.TemporaryDirectory() as tmp:

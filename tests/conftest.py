@@ -29,13 +29,8 @@ def beauty_prefix(shared_data):
   """make(num_items, dim) -> (leave-one-out splits, float32[num_items, dim] PPMI-SVD vectors of
   their training part): Beauty restricted to its first `num_items` items, users keeping >= 3."""
   # pylint: disable=g-import-not-at-top  # after the XLA_FLAGS above
-  import numpy as np
-  from r3vae_jax.data import splits as splits_lib
-  from r3vae_jax.data.vectors import interactions
+  from r3vae_jax.data import slices
 
   def make(num_items: int, dim: int):
-    with open(shared_data / "amazon_beauty" / "Beauty.txt", encoding="utf-8") as f:
-      sequences = [np.array(line.split()[1:], np.int32) - 1 for line in f]
-    splits = splits_lib.leave_one_out(splits_lib.item_prefix(sequences, num_items))
-    return splits, interactions.ppmi_svd(splits.train, num_items, dim=dim, window=5, seed=0)
+    return slices.beauty_prefix(num_items, dim, str(shared_data))
   return make
