@@ -12,6 +12,7 @@ from typing import Any
 
 R3VAE = ("r3vae",)
 FIXED_TABLE = ("rqkmeans", "rqvae", "r3vae")  # the recommender trainer (not DIGER's joint one)
+DIGER = ("diger",)
 
 VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # R3-VAE paper, ablation table: remove one component at a time.
@@ -29,6 +30,9 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # the run also scores its first member alone, the plain row's model.
     "ensemble2": (FIXED_TABLE, {"train.ensemble_size": 2}),
     "ensemble3": (FIXED_TABLE, {"train.ensemble_size": 3}),
+    # DIGER as the released code and the re-implementation run it: the recommender reads the
+    # noiseless codes and its loss does not reach the tokenizer (results/README.md, session 6).
+    "detached": (DIGER, {"diger.detach_codes": True, "diger.reader_codes": "greedy"}),
 }
 
 
