@@ -133,7 +133,7 @@ def _stage_train(config, workdir):
   ensemble.check_size(config)
   table = _load_sid_table(workdir, inter.num_items)
   summary = train.train_recommender(config, workdir, table, spl)
-  if config.train.ensemble_size > 1:
+  if config.train.ensemble_size > 1 and summary["finished"] != "preempted":
     summary["ensemble_members"] = ensemble.train_members(config, workdir, table, spl)
   return summary
 
@@ -150,12 +150,17 @@ def _stage_evaluate(config, workdir):
     alpha = popularity.select(metrics["valid"]["popularity"], config.train.select_metric)
     metrics["test_popularity"] = {"alpha": float(alpha), **metrics["test"]["popularity"][alpha]}
   size = ensemble.check_size(config)
-  if size > 1:  # each member alone on test, then all of them decoding together
+  if size > 1:  # each trained member alone on test, then all of them decoding together
+    members, dirs = ensemble.trained_members(workdir, size), ensemble.member_workdirs(workdir, size)
+    if len(members) < size:
+      logging.warning("ensemble: %d of %d members trained (a stopped run); scoring those",
+                      len(members), size)
     metrics["test_members"] = [metrics["test"]] + [
-        train.evaluate_recommender(ensemble.member_config(config, k), member_dir, table, spl)
-        for k, member_dir in enumerate(ensemble.member_workdirs(workdir, size)) if k > 0]
-    for split in ("valid", "test"):
-      metrics[f"{split}_ensemble"] = ensemble.evaluate(config, workdir, table, spl, split)
+        train.evaluate_recommender(ensemble.member_config(config, k), dirs[k], table, spl)
+        for k in members if k > 0]
+    for split in ("valid", "test") if len(members) > 1 else ():
+      metrics[f"{split}_ensemble"] = ensemble.evaluate(config, workdir, table, spl, split,
+                                                       members)
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
   for split, m in metrics.items():
     if not isinstance(m, dict):

@@ -75,3 +75,13 @@ def test_bad_ensemble_size_names_the_field(size, tokenizer):
     ensemble.check_size(config)
   with pytest.raises(ValueError, match="config.train.ensemble_size"):
     validate.validate(config)
+
+
+def test_trained_members_are_those_with_a_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  dirs = ensemble.member_workdirs(workdir, 3)
+  for k, name in ((0, "120"), (2, "120.orbax-checkpoint-tmp")):
+    os.makedirs(os.path.join(dirs[k], "recommender", "checkpoints", name))
+  assert ensemble.trained_members(workdir, 3) == [0]
+  os.makedirs(os.path.join(dirs[2], "recommender", "checkpoints", "40"))
+  assert ensemble.trained_members(workdir, 3) == [0, 2]

@@ -59,10 +59,28 @@ def member_config(config: ml_collections.ConfigDict, k: int) -> ml_collections.C
 
 def train_members(config: ml_collections.ConfigDict, workdir: str, sid_table: np.ndarray,
                   splits: Splits) -> list[dict[str, Any]]:
-  """Trains (or resumes, or finds finished) members 1 .. K-1; returns their train summaries."""
-  size = check_size(config)
-  return [rec_train.train_recommender(member_config(config, k), member_dir, sid_table, splits)
-          for k, member_dir in enumerate(member_workdirs(workdir, size)) if k > 0]
+  """Trains (or resumes, or finds finished) members 1 .. K-1 and returns their train summaries;
+  stops after a member whose training was preempted (SIGTERM), leaving the rest for a relaunch."""
+  summaries = []
+  for k, member_dir in enumerate(member_workdirs(workdir, check_size(config))):
+    if k == 0:
+      continue
+    summaries.append(rec_train.train_recommender(member_config(config, k), member_dir,
+                                                 sid_table, splits))
+    if summaries[-1]["finished"] == "preempted":
+      break
+  return summaries
+
+
+def trained_members(workdir: str, size: int) -> list[int]:
+  """The members (of 0 .. size-1) whose recommender has a checkpoint; a run stopped early may
+  lack the last ones."""
+  found = []
+  for k, member_dir in enumerate(member_workdirs(workdir, size)):
+    ckpt = os.path.join(member_dir, "recommender", "checkpoints")
+    if os.path.isdir(ckpt) and any(name.isdigit() for name in os.listdir(ckpt)):
+      found.append(k)
+  return found
 
 
 def _generate(config: ml_collections.ConfigDict, mesh: Mesh, size: int):
@@ -101,12 +119,15 @@ def evaluate_members(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, sid_table: np.ndarray,
-             splits: Splits, split: str = "test") -> dict[str, Any]:
-  """The run's `train.ensemble_size` members decoding together on `split`; also written to
-  `workdir/recommender/{split}_ensemble_metrics.json`."""
+             splits: Splits, split: str = "test", members: Sequence[int] | None = None
+             ) -> dict[str, Any]:
+  """The run's members (`members`, default all `train.ensemble_size`) decoding together on
+  `split`; also written to `workdir/recommender/{split}_ensemble_metrics.json`."""
   size = check_size(config)
-  metrics = evaluate_members([member_config(config, k) for k in range(size)],
-                             member_workdirs(workdir, size), sid_table, splits, split)
+  members = range(size) if members is None else members
+  dirs = member_workdirs(workdir, size)
+  metrics = evaluate_members([member_config(config, k) for k in members],
+                             [dirs[k] for k in members], sid_table, splits, split)
   if jax.process_index() == 0:
     io.write_json(os.path.join(workdir, "recommender", f"{split}_ensemble_metrics.json"), metrics)
   return metrics
