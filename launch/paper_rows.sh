@@ -10,7 +10,8 @@
 # minilm-text) instead of running the text encoder. Extra flags after `--` go to every row.
 #
 # JOBS=N runs N rows at once on the same accelerator (each gets 1/N of its memory; compiling on
-# the host overlaps with the others' device work); logs go to OUTDIR/<row>.log. Rows share a
+# the host overlaps with the others' device work). Each row's log goes to OUTDIR/<row>.log (with
+# JOBS=1 also to the terminal). Rows share a
 # persistent XLA compilation cache ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so
 # seeds of one configuration compile once. ROW_TIMEOUT=S sends SIGTERM to a row after S seconds:
 # its trainer saves a checkpoint and stops, `--mode=all` evaluates the best one and writes
@@ -62,8 +63,9 @@ run_row() {  # dataset tokenizer seed vectors
 
 for row in "${rows[@]}"; do
   IFS=: read -r dataset tokenizer seed vectors <<< "$row"
-  if [ "$jobs_max" -le 1 ]; then
-    run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}"
+  if [ "$jobs_max" -le 1 ]; then  # on the terminal and in the row's log
+    run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}" 2>&1 \
+        | tee "$out/$(row_name "$dataset" "$tokenizer" "$seed" "${vectors:-}").log"
     continue
   fi
   while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done

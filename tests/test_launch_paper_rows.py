@@ -6,6 +6,8 @@ import pathlib
 import stat
 import subprocess
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 STUB = """#!/usr/bin/env bash
@@ -18,7 +20,8 @@ echo '{"kind": "experiment"}' > "$workdir/results.json"
 """
 
 
-def test_rows_run_with_variants_and_land_under_plain_names(tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   stub = bin_dir / "python3"
@@ -26,7 +29,7 @@ def test_rows_run_with_variants_and_land_under_plain_names(tmp_path):
   stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
   out, workroot = tmp_path / "out", tmp_path / "rows"
   env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WORKROOT": str(workroot),
-         "JOBS": "2"}
+         "JOBS": jobs}
   env.pop("VECTORS_DIR", None)
   subprocess.run(["bash", str(ROOT / "launch" / "paper_rows.sh"), str(out),
                   "beauty:r3vae+ema:0", "toys:rqvae:1:interactions-svd", "--", "--config.x=1"],
