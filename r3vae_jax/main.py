@@ -130,7 +130,6 @@ def _stage_train(config, workdir):
     from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
     return diger_train.train_diger(config, workdir, _load_vectors(workdir, inter.num_items), spl)
   from r3vae_jax.recommender import ensemble, train  # pylint: disable=g-import-not-at-top
-  ensemble.check_size(config)
   table = _load_sid_table(workdir, inter.num_items)
   summary = train.train_recommender(config, workdir, table, spl)
   if config.train.ensemble_size > 1 and summary["finished"] != "preempted":

@@ -340,10 +340,10 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   Returns:
     {"decay", "stopped" ("finished" | "preempted"), "best_epoch", "valid" (metrics of the best
     epoch), "sid_metrics" (of the saved table), "history": one dict per epoch (0 = the
-    pretrained tokenizer) with usage_per_level, perplexity_per_level, collision_rate, max_group_size, reconstruction_mse, sigma,
-    table_valid, train_* (epoch means of the step metrics: loss, rec, rec_ce, ce_per_level,
-    recon, vq, accuracy, noisy_fraction, noise_factor, grad_norm, codebook_grad_norm), valid_*
-    and seconds}.
+    pretrained tokenizer) with usage_per_level, perplexity_per_level, collision_rate,
+    max_group_size, reconstruction_mse, sigma, table_valid, train_* (epoch means of the step
+    metrics: loss, rec, rec_ce, ce_per_level, recon, vq, accuracy, noisy_fraction, noise_factor,
+    grad_norm, codebook_grad_norm), valid_* and seconds}.
   """
   cfg = joint_config(config)
   vectors = np.asarray(vectors, np.float32)

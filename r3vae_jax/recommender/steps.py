@@ -88,6 +88,19 @@ def make_train_step(mdef: ModelDef, tx: optax.GradientTransformation, schedule: 
                  donate_argnums=(0,))
 
 
+def _decoder(mdef: ModelDef, params: dict, batch: dict, beam_size: int):
+  """One model's (step_fn, cache) for `beam_search` over `batch`'s encoded histories."""
+  model = mdef.bind(params)
+  enc_out = model.encode(batch["enc_tokens"], batch["enc_mask"])
+  return make_step_fn(model, enc_out, batch["enc_mask"], beam_size)
+
+
+def _jit_generate(generate: Callable, param_shardings: Any, mesh: Mesh):
+  data = batch_shardings(mesh)
+  return jax.jit(generate, in_shardings=(param_shardings, data, parallel.replicated(mesh)),
+                 out_shardings=(data, data))
+
+
 def make_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh):
   """Constrained beam search under one `jax.jit`.
 
@@ -97,15 +110,11 @@ def make_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Me
     the SIDs' summed log-probabilities), split over `data`.
   """
   def generate(params: dict, batch: dict, trie: DeviceTrie) -> tuple[jax.Array, jax.Array]:
-    model = mdef.bind(params)
-    enc_out = model.encode(batch["enc_tokens"], batch["enc_mask"])
-    step_fn, cache = make_step_fn(model, enc_out, batch["enc_mask"], beam_size)
-    result = beam_search(step_fn, cache, trie, enc_out.shape[0], beam_size)
+    step_fn, cache = _decoder(mdef, params, batch, beam_size)
+    result = beam_search(step_fn, cache, trie, batch["enc_tokens"].shape[0], beam_size)
     return result.item_ids, result.scores
 
-  data = batch_shardings(mesh)
-  return jax.jit(generate, in_shardings=(param_shardings, data, parallel.replicated(mesh)),
-                 out_shardings=(data, data))
+  return _jit_generate(generate, param_shardings, mesh)
 
 
 def make_generate_ensemble(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh,
@@ -118,18 +127,9 @@ def make_generate_ensemble(mdef: ModelDef, beam_size: int, param_shardings: Any,
     scores float32[B, beam_size]), as `make_generate`.
   """
   def generate(params: tuple, batch: dict, trie: DeviceTrie) -> tuple[jax.Array, jax.Array]:
-    step_fns, caches = [], []
-    for member in params:
-      model = mdef.bind(member)
-      enc_out = model.encode(batch["enc_tokens"], batch["enc_mask"])
-      step_fn, cache = make_step_fn(model, enc_out, batch["enc_mask"], beam_size)
-      step_fns.append(step_fn)
-      caches.append(cache)
-    result = beam_search(ensemble_step_fn(step_fns), tuple(caches), trie,
+    step_fns, caches = zip(*(_decoder(mdef, member, batch, beam_size) for member in params))
+    result = beam_search(ensemble_step_fn(step_fns), caches, trie,
                          batch["enc_tokens"].shape[0], beam_size)
     return result.item_ids, result.scores
 
-  data = batch_shardings(mesh)
-  return jax.jit(generate, in_shardings=((param_shardings,) * size, data,
-                                         parallel.replicated(mesh)),
-                 out_shardings=(data, data))
+  return _jit_generate(generate, (param_shardings,) * size, mesh)
