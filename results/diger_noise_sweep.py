@@ -3,9 +3,12 @@ joint recommender's validation NDCG@10 (CPU, minutes). Writes results/diger_nois
 
   python results/diger_noise_sweep.py [OUT.json]
   DIGER_SWEEP=anneal,reader python results/diger_noise_sweep.py results/diger_reader_slice_cpu.json
+  DIGER_SWEEP=tokschedule DIGER_EPOCHS=12 DIGER_RECOMMENDER_SCHEDULE=cosine \
+      python results/diger_noise_sweep.py results/diger_tokschedule_slice_cpu.json
 
 DIGER_SWEEP picks the settings (comma-separated keys of SWEEPS; default "noise"); the
-fixed-table baseline always runs.
+fixed-table baseline always runs. DIGER_EPOCHS (default 4) and DIGER_RECOMMENDER_SCHEDULE
+(default constant) set train.epochs and train.schedule of every run, the baseline's too.
 
 The slice and sizes of tests/test_diger_collapse.py (the first 2,000 Beauty items, 32-d PPMI-SVD
 vectors of their training part, 2 x 32 codes, one 8-epoch RQ-VAE shared by every run, T5 1+1
@@ -28,7 +31,9 @@ from r3vae_jax.diger import train as diger_train
 from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.tokenizer import api as tok_api
 
-NUM_ITEMS, EPOCHS = 2000, 4
+NUM_ITEMS = 2000
+EPOCHS = int(os.environ.get("DIGER_EPOCHS", "4"))
+RECOMMENDER_SCHEDULE = os.environ.get("DIGER_RECOMMENDER_SCHEDULE", "constant")
 
 
 def setting(decay, normalize, scale, tokenizer_lr, noisy_targets=True, **more):
@@ -64,6 +69,11 @@ SWEEPS = {
     # ... and the recommendation loss does not reach the tokenizer (the released code's path)
     "detached": [setting("frequency", False, 1.0, 1e-5, reader_codes="greedy", detach_codes=True),
                  setting("frequency", False, 1.0, 1e-4, reader_codes="greedy", detach_codes=True)],
+    # variant diger+detached (session 7) with the tokenizer's lr constant or following the
+    # recommender's schedule (diger.tokenizer_schedule)
+    "tokschedule": [setting("frequency", True, 0.1, lr, reader_codes="greedy", detach_codes=True,
+                            noise_anneal_fraction=0.5, tokenizer_schedule=schedule)
+                    for lr in (1e-5, 1e-4) for schedule in ("constant", "follow")],
 }
 
 
@@ -77,6 +87,8 @@ def run_name(d: dict) -> str:
     name += f"_reader{d['reader_codes']}"
   if d.get("detach_codes"):
     name += "_detached"
+  if d.get("tokenizer_schedule", "constant") != "constant":
+    name += f"_tok{d['tokenizer_schedule']}"
   return name
 
 
@@ -91,7 +103,7 @@ def config(diger_overrides: dict | None = None):
                             num_heads=2, d_kv=16, d_ff=64, dropout=0.0))
   c.train.update(dict(batch_size=128, epochs=EPOCHS, warmup_steps=0, patience=100, prefetch=1,
                       eval_every_epochs=1, log_every_steps=100000, lr=1e-3,
-                      schedule="constant"))
+                      schedule=RECOMMENDER_SCHEDULE))
   c.eval.update(dict(beam_size=10, batch_size=128, popularity_alphas=()))
   c.mesh.data = 1
   return c
@@ -110,7 +122,8 @@ def main(out_path: str, sweeps: str = "noise") -> None:
   settings = selected_settings(sweeps)
   splits, vectors = slices.beauty_prefix(NUM_ITEMS, dim=32)
   result = {"kind": "diger_noise_sweep", "commit": io.source_commit(), "device": "cpu",
-            "num_items": NUM_ITEMS, "epochs": EPOCHS, "sweeps": sweeps, "runs": {}}
+            "num_items": NUM_ITEMS, "epochs": EPOCHS, "recommender_schedule": RECOMMENDER_SCHEDULE,
+            "sweeps": sweeps, "runs": {}}
   with tempfile.TemporaryDirectory() as tmp:
     pre = config()
     pre.tokenizer = "rqvae"
@@ -136,6 +149,7 @@ def main(out_path: str, sweeps: str = "noise") -> None:
           "usage_level1": [h["usage_per_level"][0] for h in history],
           "noisy_fraction": [h.get("train_noisy_fraction") for h in history],
           "noise_factor": [h.get("train_noise_factor") for h in history],
+          "train_rec_ce": [h.get("train_rec_ce") for h in history],
           "collision_rate": [h["collision_rate"] for h in history],
           "max_group_size": [h["max_group_size"] for h in history],
           "seconds": time.time() - start}

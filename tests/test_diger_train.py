@@ -149,13 +149,44 @@ def test_sigterm_saves_the_best_epoch_so_far_and_a_relaunch_finishes(tmp_path):
 
 @pytest.mark.parametrize("field,value", [("noise_anneal_fraction", 2.0),
                                          ("noise_anneal_schedule", "step"),
-                                         ("reader_codes", "table")])
+                                         ("reader_codes", "table"),
+                                         ("tokenizer_schedule", "cosine")])
 def test_bad_annealing_or_reader_codes_is_a_clear_error(tmp_path, field, value):
   config = small_config()
   config.diger[field] = value
   with pytest.raises(ValueError, match=f"config.diger.{field}"):
     diger_train.train_diger(config, str(tmp_path), np.zeros((4, 2), np.float32),
                             splits_lib.leave_one_out([np.arange(4)]))
+
+
+@pytest.mark.parametrize("mode", ["constant", "follow"])
+def test_tokenizer_lr_follows_the_recommender_schedule_or_stays(mode):
+  """"follow": the recommender's warm-up and cosine decay at tokenizer_lr's peak, so the last
+  updates of the codebooks are ~0; "constant": tokenizer_lr throughout. Checked on the
+  optimizer's actual updates (AdamW's first step moves each weight by ~lr)."""
+  config = small_config()
+  config.train.update(dict(lr=1e-3, schedule="cosine", warmup_steps=4, clip_norm=0.0))
+  config.diger.update(dict(tokenizer_lr=1e-5, tokenizer_schedule=mode))
+  config[config.diger.pretrain].weight_decay = 0.0
+  total = 20
+  tx = diger_train.make_optimizer(config, total)
+  _, rec_schedule = diger_train.rec_state.make_optimizer(config, total)
+  lr = diger_train.tokenizer_lr_schedule(config, rec_schedule)
+  expected = {s: (1e-5 if mode == "constant" else float(rec_schedule(s)) * 1e-2)
+              for s in (0, 2, 4, 12, 19)}
+  for step, want in expected.items():
+    np.testing.assert_allclose(float(lr(step)), want, rtol=1e-5, atol=1e-12)
+  if mode == "follow":
+    assert expected[4] == pytest.approx(1e-5) and expected[19] < 1e-7
+  params = {"tokenizer": {"w": np.ones(3, np.float32)}, "recommender": {"w": np.ones(3, np.float32)},
+            "sigma": np.ones(3, np.float32)}
+  grads = jax.tree.map(np.ones_like, params)
+  state = tx.init(params)
+  for step in range(total):
+    updates, state = tx.update(grads, state, params)
+    # Adam's normalised step is 1 for a constant gradient, so the update is -lr(step).
+    np.testing.assert_allclose(np.asarray(updates["tokenizer"]["w"]), -expected.get(
+        step, float(lr(step))), rtol=1e-3, atol=1e-12)
 
 
 def test_fixed_shape_trie_pads_dense_levels_to_capacity():

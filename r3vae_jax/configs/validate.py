@@ -140,6 +140,7 @@ FIELDS: dict[str, Check] = {
     "diger.normalize_logits": _bool,
     "diger.noisy_targets": _bool,
     "diger.vq_codes": _choice("chosen", "greedy"),
+    "diger.tokenizer_schedule": _choice("constant", "follow"),
     "recommender.num_encoder_layers": _POSITIVE,
     "recommender.num_decoder_layers": _POSITIVE,
     "recommender.d_model": _POSITIVE,

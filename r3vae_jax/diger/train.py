@@ -83,6 +83,9 @@ def joint_config(config: ml_collections.ConfigDict) -> joint.JointConfig:
     raise ValueError(f"config.diger.reader_codes must be 'noisy' or 'greedy', "
                      f"got {d.reader_codes!r}")
   noise.check_anneal(d.noise_anneal_fraction, d.noise_anneal_schedule)
+  if d.tokenizer_schedule not in ("constant", "follow"):
+    raise ValueError(f"config.diger.tokenizer_schedule must be 'constant' or 'follow', "
+                     f"got {d.tokenizer_schedule!r}")
   if d.tau <= 0 or d.noise_scale < 0 or d.sigma_lambda <= 0:
     raise ValueError(f"config.diger: tau and sigma_lambda must be > 0 and noise_scale >= 0; "
                      f"got tau={d.tau}, sigma_lambda={d.sigma_lambda}, "
@@ -125,17 +128,35 @@ def load_pretrained_tokenizer(config: ml_collections.ConfigDict, vectors: np.nda
 
 # ---- model & optimizer -------------------------------------------------------------------
 
+def tokenizer_lr_schedule(config: ml_collections.ConfigDict, rec_schedule: optax.Schedule
+                          ) -> optax.Schedule:
+  """The tokenizer group's learning rate per step.
+
+  `diger.tokenizer_schedule` "constant": `diger.tokenizer_lr` at every step; "follow": the
+  recommender's schedule scaled by `tokenizer_lr / train.lr` (same warm-up and decay, peak
+  `tokenizer_lr`), so the codes stop moving when the recommender can no longer follow them. At
+  a constant tokenizer rate the full-data rows' training loss rose again once the recommender's
+  cosine rate had decayed (results/README.md, session 7).
+  """
+  d = config.diger
+  if d.tokenizer_schedule == "follow":
+    ratio = d.tokenizer_lr / config.train.lr
+    return lambda step: rec_schedule(step) * ratio
+  return optax.constant_schedule(d.tokenizer_lr)  # "constant" (checked by joint_config)
+
+
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
                    ) -> optax.GradientTransformation:
   """One optimizer per parameter group: the tokenizer's lr is << the recommender's.
 
-  tokenizer: clip + AdamW(`diger.tokenizer_lr`); recommender: its own optimizer
+  tokenizer: clip + AdamW(`tokenizer_lr_schedule`); recommender: its own optimizer
   (`recommender.state.make_optimizer`: clip, AdamW, warmup + `train.schedule`); sigma:
   Adam(`diger.sigma_lr`).
   """
   d, t = config.diger, config.train
-  rec_tx, _ = rec_state.make_optimizer(config, total_steps)
-  tok_adamw = optax.adamw(d.tokenizer_lr, weight_decay=config[d.pretrain].weight_decay)
+  rec_tx, rec_schedule = rec_state.make_optimizer(config, total_steps)
+  tok_adamw = optax.adamw(tokenizer_lr_schedule(config, rec_schedule),
+                          weight_decay=config[d.pretrain].weight_decay)
   transforms = {
       "tokenizer": optax.chain(optax.clip_by_global_norm(t.clip_norm), tok_adamw)
                    if t.clip_norm else tok_adamw,  # clip_norm 0: no clipping
