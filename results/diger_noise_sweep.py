@@ -74,6 +74,9 @@ SWEEPS = {
     "tokschedule": [setting("frequency", True, 0.1, lr, reader_codes="greedy", detach_codes=True,
                             noise_anneal_fraction=0.5, tokenizer_schedule=schedule)
                     for lr in (1e-5, 1e-4) for schedule in ("constant", "follow")],
+    # diagnostic: a frozen tokenizer (lr 1e-12, no noise) makes the joint trainer a fixed-table
+    # one; any gap to the fixed-table baseline is the trainer's, not the moving codes'
+    "frozen": [setting("none", False, 0.0, 1e-12, reader_codes="greedy", detach_codes=True)],
 }
 
 

@@ -189,6 +189,28 @@ def test_tokenizer_lr_follows_the_recommender_schedule_or_stays(mode):
         step, float(lr(step))), rtol=1e-3, atol=1e-12)
 
 
+def test_training_examples_are_the_fixed_table_trainers(tmp_path):
+  """Same protocol as the fixed-table rows: history cap and train.example_window."""
+  config = small_config()
+  config.train.example_window = 7
+  inter, vectors = synthetic.make_synthetic(config.data.synthetic)
+  splits = splits_lib.leave_one_out(inter.sequences)
+  calls = []
+
+  class Stop(Exception):
+    pass
+
+  def record(*args):
+    calls.append(args)
+    raise Stop
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(diger_train.rec_data, "train_examples", record)
+    with pytest.raises(Stop):
+      diger_train.train_diger(config, str(tmp_path), vectors, splits)
+  assert calls == [(splits, config.data.max_history, 7)]
+
+
 def test_fixed_shape_trie_pads_dense_levels_to_capacity():
   """Two tables with different prefix counts give tries of one shape (one beam-search compile
   per run), each padded level being the built one plus unreachable -1 rows."""

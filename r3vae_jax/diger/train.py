@@ -378,8 +378,9 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   rep = parallel.replicated(mesh)
 
   # ================================ Input pipeline ============================================
-  # Batches of item ids: the tokenizer makes the SID tokens inside the step.
-  train_ex = rec_data.train_examples(splits, config.data.max_history)
+  # Batches of item ids: the tokenizer makes the SID tokens inside the step. The training
+  # examples are the fixed-table trainer's (same history cap and train.example_window).
+  train_ex = rec_data.train_examples(splits, config.data.max_history, t.example_window)
   valid_ex = rec_data.eval_examples(splits, "valid", config.data.max_history)
   for ex, name in ((train_ex, "train"), (valid_ex, "valid")):
     rec_data.check_items(ex, vectors.shape[0], f"diger {name} examples")
