@@ -206,11 +206,16 @@ def run_all(config, workdir) -> dict:
       versions[mod] = __import__(mod, fromlist=["_"]).__version__
     except (ImportError, AttributeError):
       pass
+  # sid_metrics describe the table the recommender was tested on: DIGER's own (its train
+  # summary), the tokenize stage's otherwise; DIGER's pretrained table stays beside them.
+  trained_sid = out["train"].get("sid_metrics")
+  sid = {"sid_metrics": trained_sid, "pretrained_sid_metrics": out["tokenize"]} if trained_sid \
+      else {"sid_metrics": out["tokenize"]}
   results = {
       "kind": "experiment", "dataset": config.dataset, "tokenizer": config.tokenizer,
       "variant": config.variant, "vectors": out["vectors"]["source"], "seed": config.seed,
       "config": config.to_dict(),
-      "data_stats": out["prepare"], "metrics": out["evaluate"], "sid_metrics": out["tokenize"],
+      "data_stats": out["prepare"], "metrics": out["evaluate"], **sid,
       "train": out["train"], "wall_time_s": wall,
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
       "commit": io.source_commit(), "versions": versions, "command": " ".join(sys.argv),

@@ -70,7 +70,10 @@ def main(directory):
     key = (dataset, AS_PUBLISHED.get(tok, tok))
     wall = [sum(r["wall_time_s"].values()) for r in runs]
     train = [r["wall_time_s"].get("train", 0) for r in runs]
-    coll = [r["sid_metrics"].get("collision_rate", float("nan")) for r in runs]
+    # DIGER JSONs of session 7 hold the pretrained table under sid_metrics, the tested
+    # one in their train summary.
+    coll = [r["train"].get("sid_metrics", r["sid_metrics"]).get("collision_rate", float("nan"))
+            for r in runs]
     prior = [r["metrics"]["test_popularity"] for r in runs if "test_popularity" in r["metrics"]]
     alphas = ", ".join(f"{p['alpha']:g}" for p in prior)
     prior_cell = f"{_fmt([p['ndcg@10'] for p in prior])} ({alphas})" if prior else "–"

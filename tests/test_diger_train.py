@@ -211,6 +211,20 @@ def test_training_examples_are_the_fixed_table_trainers(tmp_path):
   assert calls == [(splits, config.data.max_history, 7)]
 
 
+def test_results_json_describes_the_table_the_recommender_was_tested_on(tmp_path):
+  """run_all with DIGER: sid_metrics are those of DIGER's saved table (not the pretrained
+  RQ-VAE's, which stay as pretrained_sid_metrics)."""
+  from r3vae_jax import main  # pylint: disable=g-import-not-at-top
+  config = small_config()
+  config.train.epochs = 1
+  results = main.run_all(config, str(tmp_path))
+  saved = json.loads((tmp_path / "tokenizer" / "sid_metrics.json").read_text())
+  assert saved["tokenizer"] == "diger"
+  assert results["sid_metrics"] == results["train"]["sid_metrics"]
+  assert results["sid_metrics"]["collision_rate"] == pytest.approx(saved["collision_rate"])
+  assert results["pretrained_sid_metrics"]["tokenizer"] == "rqvae"
+
+
 def test_fixed_shape_trie_pads_dense_levels_to_capacity():
   """Two tables with different prefix counts give tries of one shape (one beam-search compile
   per run), each padded level being the built one plus unreachable -1 rows."""
