@@ -161,9 +161,9 @@ def test_bad_annealing_or_reader_codes_is_a_clear_error(tmp_path, field, value):
 
 @pytest.mark.parametrize("mode", ["constant", "follow"])
 def test_tokenizer_lr_follows_the_recommender_schedule_or_stays(mode):
-  """"follow": the recommender's warm-up and cosine decay at tokenizer_lr's peak, so the last
-  updates of the codebooks are ~0; "constant": tokenizer_lr throughout. Checked on the
-  optimizer's actual updates (AdamW's first step moves each weight by ~lr)."""
+  """With "follow" the tokenizer's lr has the recommender's warm-up and cosine decay, peaking at
+  tokenizer_lr, so the last codebook updates are ~0; with "constant" it is tokenizer_lr
+  throughout. Checked on the optimizer's actual updates too."""
   config = small_config()
   config.train.update(dict(lr=1e-3, schedule="cosine", warmup_steps=4, clip_norm=0.0))
   config.diger.update(dict(tokenizer_lr=1e-5, tokenizer_schedule=mode))
