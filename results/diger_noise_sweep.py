@@ -7,8 +7,9 @@ joint recommender's validation NDCG@10 (CPU, minutes). Writes results/diger_nois
       python results/diger_noise_sweep.py results/diger_tokschedule_slice_cpu.json
 
 DIGER_SWEEP picks the settings (comma-separated keys of SWEEPS; default "noise"); the
-fixed-table baseline always runs. DIGER_EPOCHS (default 4) and DIGER_RECOMMENDER_SCHEDULE
-(default constant) set train.epochs and train.schedule of every run, the baseline's too.
+fixed-table baseline always runs. DIGER_EPOCHS (default 4), DIGER_RECOMMENDER_SCHEDULE
+(default constant) and DIGER_SEED (default 0: the RQ-VAE's and recommenders' seed) set
+train.epochs, train.schedule and seed of every run, the baseline's too.
 
 The slice and sizes of tests/test_diger_collapse.py (the first 2,000 Beauty items, 32-d PPMI-SVD
 vectors of their training part, 2 x 32 codes, one 8-epoch RQ-VAE shared by every run, T5 1+1
@@ -34,6 +35,7 @@ from r3vae_jax.tokenizer import api as tok_api
 NUM_ITEMS = 2000
 EPOCHS = int(os.environ.get("DIGER_EPOCHS", "4"))
 RECOMMENDER_SCHEDULE = os.environ.get("DIGER_RECOMMENDER_SCHEDULE", "constant")
+SEED = int(os.environ.get("DIGER_SEED", "0"))
 
 
 def setting(decay, normalize, scale, tokenizer_lr, noisy_targets=True, **more):
@@ -97,6 +99,7 @@ def run_name(d: dict) -> str:
 
 def config(diger_overrides: dict | None = None):
   c = default.get_config("diger")
+  c.seed = SEED
   c.diger.update(diger_overrides or {})
   c.data.max_history = 8
   c.sid.update(dict(levels=2, codebook_size=32, max_collisions=256))
@@ -126,6 +129,7 @@ def main(out_path: str, sweeps: str = "noise") -> None:
   splits, vectors = slices.beauty_prefix(NUM_ITEMS, dim=32)
   result = {"kind": "diger_noise_sweep", "commit": io.source_commit(), "device": "cpu",
             "num_items": NUM_ITEMS, "epochs": EPOCHS, "recommender_schedule": RECOMMENDER_SCHEDULE,
+            "seed": SEED,
             "sweeps": sweeps, "runs": {}}
   with tempfile.TemporaryDirectory() as tmp:
     pre = config()
