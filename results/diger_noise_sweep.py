@@ -4,7 +4,7 @@ joint recommender's validation NDCG@10 (CPU, minutes). Writes results/diger_nois
   python results/diger_noise_sweep.py [OUT.json]
   DIGER_SWEEP=anneal,reader python results/diger_noise_sweep.py results/diger_reader_slice_cpu.json
   DIGER_SWEEP=tokschedule DIGER_EPOCHS=12 DIGER_RECOMMENDER_SCHEDULE=cosine \
-      python results/diger_noise_sweep.py results/diger_tokschedule_slice_cpu.json
+      python results/diger_noise_sweep.py results/diger_tokschedule_slice_cpu_s0.json
 
 DIGER_SWEEP picks the settings (comma-separated keys of SWEEPS; default "noise"); the
 fixed-table baseline always runs. DIGER_EPOCHS (default 4), DIGER_RECOMMENDER_SCHEDULE
