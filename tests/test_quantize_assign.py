@@ -149,3 +149,32 @@ def test_residual_quantize_eager_jit_vmap_chunked_agree():
     np.testing.assert_array_equal(a, v[0])
   with pytest.raises(ValueError, match="codebooks must be"):
     quantize.residual_quantize(x[0], codebooks[0])
+
+
+def test_balanced_codes_with_one_row_per_code_is_the_best_permutation():
+  """B = K and a small epsilon: the exact optimal assignment, found by enumerating all 6!."""
+  import itertools
+  rng = np.random.default_rng(3)
+  for _ in range(5):
+    scores = rng.normal(size=(6, 6)).astype(np.float32)
+    best = max(itertools.permutations(range(6)),
+               key=lambda p: sum(scores[i, k] for i, k in enumerate(p)))
+    codes = quantize.balanced_codes(jnp.asarray(scores), 0.01, 300)
+    np.testing.assert_array_equal(codes, best)
+    assert codes.dtype == jnp.int32
+
+
+def test_balanced_codes_spread_a_piled_batch_over_every_code():
+  """A batch whose nearest code is one of two codes gets every code about B / K rows."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(512, 4)).astype(np.float32) + 5.0
+  book = rng.normal(size=(16, 4)).astype(np.float32)
+  nearest, scores = quantize.nearest_code(x, book)
+  assert np.count_nonzero(np.bincount(nearest, minlength=16)) <= 3
+  counts = np.bincount(quantize.balanced_codes(scores, 0.003, 50), minlength=16)
+  assert counts.min() >= 24 and counts.max() <= 40  # B / K = 32
+  # Scores already balanced (each row nearest to its own code, well separated): unchanged.
+  centres = rng.normal(size=(16, 4)).astype(np.float32) * 10
+  rows = np.repeat(centres, 4, axis=0) + 0.01 * rng.normal(size=(64, 4)).astype(np.float32)
+  near, sc = quantize.nearest_code(rows, centres)
+  np.testing.assert_array_equal(quantize.balanced_codes(sc, 0.003, 50), near)

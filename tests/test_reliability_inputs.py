@@ -156,3 +156,14 @@ def test_validate_choices_match_the_modules():
   assert validate.DATA_FORMATS == pipeline.FORMATS
   assert validate.VECTOR_SOURCES == pipeline.VECTOR_SOURCES
   assert validate.DIGER_DECAYS == noise.DECAYS
+
+
+def test_config_variants_compose():
+  """`+`-joined variants apply in turn; two that set one field are refused."""
+  config = default.get_config("diger+detached_follow+sinkhorn")
+  validate.validate(config)
+  assert config.variant == "detached_follow+sinkhorn"
+  assert config.diger.tokenizer_schedule == "follow" and config.diger.detach_codes
+  assert config.rqvae.balance_epsilon == 0.003
+  with pytest.raises(ValueError, match="config variants 'detached' and 'detached_follow' both set"):
+    default.get_config("diger+detached+detached_follow")

@@ -203,3 +203,19 @@ def test_kmeans_init_fits_the_codebooks_on_e0():
   assert len(np.unique(np.asarray(codes[:, 0]))) == K  # every first-level code is used
   with pytest.raises(ValueError, match="at least codebook_size=5 items"):
     train.kmeans_init(_r3vae(), x[:3], jax.random.PRNGKey(0), iters=5, max_items=1000)
+
+
+def test_rqvae_balanced_training_assignment_and_nearest_sid_pass():
+  """balance_epsilon > 0 trains on the batch's balanced codes; SIDs stay nearest codes."""
+  plain = models.RQVAE(D_IN, (8,), LATENT, LEVELS, K, beta=0.25, rngs=nnx.Rngs(0))
+  balanced = models.RQVAE(D_IN, (8,), LATENT, LEVELS, K, beta=0.25, balance_epsilon=0.003,
+                          rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(64, D_IN)) + 3.0, jnp.float32)
+  nearest = plain(x).codes
+  np.testing.assert_array_equal(models.sid_pass(balanced, x).codes, nearest)
+  trained = balanced(x).codes
+  z = balanced.encoder(x)
+  want = quantize.balanced_codes(quantize.nearest_code(z, balanced.codebooks[0])[1], 0.003, 50)
+  np.testing.assert_array_equal(trained[:, 0], want)
+  used = lambda codes: len(np.unique(np.asarray(codes[:, 0])))
+  assert used(trained) > used(nearest)

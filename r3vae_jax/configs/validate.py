@@ -112,6 +112,8 @@ FIELDS: dict[str, Check] = {
     "rqkmeans.seed": _int(0),
     **{f"rqvae.{k}": c for k, c in _VAE.items()},
     **{f"r3vae.{k}": c for k, c in _VAE.items()},
+    "rqvae.balance_epsilon": _WEIGHT,
+    "rqvae.balance_iters": _POSITIVE,
     "r3vae.reference_vector": _bool,
     "r3vae.encoder": _choice("identity", "mlp"),
     "r3vae.normalize": _bool,

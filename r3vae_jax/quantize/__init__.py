@@ -1,6 +1,7 @@
 """Quantizer math as pure functions: estimators, assignment, residual quantisation, k-means,
 collision tokens, SID metrics and schedules (arrays in, arrays out; jit-, vmap- and grad-safe).
 """
+from r3vae_jax.quantize.assign import balanced_codes
 from r3vae_jax.quantize.assign import l2_normalize
 from r3vae_jax.quantize.assign import nearest_code
 from r3vae_jax.quantize.assign import nearest_code_chunked

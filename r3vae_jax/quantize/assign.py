@@ -69,6 +69,41 @@ def nearest_code(x: jax.Array, codebook: jax.Array,
   return jnp.argmax(scores, axis=-1).astype(jnp.int32), scores
 
 
+@functools.partial(jax.jit, static_argnames=("iters",))
+def balanced_codes(scores: jax.Array, epsilon: float | jax.Array, iters: int = 50) -> jax.Array:
+  """Balanced assignment of a batch to codes by Sinkhorn-Knopp (entropic optimal transport).
+
+  Finds the transport plan between the B rows (mass 1/B each) and the K codes (mass 1/K each)
+  that maximises `sum P * scores + epsilon * H(P)`, then gives each row its largest entry. With
+  a small `epsilon` every code takes about B/K rows of the batch, the nearest ones it can: a
+  batch piled on a few codes spreads over all of them (LC-Rec's and DIGER's `sk_epsilon`).
+  Scores are first mapped to [-1, 1] per batch (centred on their mid-range, divided by the
+  half-range), so `epsilon` does not depend on the scale of the latents. Log domain: finite for
+  any epsilon > 0.
+
+  Args:
+    scores: `[B, K]`, higher = closer (`pairwise_scores`).
+    epsilon: entropy weight (> 0); smaller = closer to the exact balanced assignment.
+    iters: Sinkhorn iterations (column then row normalisation each).
+
+  Returns:
+    codes `int32[B]`.
+  """
+  scores = jax.lax.stop_gradient(scores)
+  lo, hi = jnp.min(scores), jnp.max(scores)
+  half_range = jnp.maximum((hi - lo) / 2, 1e-12)
+  log_plan = (scores - (hi + lo) / 2) / half_range / epsilon
+  rows, codes = scores.shape
+  log_rows, log_codes = jnp.log(float(rows)), jnp.log(float(codes))
+
+  def normalise(_, lp):
+    lp = lp - jax.nn.logsumexp(lp, axis=0, keepdims=True) - log_codes  # each code: 1/K
+    return lp - jax.nn.logsumexp(lp, axis=1, keepdims=True) - log_rows  # each row: 1/B
+
+  log_plan = jax.lax.fori_loop(0, iters, normalise, log_plan)
+  return jnp.argmax(log_plan, axis=-1).astype(jnp.int32)
+
+
 def _ranking_scores(x: jax.Array, codebook: jax.Array, metric: str) -> jax.Array:
   """Scores with the same argmax as `pairwise_scores`, without per-row constants.  `[B, K]`."""
   if metric == "l2":

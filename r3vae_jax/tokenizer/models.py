@@ -97,16 +97,20 @@ class RQVAE(nnx.Module):
     levels: L codebooks.
     codebook_size: K codes per level.
     beta: commitment weight.
+    balance_epsilon, balance_iters: training-time balanced assignment
+      (`quantizers.rq_straight_through`; 0 = nearest code).
     rngs: parameter RNG (one `params` key seeds the host-side initialisation).
   """
 
   def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, levels: int,
-               codebook_size: int, beta: float, *, rngs: nnx.Rngs):
+               codebook_size: int, beta: float, balance_epsilon: float = 0.0,
+               balance_iters: int = 50, *, rngs: nnx.Rngs):
     rng = host_rng(rngs)
     self.encoder = MLP([input_dim, *hidden, latent_dim], rng)
     self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rng)
     self.codebooks = _codebooks(levels, codebook_size, latent_dim, rng)
     self.beta = beta
+    self.balance_epsilon, self.balance_iters = balance_epsilon, balance_iters
 
   def init_latents(self, x: jax.Array) -> jax.Array:
     """`[B, D_in] -> [B, D]`: the latents to run residual k-means on."""
@@ -116,9 +120,12 @@ class RQVAE(nnx.Module):
     """One level's output `[B, D]`: the nearest code (k-means init)."""
     return quantizers.select_codes(quantize.nearest_code(residual, book)[0], book)
 
-  def __call__(self, x: jax.Array) -> TokenizerOutput:
+  def __call__(self, x: jax.Array, balance: bool = True) -> TokenizerOutput:
+    """`balance=False`: nearest codes even when `balance_epsilon > 0` (SID tables)."""
     z = self.encoder(x)
-    z_q, codes, vq_loss, _ = quantizers.rq_straight_through(z, self.codebooks[...], self.beta)
+    z_q, codes, vq_loss, _ = quantizers.rq_straight_through(
+        z, self.codebooks[...], self.beta, self.balance_epsilon if balance else 0.0,
+        self.balance_iters)
     x_hat = self.decoder(z_q)
     recon = quantizers.mse(x, x_hat)
     return TokenizerOutput(x_hat, codes, recon + vq_loss, {"recon": recon, "vq": vq_loss})
@@ -244,3 +251,9 @@ class R3VAE(nnx.Module):
           *quantize.soft_group_centres(x, weights[:, l]), self.pd_t) for l in range(levels)) / levels
       loss += self.pd_weight * terms["soft_pd"]
     return TokenizerOutput(x_hat, codes, loss, terms)
+
+
+def sid_pass(model: nnx.Module, x: jax.Array) -> TokenizerOutput:
+  """The forward pass that assigns SIDs: per-item nearest codes, never a batch's balanced
+  assignment (which depends on the other rows of the batch).  `[B, D_in]`."""
+  return model(x, balance=False) if isinstance(model, RQVAE) else model(x)

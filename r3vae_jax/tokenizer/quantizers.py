@@ -1,6 +1,6 @@
 """Pure residual-quantisation passes of the two VAE tokenizers (arrays in, arrays out).
 
-* `rq_straight_through`: TIGER's RQ-VAE. Nearest code per level on the residual, the residual
+* `rq_straight_through`: TIGER's RQ-VAE. Nearest (or batch-balanced) code per level on the residual, the residual
   chain runs on stop-gradient codes, and the straight-through estimator carries the decoder's
   gradient to the latent once (`z_q = st(z, sum_l q_l)`). VQ loss per level:
   `||sg(e_l) - q_l||^2 + beta ||e_l - sg(q_l)||^2` (each a mean over batch and dims, as `F.mse_loss`).
@@ -33,7 +33,8 @@ def select_codes(codes: jax.Array, book: jax.Array) -> jax.Array:
   return jnp.matmul(onehot, book, precision=jax.lax.Precision.HIGHEST)
 
 
-def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float
+def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float,
+                        balance_epsilon: float = 0.0, balance_iters: int = 50
                         ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Residual nearest-code quantisation with the straight-through estimator.
 
@@ -41,6 +42,8 @@ def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float
     z: latents `[B, D]`.
     codebooks: `[L, K, D]`.
     beta: commitment weight.
+    balance_epsilon: 0 = nearest code; > 0 = the batch's balanced assignment at every level
+      (`quantize.balanced_codes` at this entropy weight, `balance_iters` Sinkhorn iterations).
 
   Returns:
     (z_q `[B, D]` = sum of the codes forward, identity to `z` backward; codes int32 `[B, L]`;
@@ -52,7 +55,10 @@ def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float
   codes, chosen, vq_loss = [], [], jnp.zeros((), z.dtype)
   for level in range(codebooks.shape[0]):
     book = codebooks[level]
-    idx, _ = quantize.nearest_code(jax.lax.stop_gradient(residual), jax.lax.stop_gradient(book))
+    idx, scores = quantize.nearest_code(jax.lax.stop_gradient(residual),
+                                        jax.lax.stop_gradient(book))
+    if balance_epsilon > 0:
+      idx = quantize.balanced_codes(scores, balance_epsilon, balance_iters)
     q = select_codes(idx, book)
     vq_loss += mse(jax.lax.stop_gradient(residual), q)
     vq_loss += beta * mse(residual, jax.lax.stop_gradient(q))

@@ -67,7 +67,7 @@ def build_model(config: ml_collections.ConfigDict, input_dim: int, seed: int) ->
   rngs = nnx.Rngs(params=seed)
   if name == "rqvae":
     return models.RQVAE(input_dim, tuple(c.hidden), c.latent_dim, sid.levels, sid.codebook_size,
-                        c.beta, rngs=rngs)
+                        c.beta, c.balance_epsilon, c.balance_iters, rngs=rngs)
   return models.R3VAE(input_dim, tuple(c.hidden), c.latent_dim, sid.levels, sid.codebook_size,
                       encoder=c.encoder, normalize=c.normalize,
                       reference_vector=c.reference_vector, rating=c.rating,
@@ -227,7 +227,7 @@ def train_chunk(state: dict[str, Any], vectors: jax.Array, key: jax.Array,
 def _encode_rows(params: dict[str, Any], x: jax.Array, *, graphdef: Any
                  ) -> tuple[jax.Array, jax.Array]:
   """`[B, D_in] -> (codes int32[B, L], squared reconstruction error per row [B])`."""
-  out = nnx.merge(graphdef, params)(x)
+  out = models.sid_pass(nnx.merge(graphdef, params), x)
   return out.codes, jnp.sum(jnp.square(x - out.x_hat), axis=-1)
 
 
