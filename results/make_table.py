@@ -25,8 +25,10 @@ REIMPL = {("beauty", "rqvae"): (0.0669, 0.0371), ("beauty", "rqkmeans"): (0.0683
           ("sports", "rqvae"): (None, 0.0206), ("sports", "r3vae"): (None, 0.0229),
           ("sports", "diger"): (None, 0.0207), ("toys", "rqvae"): (None, 0.0342),
           ("toys", "r3vae"): (None, 0.0374), ("toys", "diger"): (None, 0.0326)}
-# Variants that are the published setting itself, so their rows sit beside its references.
-AS_PUBLISHED = {"diger+detached": "diger"}
+# Variants of a published setting (the published setting itself, or ours on top of it): their
+# rows sit beside its references.
+AS_PUBLISHED = {"diger+detached": "diger", "diger+detached_follow": "diger",
+                "diger+detached_follow+sinkhorn": "diger", "rqvae+sinkhorn": "rqvae"}
 
 
 def _fmt(values):
@@ -77,8 +79,9 @@ def main(directory):
     prior = [r["metrics"]["test_popularity"] for r in runs if "test_popularity" in r["metrics"]]
     alphas = ", ".join(f"{p['alpha']:g}" for p in prior)
     prior_cell = f"{_fmt([p['ndcg@10'] for p in prior])} ({alphas})" if prior else "–"
-    epochs = ", ".join(f"{r['train']['best_epoch']}" + ("*" if r["train"].get("finished") ==
-                                                          "preempted" else "") for r in runs)
+    # Cut by time: the recommender trainer says finished=preempted, DIGER's stopped=preempted.
+    epochs = ", ".join(f"{r['train']['best_epoch']}" + ("*" if "preempted" in (
+        r["train"].get("finished"), r["train"].get("stopped")) else "") for r in runs)
     print(f"| {dataset} | {tok} | {vec} | {len(runs)} | {_fmt([t['recall@5'] for t in test])} "
           f"| {_fmt([t['recall@10'] for t in test])} | {_fmt([t['ndcg@5'] for t in test])} "
           f"| {_fmt([t['ndcg@10'] for t in test])} | {_ref(PAPER, key, 0)} / {_ref(PAPER, key, 1)} "

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from r3vae_jax import decode
+from r3vae_jax import io
 from r3vae_jax import quantize
 from r3vae_jax.configs import default
 from r3vae_jax.data import splits as splits_lib
@@ -223,6 +224,8 @@ def test_results_json_describes_the_table_the_recommender_was_tested_on(tmp_path
   assert results["sid_metrics"] == results["train"]["sid_metrics"]
   assert results["sid_metrics"]["collision_rate"] == pytest.approx(saved["collision_rate"])
   assert results["pretrained_sid_metrics"]["tokenizer"] == "rqvae"
+  vectors = np.load(tmp_path / "vectors.npy")
+  assert results["vectors_fingerprint"] == io.fingerprint_array(vectors)
 
 
 def test_fixed_shape_trie_pads_dense_levels_to_capacity():
