@@ -93,3 +93,24 @@ def test_gumbel_jit_vmap_and_keys():
   # Raw uint32 keys work too; zero noise makes the hard sample the plain argmax.
   zero = quantize.gumbel_softmax(logits, jax.random.PRNGKey(0), 1.0, 0.0)
   np.testing.assert_array_equal(jnp.argmax(zero, -1), jnp.argmax(logits, -1))
+
+
+def test_rotation_trick_matches_its_definition():
+  """Forward q; backward lambda R^T g with R the explicit rotation taking e's direction to q's."""
+  rng = np.random.default_rng(0)
+  e = rng.normal(size=(5, 4))
+  q = rng.normal(size=(5, 4))
+  g = rng.normal(size=(5, 4))
+  with jax.enable_x64(True):
+    out, vjp = jax.vjp(quantize.rotation_trick, jnp.asarray(e), jnp.asarray(q))
+    grad_e, grad_q = vjp(jnp.asarray(g))
+  np.testing.assert_array_equal(out, q)
+  np.testing.assert_array_equal(grad_q, 0.0)
+  for i in range(5):
+    u, v = e[i] / np.linalg.norm(e[i]), q[i] / np.linalg.norm(q[i])
+    r = (u + v) / np.linalg.norm(u + v)
+    rot = np.eye(4) - 2 * np.outer(r, r) + 2 * np.outer(v, u)
+    lam = np.linalg.norm(q[i]) / np.linalg.norm(e[i])
+    np.testing.assert_allclose(rot @ rot.T, np.eye(4), atol=1e-12)  # a rotation
+    np.testing.assert_allclose(lam * rot @ e[i], q[i], atol=1e-12)  # carries e onto q
+    np.testing.assert_allclose(grad_e[i], lam * rot.T @ g[i], atol=1e-12)

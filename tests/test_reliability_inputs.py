@@ -156,6 +156,8 @@ def test_validate_choices_match_the_modules():
   assert validate.DATA_FORMATS == pipeline.FORMATS
   assert validate.VECTOR_SOURCES == pipeline.VECTOR_SOURCES
   assert validate.DIGER_DECAYS == noise.DECAYS
+  from r3vae_jax.tokenizer import quantizers  # pylint: disable=g-import-not-at-top
+  assert validate.RQVAE_ESTIMATORS == quantizers.ESTIMATORS
 
 
 def test_config_variants_compose():

@@ -19,6 +19,7 @@ Check = Callable[[Any], "str | None"]
 DATA_FORMATS = ("synthetic", "iclrec", "p5", "recbole", "amazon_raw", "ml1m", "hetrec", "tfds")
 VECTOR_SOURCES = ("minilm-text", "interactions-svd", "npy", "synthetic")
 DIGER_DECAYS = ("frequency", "learned_sigma", "gumbel", "none")
+RQVAE_ESTIMATORS = ("straight_through", "rotation")  # tokenizer/quantizers.py ESTIMATORS
 
 
 def _is_int(v: Any) -> bool:
@@ -114,6 +115,7 @@ FIELDS: dict[str, Check] = {
     **{f"r3vae.{k}": c for k, c in _VAE.items()},
     "rqvae.balance_epsilon": _WEIGHT,
     "rqvae.balance_iters": _POSITIVE,
+    "rqvae.estimator": _choice(*RQVAE_ESTIMATORS),
     "r3vae.reference_vector": _bool,
     "r3vae.encoder": _choice("identity", "mlp"),
     "r3vae.normalize": _bool,

@@ -12,6 +12,7 @@ from r3vae_jax.quantize.collision import collision_tokens
 from r3vae_jax.quantize.collision import group_ids
 from r3vae_jax.quantize.estimators import gumbel_soft_sample
 from r3vae_jax.quantize.estimators import gumbel_softmax
+from r3vae_jax.quantize.estimators import rotation_trick
 from r3vae_jax.quantize.estimators import straight_through
 from r3vae_jax.quantize.kmeans import kmeans
 from r3vae_jax.quantize.kmeans import kmeans_plus_plus

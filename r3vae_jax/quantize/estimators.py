@@ -2,6 +2,9 @@
 
 * `straight_through(x, q)`: forward the quantised value `q`, backward the identity to `x`
   (VQ-VAE / TIGER); the codebook path (gradient to `q`) is off unless asked for.
+* `rotation_trick(e, q)`: forward `q`, backward through the rotation-and-scale that carries `e`
+  onto `q` (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation Trick"), held
+  constant: the gradient reaching `e` keeps its angle to `e` what it was to `q`.
 * `gumbel_softmax(logits, key, tau, noise_scale, hard)`: straight-through Gumbel-softmax
   (DIGER). Forward the one-hot of the noisy argmax (or the soft sample), backward the exact
   gradient of the soft sample `softmax((logits + s * g) / tau)` with respect to `logits`, `tau`
@@ -42,6 +45,48 @@ def _straight_through_bwd(codebook_grad, _, g):
 
 
 straight_through.defvjp(_straight_through_fwd, _straight_through_bwd)
+
+
+def _unit(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+@jax.custom_vjp
+def rotation_trick(e: jax.Array, q: jax.Array) -> jax.Array:
+  """Rotation-trick estimator.
+
+  With `u = e / |e|`, `v = q / |q|`, `r = (u + v) / |u + v|`, the rotation
+  `R = I - 2 r r^T + 2 v u^T` takes `u` to `v`, and `lambda = |q| / |e|`, so `lambda R e = q`.
+  Forward: `q`. Backward (R and lambda constant): `d/de = lambda R^T g
+  = lambda (g - 2 r (r.g) + 2 u (v.g))`; `q` gets zero (its codebook learns from the VQ loss).
+
+  Args:
+    e: continuous input `[..., D]` (a residual).
+    q: its quantised value, same shape.
+
+  Returns:
+    `q`.
+  """
+  del e
+  return q
+
+
+def _rotation_fwd(e, q):
+  return q, (e, q)
+
+
+def _rotation_bwd(res, g):
+  e, q = res
+  u, v = _unit(e), _unit(q)
+  r = _unit(u + v)
+  scale = (jnp.linalg.norm(q, axis=-1, keepdims=True)
+           / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-8))
+  dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)
+  grad_e = scale * (g - 2.0 * r * dot(r, g) + 2.0 * u * dot(v, g))
+  return grad_e, jnp.zeros_like(q)
+
+
+rotation_trick.defvjp(_rotation_fwd, _rotation_bwd)
 
 
 def gumbel_soft_sample(logits: jax.Array, noise: jax.Array, tau: jax.Array | float,

@@ -98,19 +98,22 @@ class RQVAE(nnx.Module):
     codebook_size: K codes per level.
     beta: commitment weight.
     balance_epsilon, balance_iters: training-time balanced assignment
-      (`quantizers.rq_straight_through`; 0 = nearest code).
+      (`quantizers.residual_vq`; 0 = nearest code).
+    estimator: "straight_through" | "rotation" (`quantizers.residual_vq`).
     rngs: parameter RNG (one `params` key seeds the host-side initialisation).
   """
 
   def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, levels: int,
                codebook_size: int, beta: float, balance_epsilon: float = 0.0,
-               balance_iters: int = 50, *, rngs: nnx.Rngs):
+               balance_iters: int = 50, estimator: str = "straight_through", *,
+               rngs: nnx.Rngs):
     rng = host_rng(rngs)
     self.encoder = MLP([input_dim, *hidden, latent_dim], rng)
     self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rng)
     self.codebooks = _codebooks(levels, codebook_size, latent_dim, rng)
     self.beta = beta
     self.balance_epsilon, self.balance_iters = balance_epsilon, balance_iters
+    self.estimator = estimator
 
   def init_latents(self, x: jax.Array) -> jax.Array:
     """`[B, D_in] -> [B, D]`: the latents to run residual k-means on."""
@@ -123,9 +126,9 @@ class RQVAE(nnx.Module):
   def __call__(self, x: jax.Array, balance: bool = True) -> TokenizerOutput:
     """`balance=False`: nearest codes even when `balance_epsilon > 0` (SID tables)."""
     z = self.encoder(x)
-    z_q, codes, vq_loss, _ = quantizers.rq_straight_through(
+    z_q, codes, vq_loss, _ = quantizers.residual_vq(
         z, self.codebooks[...], self.beta, self.balance_epsilon if balance else 0.0,
-        self.balance_iters)
+        self.balance_iters, self.estimator)
     x_hat = self.decoder(z_q)
     recon = quantizers.mse(x, x_hat)
     return TokenizerOutput(x_hat, codes, recon + vq_loss, {"recon": recon, "vq": vq_loss})
@@ -221,7 +224,7 @@ class R3VAE(nnx.Module):
     levels = books.shape[0]
     terms = {}
     if self.rating == "straight_through":
-      quantized, codes, terms["vq"], per_level = quantizers.rq_straight_through(
+      quantized, codes, terms["vq"], per_level = quantizers.residual_vq(
           e0, books, self.beta)
       weights = None
     else:

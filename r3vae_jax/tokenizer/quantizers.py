@@ -1,8 +1,9 @@
 """Pure residual-quantisation passes of the two VAE tokenizers (arrays in, arrays out).
 
-* `rq_straight_through`: TIGER's RQ-VAE. Nearest (or batch-balanced) code per level on the residual, the residual
-  chain runs on stop-gradient codes, and the straight-through estimator carries the decoder's
-  gradient to the latent once (`z_q = st(z, sum_l q_l)`). VQ loss per level:
+* `residual_vq`: TIGER's RQ-VAE. Nearest (or batch-balanced) code per level on the residual;
+  straight-through: the residual chain runs on stop-gradient codes and the estimator carries the
+  decoder's gradient to the latent once (`z_q = st(z, sum_l q_l)`); rotation: each level's code
+  through the rotation trick, the gradient down the residual chain. VQ loss per level:
   `||sg(e_l) - q_l||^2 + beta ||e_l - sg(q_l)||^2` (each a mean over batch and dims, as `F.mse_loss`).
 * `reference_split`: R3-VAE's anchor. `alpha = z.r / ||r||^2`, `e_0 = z - alpha r`.
 * `rating_residual`: R3-VAE's rating quantisation per level, fully differentiable (no
@@ -33,10 +34,14 @@ def select_codes(codes: jax.Array, book: jax.Array) -> jax.Array:
   return jnp.matmul(onehot, book, precision=jax.lax.Precision.HIGHEST)
 
 
-def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float,
-                        balance_epsilon: float = 0.0, balance_iters: int = 50
-                        ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """Residual nearest-code quantisation with the straight-through estimator.
+ESTIMATORS = ("straight_through", "rotation")
+
+
+def residual_vq(z: jax.Array, codebooks: jax.Array, beta: float,
+                balance_epsilon: float = 0.0, balance_iters: int = 50,
+                estimator: str = "straight_through"
+                ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Residual nearest-code quantisation through a gradient estimator.
 
   Args:
     z: latents `[B, D]`.
@@ -44,12 +49,19 @@ def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float,
     beta: commitment weight.
     balance_epsilon: 0 = nearest code; > 0 = the batch's balanced assignment at every level
       (`quantize.balanced_codes` at this entropy weight, `balance_iters` Sinkhorn iterations).
+    estimator: "straight_through": the residual chain runs on stop-gradient codes and `z_q` is
+      `straight_through(z, sum_l q_l)` (identity to `z` backward); "rotation": every level's
+      code passes through `quantize.rotation_trick(e_l, q_l)` and the next residual is
+      `e_l - that` (the gradient runs down the chain; RecBoard's TIGER `rqvae` config).
 
   Returns:
-    (z_q `[B, D]` = sum of the codes forward, identity to `z` backward; codes int32 `[B, L]`;
-    vq_loss scalar = sum over levels of codebook + beta * commitment terms; the chosen codes
-    `[B, L, D]`, differentiable w.r.t. the codebooks only).
+    (z_q `[B, D]` = sum of the codes forward; codes int32 `[B, L]`; vq_loss scalar = sum over
+    levels of codebook + beta * commitment terms; the chosen codes `[B, L, D]`,
+    differentiable w.r.t. the codebooks only).
   """
+  if estimator not in ESTIMATORS:
+    raise ValueError(f"tokenizer/quantizers.py: estimator must be one of {ESTIMATORS}, "
+                     f"got {estimator!r}")
   residual = z
   total = jnp.zeros_like(z)
   codes, chosen, vq_loss = [], [], jnp.zeros((), z.dtype)
@@ -62,12 +74,14 @@ def rq_straight_through(z: jax.Array, codebooks: jax.Array, beta: float,
     q = select_codes(idx, book)
     vq_loss += mse(jax.lax.stop_gradient(residual), q)
     vq_loss += beta * mse(residual, jax.lax.stop_gradient(q))
-    total += jax.lax.stop_gradient(q)
-    residual = residual - jax.lax.stop_gradient(q)
+    passed = (quantize.rotation_trick(residual, jax.lax.stop_gradient(q))
+              if estimator == "rotation" else jax.lax.stop_gradient(q))
+    total += passed
+    residual = residual - passed
     codes.append(idx)
     chosen.append(q)
-  return (quantize.straight_through(z, total), jnp.stack(codes, axis=1), vq_loss,
-          jnp.stack(chosen, axis=1))
+  z_q = total if estimator == "rotation" else quantize.straight_through(z, total)
+  return z_q, jnp.stack(codes, axis=1), vq_loss, jnp.stack(chosen, axis=1)
 
 
 def reference_split(z: jax.Array, reference: jax.Array) -> tuple[jax.Array, jax.Array]:

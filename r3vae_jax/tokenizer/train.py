@@ -67,7 +67,7 @@ def build_model(config: ml_collections.ConfigDict, input_dim: int, seed: int) ->
   rngs = nnx.Rngs(params=seed)
   if name == "rqvae":
     return models.RQVAE(input_dim, tuple(c.hidden), c.latent_dim, sid.levels, sid.codebook_size,
-                        c.beta, c.balance_epsilon, c.balance_iters, rngs=rngs)
+                        c.beta, c.balance_epsilon, c.balance_iters, c.estimator, rngs=rngs)
   return models.R3VAE(input_dim, tuple(c.hidden), c.latent_dim, sid.levels, sid.codebook_size,
                       encoder=c.encoder, normalize=c.normalize,
                       reference_vector=c.reference_vector, rating=c.rating,
