@@ -76,7 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Sinkhorn-Knopp at that entropy weight (`quantize.balanced_codes`; DIGER's released RQ-VAE and
   # LC-Rec use 0.003), so every code takes a share of each batch; SID tables stay nearest-code.
   # estimator: straight_through (TIGER) | rotation (the rotation trick per level, RecBoard's
-  # TIGER rqvae config; tokenizer/quantizers.py).
+  # TIGER rqvae config; tokenizer/quantizers.py). With our recipe rotation collapses the Beauty
+  # codes within the first epoch (level-1 usage 0.004-0.012 at batch 1024 or 64, lr 1e-3;
+  # results/README.md, session 9), so it is no variant.
   c.r3vae = ml_collections.ConfigDict(dict(
       hidden=(1536,), latent_dim=384, beta=0.25, lr=1e-4, weight_decay=0.0,
       epochs=40, batch_size=1024, kmeans_init=True, eval_every=5,

@@ -50,9 +50,6 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # epsilon 0.003, as DIGER's released RQ-VAE and RecBoard's DIGER config (`sk_epsilons`):
     # our plain RQ-VAE leaves level-1 codes unused (Beauty usage 0.20-0.59).
     "sinkhorn": (RQVAE_BASED, {"rqvae.balance_epsilon": 0.003}),
-    # The RQ-VAE trained through the rotation trick (RecBoard's TIGER config,
-    # `gradient_estimator: rotation`) instead of the straight-through estimator.
-    "rotation": (RQVAE_BASED, {"rqvae.estimator": "rotation"}),
 }
 
 
