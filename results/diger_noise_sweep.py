@@ -5,6 +5,8 @@ joint recommender's validation NDCG@10 (CPU, minutes). Writes results/diger_nois
   DIGER_SWEEP=anneal,reader python results/diger_noise_sweep.py results/diger_reader_slice_cpu.json
   DIGER_SWEEP=tokschedule DIGER_EPOCHS=12 DIGER_RECOMMENDER_SCHEDULE=cosine \
       python results/diger_noise_sweep.py results/diger_tokschedule_slice_cpu_s0.json
+  DIGER_SWEEP=freeze DIGER_EPOCHS=12 DIGER_RECOMMENDER_SCHEDULE=cosine DIGER_SEED=0 \
+      python results/diger_noise_sweep.py results/diger_freeze_slice_cpu_s0.json
 
 DIGER_SWEEP picks the settings (comma-separated keys of SWEEPS; default "noise"); the
 fixed-table baseline always runs. DIGER_EPOCHS (default 4), DIGER_RECOMMENDER_SCHEDULE
@@ -76,6 +78,11 @@ SWEEPS = {
     "tokschedule": [setting("frequency", True, 0.1, lr, reader_codes="greedy", detach_codes=True,
                             noise_anneal_fraction=0.5, tokenizer_schedule=schedule)
                     for lr in (1e-5, 1e-4) for schedule in ("constant", "follow")],
+    # variant diger+detached_follow with the tokenizer's encoder frozen (diger.freeze_encoder,
+    # RecBoard's DIGER config): only codebooks and decoder move
+    "freeze": [setting("frequency", True, 0.1, lr, reader_codes="greedy", detach_codes=True,
+                       noise_anneal_fraction=0.5, tokenizer_schedule="follow", freeze_encoder=True)
+               for lr in (1e-5, 1e-4)],
     # diagnostic: a frozen tokenizer (lr 1e-12, no noise) makes the joint trainer a fixed-table
     # one; any gap to the fixed-table baseline is the trainer's, not the moving codes'
     "frozen": [setting("none", False, 0.0, 1e-12, reader_codes="greedy", detach_codes=True)],
@@ -94,6 +101,8 @@ def run_name(d: dict) -> str:
     name += "_detached"
   if d.get("tokenizer_schedule", "constant") != "constant":
     name += f"_tok{d['tokenizer_schedule']}"
+  if d.get("freeze_encoder"):
+    name += "_frozenencoder"
   return name
 
 

@@ -190,6 +190,26 @@ def test_tokenizer_lr_follows_the_recommender_schedule_or_stays(mode):
         step, float(lr(step))), rtol=1e-3, atol=1e-12)
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_encoder_zeroes_only_the_encoder_updates(freeze):
+  """diger.freeze_encoder: the tokenizer's encoder gets zero updates; its codebooks, decoder,
+  the recommender and sigma still move."""
+  config = small_config()
+  config.diger.freeze_encoder = freeze
+  config.train.warmup_steps = 0  # a first update > 0 for every group
+  tx = diger_train.make_optimizer(config, 10)
+  ones = lambda: np.ones(3, np.float32)
+  params = {"tokenizer": {"encoder": {"w": ones()}, "decoder": {"w": ones()},
+                          "codebooks": ones()},
+            "recommender": {"w": ones()}, "sigma": ones()}
+  updates, _ = tx.update(jax.tree.map(np.ones_like, params), tx.init(params), params)
+  moved = {path: bool(np.any(np.asarray(u) != 0))
+           for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]}
+  for path, nonzero in moved.items():
+    is_encoder = "encoder" in jax.tree_util.keystr(path)
+    assert nonzero == (not (freeze and is_encoder)), jax.tree_util.keystr(path)
+
+
 def test_training_examples_are_the_fixed_table_trainers(tmp_path):
   """Same protocol as the fixed-table rows: history cap and train.example_window."""
   config = small_config()

@@ -126,13 +126,15 @@ def base_config() -> ml_collections.ConfigDict:
   # noiseless straight-through codes, the noise then acting through the tokenizer losses only;
   # tokenizer_schedule: constant (tokenizer_lr throughout) | follow (the recommender's warm-up
   # and train.schedule, peaking at tokenizer_lr, so the codes settle as the recommender's lr
-  # decays; train.make_optimizer).
+  # decays; train.make_optimizer); freeze_encoder: the tokenizer's encoder gets no updates in
+  # the joint phase, only codebooks and decoder move (RecBoard's DIGER `freeze_id_encoder: true`).
   c.diger = ml_collections.ConfigDict(dict(
       decay="frequency", tau=2.0, noise_scale=1.0, usage_momentum=0.99, hot_factor=1.5,
       sigma_lambda=1.0, tokenizer_lr=1e-5, recon_weight=1.0, vq_weight=1.0, pretrain="rqvae",
       sigma_init=1.0, sigma_lr=1e-3, detach_codes=False, rng_impl="unsafe_rbg",
       vq_codes="chosen", normalize_logits=False, noisy_targets=True, noise_anneal_fraction=0.0,
-      noise_anneal_schedule="linear", reader_codes="noisy", tokenizer_schedule="constant"))
+      noise_anneal_schedule="linear", reader_codes="noisy", tokenizer_schedule="constant",
+      freeze_encoder=False))
 
   # ---- recommender (T5 encoder-decoder) -------------------------------------------------
   c.recommender = ml_collections.ConfigDict(dict(

@@ -145,6 +145,7 @@ FIELDS: dict[str, Check] = {
     "diger.noisy_targets": _bool,
     "diger.vq_codes": _choice("chosen", "greedy"),
     "diger.tokenizer_schedule": _choice("constant", "follow"),
+    "diger.freeze_encoder": _bool,
     "recommender.num_encoder_layers": _POSITIVE,
     "recommender.num_decoder_layers": _POSITIVE,
     "recommender.d_model": _POSITIVE,

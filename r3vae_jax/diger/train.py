@@ -151,7 +151,8 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
 
   tokenizer: clip + AdamW(`tokenizer_lr_schedule`); recommender: its own optimizer
   (`recommender.state.make_optimizer`: clip, AdamW, warmup + `train.schedule`); sigma:
-  Adam(`diger.sigma_lr`).
+  Adam(`diger.sigma_lr`). With `diger.freeze_encoder` the tokenizer's encoder gets zero updates
+  (RecBoard's DIGER `freeze_id_encoder`): only the codebooks and the decoder move.
   """
   d, t = config.diger, config.train
   rec_tx, rec_schedule = rec_state.make_optimizer(config, total_steps)
@@ -162,8 +163,16 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
                    if t.clip_norm else tok_adamw,  # clip_norm 0: no clipping
       "recommender": rec_tx,
       "sigma": optax.adam(d.sigma_lr),
+      "frozen": optax.set_to_zero(),
   }
-  labels = lambda params: {g: jax.tree.map(lambda _, g=g: g, params[g]) for g in GROUPS}
+
+  def labels(params):
+    out = {g: jax.tree.map(lambda _, g=g: g, params[g]) for g in GROUPS}
+    if d.freeze_encoder:
+      out["tokenizer"]["encoder"] = jax.tree.map(lambda _: "frozen",
+                                                 params["tokenizer"]["encoder"])
+    return out
+
   return optax.multi_transform(transforms, labels)
 
 
