@@ -20,10 +20,11 @@ RQVAE_BASED = ("rqvae", "diger")  # the RQ-VAE row and DIGER, which starts from 
 # logits mapped to [-1, 1] as the released code does, Gumbel scale 0.1 and the noise annealed to
 # 0 over the first half of training. With raw logits at scale 1 the noisy VQ targets scattered
 # the codes on full data (Beauty collisions 0.10 -> 0.71, test N@10 0.0161; this setting: 0.09,
-# 0.0272; results/README.md, session 7).
+# 0.0272; results/README.md, session 7). Training examples from whole sequences, as the released
+# code (history cap `data.max_history`) and as every DIGER row ran.
 _DETACHED = {"diger.detach_codes": True, "diger.reader_codes": "greedy",
              "diger.normalize_logits": True, "diger.noise_scale": 0.1,
-             "diger.noise_anneal_fraction": 0.5}
+             "diger.noise_anneal_fraction": 0.5, "train.example_window": 0}
 
 VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # R3-VAE paper, ablation table: remove one component at a time.
