@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from r3vae_jax import io
 from r3vae_jax import parallel
+from r3vae_jax.configs import validate
 from r3vae_jax.data.splits import Splits
 from r3vae_jax.recommender import steps
 from r3vae_jax.recommender import train as rec_train
@@ -28,18 +29,11 @@ from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 ENSEMBLE_DIR = "ensemble"
 SEED_STRIDE = 1000
 
-_GENERATE: dict[tuple, Any] = {}
-
-
 def check_size(config: ml_collections.ConfigDict) -> int:
-  """`train.ensemble_size`, checked (an int >= 1; DIGER trains one joint model)."""
-  size = config.train.ensemble_size
-  if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-    raise ValueError(f"config.train.ensemble_size: expected an integer >= 1, got {size!r}")
-  if size > 1 and config.tokenizer == "diger":
-    raise ValueError("config.train.ensemble_size: DIGER trains one joint tokenizer+recommender; "
-                     f"ensembles need a fixed SID table (got {size} with tokenizer diger)")
-  return size
+  """`train.ensemble_size` of a validated config (`configs/validate.py` names a bad value: an
+  int >= 1, and 1 for DIGER's one joint model)."""
+  validate.validate(config)
+  return config.train.ensemble_size
 
 
 def member_workdirs(workdir: str, size: int) -> list[str]:
@@ -86,13 +80,11 @@ def trained_members(workdir: str, size: int) -> list[int]:
 def _generate(config: ml_collections.ConfigDict, mesh: Mesh, size: int):
   """The jitted ensemble decoder of `size` members (built once per config, mesh and size)."""
   prog = rec_train.model_programs(config, mesh)
-  key = (mesh, size, io.fingerprint_json({"recommender": config.recommender.to_dict(),
-                                          "sid": config.sid.to_dict(),
-                                          "beam_size": config.eval.beam_size}))
-  if key not in _GENERATE:
-    _GENERATE[key] = steps.make_generate_ensemble(prog.mdef, config.eval.beam_size,
-                                                  prog.param_shardings, mesh, size)
-  return _GENERATE[key]
+  key = ("ensemble", mesh, size, io.fingerprint_json({
+      "recommender": config.recommender.to_dict(), "sid": config.sid.to_dict(),
+      "beam_size": config.eval.beam_size}))
+  return rec_train.cached_program(key, lambda: steps.make_generate_ensemble(
+      prog.mdef, config.eval.beam_size, prog.param_shardings, mesh, size))
 
 
 def evaluate_members(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],

@@ -145,41 +145,51 @@ class TrainPrograms:
   train_step: Callable
 
 
-_PROGRAMS: dict[tuple, ModelPrograms | TrainPrograms] = {}
+_PROGRAMS: dict[tuple, Any] = {}
 
 
-def model_programs(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelPrograms:
-  """Builds the inference programs, or reuses them when this process built them already.
+def cached_program(key: tuple, build: Callable[[], Any]) -> Any:
+  """`build()` the first time `key` is asked for in this process, the same object after.
 
   `jax.jit` caches executables per function object, so reusing the objects means that a second
   run of the same config on the same mesh in one process (evaluation after training, a resume
   after an in-process interruption, tests) compiles nothing again.
   """
+  if key not in _PROGRAMS:
+    _PROGRAMS[key] = build()
+  return _PROGRAMS[key]
+
+
+def model_programs(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelPrograms:
+  """Builds the inference programs, or reuses them (`cached_program`)."""
   key = ("model", mesh, io.fingerprint_json(
       {"recommender": config.recommender.to_dict(), "sid": config.sid.to_dict(),
        "seed": config.seed, "rng_impl": config.train.rng_impl,
        "beam_size": config.eval.beam_size, "fsdp_min_size": config.train.fsdp_min_size}))
-  if key not in _PROGRAMS:
+
+  def build():
     mdef = state_lib.model_def(config)
     param_sh = sharding.param_shardings(mdef.abstract_params, mesh, config.train.fsdp_min_size)
-    _PROGRAMS[key] = ModelPrograms(mdef, param_sh, steps.make_generate(
+    return ModelPrograms(mdef, param_sh, steps.make_generate(
         mdef, config.eval.beam_size, param_sh, mesh))
-  return _PROGRAMS[key]
+
+  return cached_program(key, build)
 
 
 def train_programs(config: ml_collections.ConfigDict, mesh: Mesh, total_steps: int
                    ) -> TrainPrograms:
   """As `model_programs`, for training `total_steps` steps (the learning-rate schedule)."""
   key = ("train", mesh, total_steps, io.fingerprint_json(config.to_dict()))
-  if key not in _PROGRAMS:
+
+  def build():
     mdef = model_programs(config, mesh).mdef
     tx, schedule = state_lib.make_optimizer(config, total_steps)
     shardings = state_lib.state_shardings(mdef, tx, mesh, config.train.fsdp_min_size)
-    _PROGRAMS[key] = TrainPrograms(
-        tx, shardings, state_lib.make_init(mdef, tx, shardings),
-        steps.make_train_step(mdef, tx, schedule, config.train.rng_impl,
-                              shardings, mesh))
-  return _PROGRAMS[key]
+    return TrainPrograms(tx, shardings, state_lib.make_init(mdef, tx, shardings),
+                         steps.make_train_step(mdef, tx, schedule, config.train.rng_impl,
+                                               shardings, mesh))
+
+  return cached_program(key, build)
 
 
 def precompile_buckets(train_step: Callable, abstract: Any, source: data.BatchSource,
