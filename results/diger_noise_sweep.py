@@ -83,6 +83,10 @@ SWEEPS = {
     "freeze": [setting("frequency", True, 0.1, lr, reader_codes="greedy", detach_codes=True,
                        noise_anneal_fraction=0.5, tokenizer_schedule="follow", freeze_encoder=True)
                for lr in (1e-5, 1e-4)],
+    # diagnostic: detached_follow without any Gumbel noise (decay none): what the codes' own
+    # movement costs, apart from the noise
+    "nonoise": [setting("none", True, 0.0, 1e-5, reader_codes="greedy", detach_codes=True,
+                        tokenizer_schedule="follow")],
     # diagnostic: a frozen tokenizer (lr 1e-12, no noise) makes the joint trainer a fixed-table
     # one; any gap to the fixed-table baseline is the trainer's, not the moving codes'
     "frozen": [setting("none", False, 0.0, 1e-12, reader_codes="greedy", detach_codes=True)],
