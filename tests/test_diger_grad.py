@@ -187,3 +187,25 @@ def test_greedy_reader_sees_noiseless_codes_and_the_noise_moves_only_the_tokeniz
   books = np.asarray(grads["codebooks"])
   assert np.all(np.linalg.norm(books, axis=-1) > 0)
   np.testing.assert_allclose(books, np.asarray(reference["codebooks"]), rtol=1e-4, atol=1e-7)
+
+
+def test_joint_loss_with_a_centred_tokenizer_is_shift_invariant():
+  """A centred RQ-VAE (`rqvae.center_inputs`) in the joint loss: shifting every item vector
+  and the stored mean by one constant changes no term."""
+  _, recommender, d = _setup()
+  cfg = joint.JointConfig(decay="none", tau=2.0, noise_scale=0.0, hot_factor=1.5,
+                          sigma_lambda=1.0, beta=0.25, recon_weight=1.0, vq_weight=1.0,
+                          detach=True, reader_codes="greedy")
+  usage = jnp.full((L, K), 1.0 / K)
+  shift = jnp.asarray(np.random.default_rng(2).normal(size=(D,)) * 5.0, jnp.float32)
+  terms = []
+  for vectors in (d["vectors"], d["vectors"] + shift):
+    tokenizer = models.RQVAE(D, (16,), 6, L, K, 0.25, center_inputs=True,
+                             rngs=nnx.Rngs(params=0))
+    tokenizer.input_mean[...] = jnp.mean(vectors, axis=0)
+    _, aux = joint.joint_loss(tokenizer, recommender, jnp.ones(L), d["histories"],
+                              d["targets"], jnp.ones(6), vectors, d["table"], usage,
+                              jax.random.key(1, impl="unsafe_rbg"), cfg)
+    terms.append({k: float(aux[k]) for k in ("rec", "recon", "vq")})
+  for k in ("rec", "recon", "vq"):
+    assert terms[1][k] == pytest.approx(terms[0][k], rel=1e-4, abs=1e-6), k

@@ -241,3 +241,24 @@ def test_rqvae_rotation_estimator_same_forward_other_gradient():
   with pytest.raises(ValueError, match="estimator must be one of"):
     quantizers.residual_vq(jnp.ones((2, LATENT)), jnp.ones((1, K, LATENT)), 0.25,
                            estimator="gumbel")
+
+
+def test_rqvae_centred_inputs_are_shift_invariant():
+  """center_inputs: moving every item vector by one constant moves the reconstruction by it and
+  changes neither the codes nor the loss (the stored mean moves with the data)."""
+  x = _x()
+  shift = jnp.asarray(np.random.default_rng(5).normal(size=(D_IN,)) * 3.0, jnp.float32)
+  model = models.RQVAE(D_IN, (8,), LATENT, LEVELS, K, beta=0.25, center_inputs=True,
+                       rngs=nnx.Rngs(0))
+  model.input_mean[...] = jnp.mean(x, axis=0)
+  base = model(x)
+  model.input_mean[...] = jnp.mean(x + shift, axis=0)
+  moved = model(x + shift)
+  np.testing.assert_array_equal(moved.codes, base.codes)
+  np.testing.assert_allclose(moved.x_hat, base.x_hat + shift, atol=1e-4)
+  assert float(moved.loss) == pytest.approx(float(base.loss), rel=1e-4)
+  # The mean is a data statistic: no gradient, no weight decay.
+  _, grads, params = _loss_and_grads(model, x)
+  np.testing.assert_array_equal(grads["input_mean"], 0.0)
+  mask = models.weight_decay_mask(params)
+  assert mask["input_mean"] is False and all(jax.tree.leaves(mask["encoder"]))

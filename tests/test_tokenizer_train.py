@@ -171,3 +171,14 @@ def test_r3vae_full_beauty_uses_the_first_level(tmp_path, beauty_prefix):
   assert len({tuple(r) for r in table}) == 12101
   assert min(metrics["usage_per_level"]) >= 0.95, metrics
   assert metrics["collision_rate"] <= 0.2 and metrics["max_group_size"] <= 32, metrics
+
+
+def test_rqvae_centred_keeps_the_data_mean_through_training(tmp_path, synthetic_vectors):
+  """The trainer sets `input_mean` to the item vectors' mean and training leaves it there."""
+  config = _config("rqvae")
+  config.rqvae.center_inputs = True
+  config.rqvae.weight_decay = 0.1  # would move it if it were decayed
+  result = train.train_tokenizer(config, synthetic_vectors, str(tmp_path))
+  np.testing.assert_allclose(result.model.input_mean[...], synthetic_vectors.mean(axis=0),
+                             rtol=1e-5, atol=1e-6)
+  assert result.codes.shape == (synthetic_vectors.shape[0], LEVELS)

@@ -71,14 +71,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.rqvae = ml_collections.ConfigDict(dict(
       hidden=(512, 256, 128), latent_dim=32, beta=0.25, lr=1e-3, weight_decay=1e-4,
       epochs=200, batch_size=1024, kmeans_init=True, eval_every=10,
-      balance_epsilon=0.0, balance_iters=50, estimator="straight_through"))
+      balance_epsilon=0.0, balance_iters=50, estimator="straight_through",
+      center_inputs=False))
   # RQ-VAE balance_epsilon > 0: during training each level assigns the batch to codes by
   # Sinkhorn-Knopp at that entropy weight (`quantize.balanced_codes`; DIGER's released RQ-VAE and
   # LC-Rec use 0.003), so every code takes a share of each batch; SID tables stay nearest-code.
   # estimator: straight_through (TIGER) | rotation (the rotation trick per level, RecBoard's
   # TIGER rqvae config; tokenizer/quantizers.py). With our recipe rotation collapses the Beauty
   # codes within the first epoch (level-1 usage 0.004-0.012 at batch 1024 or 64, lr 1e-3;
-  # results/README.md, session 9), so it is no variant.
+  # results/README.md, session 9), so it is no variant. center_inputs: encode the item vectors
+  # minus their mean (models.RQVAE); uncentered MiniLM codes collapse in the first steps.
   c.r3vae = ml_collections.ConfigDict(dict(
       hidden=(1536,), latent_dim=384, beta=0.25, lr=1e-4, weight_decay=0.0,
       epochs=40, batch_size=1024, kmeans_init=True, eval_every=5,

@@ -116,6 +116,7 @@ FIELDS: dict[str, Check] = {
     "rqvae.balance_epsilon": _WEIGHT,
     "rqvae.balance_iters": _POSITIVE,
     "rqvae.estimator": _choice(*RQVAE_ESTIMATORS),
+    "rqvae.center_inputs": _bool,
     "r3vae.reference_vector": _bool,
     "r3vae.encoder": _choice("identity", "mlp"),
     "r3vae.normalize": _bool,

@@ -156,7 +156,7 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   row_of_item = jnp.concatenate([jnp.repeat(row_weights, hist_len), row_weights])
   weights = valid.astype(jnp.float32) * row_of_item
   x = vectors[safe]
-  z = tokenizer.encoder(x)
+  z = tokenizer.encode(x)
   greedy_level1, _ = quantize.nearest_code(jax.lax.stop_gradient(z),
                                            jax.lax.stop_gradient(books[0]))
   is_target = jnp.arange(items.shape[0]) >= batch * hist_len
@@ -171,7 +171,7 @@ def joint_loss(tokenizer: Any, recommender: Any, sigma: jax.Array, histories: ja
   vq_codes = a.codes if cfg.vq_codes == "chosen" else quantize.residual_quantize(
       jax.lax.stop_gradient(z), jax.lax.stop_gradient(books))[0]
   vq, decoder_in = assign.tokenizer_losses(z, books, vq_codes, cfg.beta, weights)
-  x_hat = tokenizer.decoder(decoder_in)
+  x_hat = tokenizer.decode(decoder_in)
   recon = jnp.sum(weights[:, None] * jnp.square(x - x_hat)) / (
       jnp.maximum(weights.sum(), 1.0) * x.shape[-1])
 

@@ -61,6 +61,7 @@ from r3vae_jax.recommender import state as rec_state
 from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.recommender.preemption import PreemptionWatch
 from r3vae_jax.tokenizer import api as tok_api
+from r3vae_jax.tokenizer import models as tok_models
 from r3vae_jax.tokenizer import sid_table as sid_lib
 from r3vae_jax.tokenizer import train as tok_train
 
@@ -157,7 +158,8 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
   d, t = config.diger, config.train
   rec_tx, rec_schedule = rec_state.make_optimizer(config, total_steps)
   tok_adamw = optax.adamw(tokenizer_lr_schedule(config, rec_schedule),
-                          weight_decay=config[d.pretrain].weight_decay)
+                          weight_decay=config[d.pretrain].weight_decay,
+                          mask=tok_models.weight_decay_mask)
   transforms = {
       "tokenizer": optax.chain(optax.clip_by_global_norm(t.clip_norm), tok_adamw)
                    if t.clip_norm else tok_adamw,  # clip_norm 0: no clipping

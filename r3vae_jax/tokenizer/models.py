@@ -15,7 +15,7 @@ residual k-means initialises the codebooks (`z` for RQ-VAE, `e_0` for R3-VAE).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from flax import nnx
 import jax
@@ -100,13 +100,17 @@ class RQVAE(nnx.Module):
     balance_epsilon, balance_iters: training-time balanced assignment
       (`quantizers.residual_vq`; 0 = nearest code).
     estimator: "straight_through" | "rotation" (`quantizers.residual_vq`).
+    center_inputs: keep the item vectors' mean (`input_mean`, set from the data by the trainer,
+      never trained) and encode `x - mean`, decode to `decoder(z_q) + mean`. Sentence vectors
+      share a large common direction; uncentered, the Beauty MiniLM codes collapse in the first
+      steps (collisions 0.015 -> 0.89 after 10 steps) and recover slowly.
     rngs: parameter RNG (one `params` key seeds the host-side initialisation).
   """
 
   def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, levels: int,
                codebook_size: int, beta: float, balance_epsilon: float = 0.0,
-               balance_iters: int = 50, estimator: str = "straight_through", *,
-               rngs: nnx.Rngs):
+               balance_iters: int = 50, estimator: str = "straight_through",
+               center_inputs: bool = False, *, rngs: nnx.Rngs):
     rng = host_rng(rngs)
     self.encoder = MLP([input_dim, *hidden, latent_dim], rng)
     self.decoder = MLP([latent_dim, *reversed(hidden), input_dim], rng)
@@ -114,10 +118,22 @@ class RQVAE(nnx.Module):
     self.beta = beta
     self.balance_epsilon, self.balance_iters = balance_epsilon, balance_iters
     self.estimator = estimator
+    self.input_mean = nnx.Param(jnp.zeros((input_dim,), jnp.float32)) if center_inputs else None
+
+  def _mean(self) -> jax.Array | float:
+    return 0.0 if self.input_mean is None else jax.lax.stop_gradient(self.input_mean[...])
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    """`[B, D_in] -> [B, D]` latents (of the centred vectors with `center_inputs`)."""
+    return self.encoder(x - self._mean())
+
+  def decode(self, z_q: jax.Array) -> jax.Array:
+    """`[B, D] -> [B, D_in]` reconstructed item vectors."""
+    return self.decoder(z_q) + self._mean()
 
   def init_latents(self, x: jax.Array) -> jax.Array:
     """`[B, D_in] -> [B, D]`: the latents to run residual k-means on."""
-    return self.encoder(x)
+    return self.encode(x)
 
   def quantize_level(self, residual: jax.Array, book: jax.Array) -> jax.Array:
     """One level's output `[B, D]`: the nearest code (k-means init)."""
@@ -125,11 +141,11 @@ class RQVAE(nnx.Module):
 
   def __call__(self, x: jax.Array, balance: bool = True) -> TokenizerOutput:
     """`balance=False`: nearest codes even when `balance_epsilon > 0` (SID tables)."""
-    z = self.encoder(x)
+    z = self.encode(x)
     z_q, codes, vq_loss, _ = quantizers.residual_vq(
         z, self.codebooks[...], self.beta, self.balance_epsilon if balance else 0.0,
         self.balance_iters, self.estimator)
-    x_hat = self.decoder(z_q)
+    x_hat = self.decode(z_q)
     recon = quantizers.mse(x, x_hat)
     return TokenizerOutput(x_hat, codes, recon + vq_loss, {"recon": recon, "vq": vq_loss})
 
@@ -260,3 +276,10 @@ def sid_pass(model: nnx.Module, x: jax.Array) -> TokenizerOutput:
   """The forward pass that assigns SIDs: per-item nearest codes, never a batch's balanced
   assignment (which depends on the other rows of the batch).  `[B, D_in]`."""
   return model(x, balance=False) if isinstance(model, RQVAE) else model(x)
+
+
+def weight_decay_mask(params: Any) -> Any:
+  """The `optax.adamw` mask: True for every leaf that weight decay applies to, False under an
+  `input_mean` key (a data statistic, never trained). Any pytree holding tokenizer parameters."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: not any(getattr(k, "key", None) == "input_mean" for k in path), params)

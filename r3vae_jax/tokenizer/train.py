@@ -67,7 +67,8 @@ def build_model(config: ml_collections.ConfigDict, input_dim: int, seed: int) ->
   rngs = nnx.Rngs(params=seed)
   if name == "rqvae":
     return models.RQVAE(input_dim, tuple(c.hidden), c.latent_dim, sid.levels, sid.codebook_size,
-                        c.beta, c.balance_epsilon, c.balance_iters, c.estimator, rngs=rngs)
+                        c.beta, c.balance_epsilon, c.balance_iters, c.estimator,
+                        c.center_inputs, rngs=rngs)
   return models.R3VAE(input_dim, tuple(c.hidden), c.latent_dim, sid.levels, sid.codebook_size,
                       encoder=c.encoder, normalize=c.normalize,
                       reference_vector=c.reference_vector, rating=c.rating,
@@ -141,7 +142,7 @@ def _batch_size(requested: int, num_items: int, mesh: jax.sharding.Mesh) -> int:
 
 
 def _optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
-  return optax.adamw(lr, weight_decay=weight_decay)
+  return optax.adamw(lr, weight_decay=weight_decay, mask=models.weight_decay_mask)
 
 
 @dataclasses.dataclass
@@ -166,6 +167,8 @@ def init_state(config: ml_collections.ConfigDict, vectors: np.ndarray, mesh: jax
   init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(config.seed))
   model = build_model(config, vectors.shape[1], config.seed)
   x_dev = jax.device_put(vectors, rep)
+  if getattr(model, "input_mean", None) is not None:  # RQ-VAE with center_inputs
+    model.input_mean[...] = jnp.mean(x_dev, axis=0)
   if kmeans:
     kmeans_init(model, x_dev, init_key, c.kmeans_iters, c.kmeans_max_items)
   graphdef, params = nnx.split(model)
