@@ -56,6 +56,10 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # collapse in the first 10 steps (collisions 0.015 -> 0.89) and recover slowly (0.117 after
     # 600 steps, level-1 usage 32 of 256); centred: 0.044, 172 of 256 (CPU, session 9).
     "centered": (RQVAE_BASED, {"rqvae.center_inputs": True}),
+    # DIGER's joint phase moves only the codebooks and the decoder (RecBoard's DIGER config,
+    # `freeze_id_encoder: true`). CPU slice, detached_follow at tokenizer lr 1e-5, 3 seeds:
+    # validation N@10 0.0509 vs 0.0475 unfrozen (results/README.md, session 9).
+    "frozen_encoder": (DIGER, {"diger.freeze_encoder": True}),
 }
 
 
