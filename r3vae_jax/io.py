@@ -101,13 +101,17 @@ def read_jsonl(path: str, convert: Any = None) -> list[Any]:
 
 def source_commit() -> str:
   """The commit of this source tree for result files: $R3VAE_COMMIT (set it where the tree was
-  copied without .git, e.g. a GPU machine), else `git rev-parse --short HEAD`, else "unknown"."""
+  copied without .git, e.g. a GPU machine), else `git rev-parse --short HEAD` with "+dirty"
+  when tracked files differ from that commit (the tree that ran is not the commit), else
+  "unknown"."""
   if os.environ.get("R3VAE_COMMIT"):
     return os.environ["R3VAE_COMMIT"]
+  git = lambda *args: subprocess.run(
+      ["git", *args], capture_output=True, text=True, timeout=10, check=True,
+      cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
   try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10,
-                          check=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD")
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
   except (OSError, subprocess.SubprocessError):
     return "unknown"
 

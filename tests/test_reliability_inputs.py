@@ -8,6 +8,7 @@ import importlib
 import json
 import pathlib
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -169,3 +170,15 @@ def test_config_variants_compose():
   assert config.rqvae.balance_epsilon == 0.003
   with pytest.raises(ValueError, match="config variants 'detached' and 'detached_follow' both set"):
     default.get_config("diger+detached+detached_follow")
+
+
+@pytest.mark.parametrize("status,want", [("", "abc1234"), (" M r3vae_jax/main.py", "abc1234+dirty")])
+def test_source_commit_marks_a_tree_that_differs_from_its_commit(monkeypatch, status, want):
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("R3VAE_COMMIT", raising=False)
+  answers = {"rev-parse": "abc1234\n", "status": status}
+  monkeypatch.setattr(io.subprocess, "run", lambda cmd, **_: subprocess.CompletedProcess(
+      cmd, 0, stdout=answers[cmd[1]]))
+  assert io.source_commit() == want
+  monkeypatch.setenv("R3VAE_COMMIT", "given")
+  assert io.source_commit() == "given"
