@@ -148,11 +148,3 @@ def test_zero_anneal_steps_disables_annealing():
   assert noise.anneal_steps(0.0, 1000) == 0
   assert noise.anneal_steps(0.5, 1000) == 500
   assert noise.anneal_steps(1e-6, 1000) == 1  # a positive fraction anneals over >= 1 step
-
-
-@pytest.mark.parametrize("fraction,schedule,field", [
-    (-0.1, "linear", "noise_anneal_fraction"), (1.5, "linear", "noise_anneal_fraction"),
-    ("half", "linear", "noise_anneal_fraction"), (0.5, "exp", "noise_anneal_schedule")])
-def test_bad_anneal_settings_name_the_field(fraction, schedule, field):
-  with pytest.raises(ValueError, match=f"config.diger.{field}"):
-    noise.check_anneal(fraction, schedule)

@@ -157,6 +157,7 @@ def test_validate_choices_match_the_modules():
   assert validate.DATA_FORMATS == pipeline.FORMATS
   assert validate.VECTOR_SOURCES == pipeline.VECTOR_SOURCES
   assert validate.DIGER_DECAYS == noise.DECAYS
+  assert validate.DIGER_ANNEAL_SCHEDULES == noise.ANNEAL_SCHEDULES
   from r3vae_jax.tokenizer import quantizers  # pylint: disable=g-import-not-at-top
   assert validate.RQVAE_ESTIMATORS == quantizers.ESTIMATORS
 

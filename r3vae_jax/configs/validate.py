@@ -19,6 +19,7 @@ Check = Callable[[Any], "str | None"]
 DATA_FORMATS = ("synthetic", "iclrec", "p5", "recbole", "amazon_raw", "ml1m", "hetrec", "tfds")
 VECTOR_SOURCES = ("minilm-text", "interactions-svd", "npy", "synthetic")
 DIGER_DECAYS = ("frequency", "learned_sigma", "gumbel", "none")
+DIGER_ANNEAL_SCHEDULES = ("linear", "cosine")  # diger/noise.py ANNEAL_SCHEDULES
 RQVAE_ESTIMATORS = ("straight_through", "rotation")  # tokenizer/quantizers.py ESTIMATORS
 
 
@@ -140,7 +141,10 @@ FIELDS: dict[str, Check] = {
     "diger.tokenizer_lr": _RATE,
     "diger.recon_weight": _WEIGHT,
     "diger.vq_weight": _WEIGHT,
-    "diger.pretrain": _choice(*(t for t in TOKENIZERS if t != "diger")),
+    "diger.pretrain": _choice("rqvae"),      # DIGER starts from an RQ-VAE
+    "diger.reader_codes": _choice("noisy", "greedy"),
+    "diger.noise_anneal_fraction": _float(0.0, 1.0),
+    "diger.noise_anneal_schedule": _choice(*DIGER_ANNEAL_SCHEDULES),
     "diger.detach_codes": _bool,
     "diger.normalize_logits": _bool,
     "diger.noisy_targets": _bool,

@@ -43,17 +43,6 @@ def decay_index(decay: str | jax.Array) -> jax.Array:
   return jnp.asarray(decay, jnp.int32)
 
 
-def check_anneal(fraction: float, schedule: str) -> None:
-  """Raises ValueError naming the `config.diger` field of a bad annealing setting."""
-  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
-      0.0 <= fraction <= 1.0):
-    raise ValueError(f"config.diger.noise_anneal_fraction: expected a number in [0, 1] "
-                     f"(0 = no annealing), got {fraction!r}")
-  if schedule not in ANNEAL_SCHEDULES:
-    raise ValueError(f"config.diger.noise_anneal_schedule: expected one of {ANNEAL_SCHEDULES}, "
-                     f"got {schedule!r}")
-
-
 def anneal_steps(fraction: float, total_steps: int) -> int:
   """Steps over which the noise anneals to 0: `fraction` of `total_steps`, at least 1 unless
   `fraction` is 0 (0 = no annealing)."""

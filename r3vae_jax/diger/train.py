@@ -50,6 +50,7 @@ from r3vae_jax import checkpoint
 from r3vae_jax import io
 from r3vae_jax import parallel
 from r3vae_jax import quantize
+from r3vae_jax.configs import validate as config_checks
 from r3vae_jax.data.splits import Splits
 from r3vae_jax import decode
 from r3vae_jax.decode import trie as trie_lib
@@ -73,24 +74,10 @@ GROUPS = ("tokenizer", "recommender", "sigma")
 # ---- config checks -----------------------------------------------------------------------
 
 def joint_config(config: ml_collections.ConfigDict) -> joint.JointConfig:
-  """The static hyperparameters of the joint loss, checked."""
+  """The static hyperparameters of the joint loss, from a validated config
+  (`configs/validate.py` names a bad field)."""
+  config_checks.validate(config)
   d = config.diger
-  noise.check_decay(d.decay)
-  if d.pretrain != "rqvae":
-    raise ValueError(f"config.diger.pretrain: DIGER starts from an RQ-VAE; got {d.pretrain!r}")
-  if d.vq_codes not in ("chosen", "greedy"):
-    raise ValueError(f"config.diger.vq_codes must be 'chosen' or 'greedy', got {d.vq_codes!r}")
-  if d.reader_codes not in ("noisy", "greedy"):
-    raise ValueError(f"config.diger.reader_codes must be 'noisy' or 'greedy', "
-                     f"got {d.reader_codes!r}")
-  noise.check_anneal(d.noise_anneal_fraction, d.noise_anneal_schedule)
-  if d.tokenizer_schedule not in ("constant", "follow"):
-    raise ValueError(f"config.diger.tokenizer_schedule must be 'constant' or 'follow', "
-                     f"got {d.tokenizer_schedule!r}")
-  if d.tau <= 0 or d.noise_scale < 0 or d.sigma_lambda <= 0:
-    raise ValueError(f"config.diger: tau and sigma_lambda must be > 0 and noise_scale >= 0; "
-                     f"got tau={d.tau}, sigma_lambda={d.sigma_lambda}, "
-                     f"noise_scale={d.noise_scale}")
   return joint.JointConfig(decay=d.decay, tau=float(d.tau), noise_scale=float(d.noise_scale),
                            hot_factor=float(d.hot_factor), sigma_lambda=float(d.sigma_lambda),
                            beta=float(config[d.pretrain].beta),
@@ -143,7 +130,7 @@ def tokenizer_lr_schedule(config: ml_collections.ConfigDict, rec_schedule: optax
   if d.tokenizer_schedule == "follow":
     ratio = d.tokenizer_lr / config.train.lr
     return lambda step: rec_schedule(step) * ratio
-  return optax.constant_schedule(d.tokenizer_lr)  # "constant" (checked by joint_config)
+  return optax.constant_schedule(d.tokenizer_lr)  # "constant" (checked by validate.py)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
