@@ -80,7 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
   # TIGER rqvae config; tokenizer/quantizers.py). With our recipe rotation collapses the Beauty
   # codes within the first epoch (level-1 usage 0.004-0.012 at batch 1024 or 64, lr 1e-3;
   # results/README.md, session 9), so it is no variant. center_inputs: encode the item vectors
-  # minus their mean (models.RQVAE); uncentered MiniLM codes collapse in the first steps.
+  # minus their mean (models.RQVAE); centred MiniLM codes recover faster from the collapse of
+  # the first steps.
   c.r3vae = ml_collections.ConfigDict(dict(
       hidden=(1536,), latent_dim=384, beta=0.25, lr=1e-4, weight_decay=0.0,
       epochs=40, batch_size=1024, kmeans_init=True, eval_every=5,

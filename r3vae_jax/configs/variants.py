@@ -52,9 +52,9 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # our plain RQ-VAE leaves level-1 codes unused (Beauty usage 0.20-0.59). Measured: usage 1.0,
     # collisions 0.02, but Beauty N@10 0.0313 vs 0.0346 (results/README.md, session 9).
     "sinkhorn": (RQVAE_BASED, {"rqvae.balance_epsilon": 0.003}),
-    # The RQ-VAE encodes the item vectors minus their mean: uncentered, the Beauty MiniLM codes
-    # collapse in the first 10 steps (collisions 0.015 -> 0.89) and recover slowly (0.117 after
-    # 600 steps, level-1 usage 32 of 256); centred: 0.044, 172 of 256 (CPU, session 9).
+    # The RQ-VAE encodes the item vectors minus their mean: the Beauty MiniLM codes collapse in
+    # the first 10 steps (collisions 0.026 -> 0.95) and recover to 0.160 and 45 level-1 codes by
+    # step 600 uncentred, to 0.088 and 147 centred (CPU, results/rqvae_early_steps_cpu.json).
     "centered": (RQVAE_BASED, {"rqvae.center_inputs": True}),
     # DIGER's joint phase moves only the codebooks and the decoder (RecBoard's DIGER config,
     # `freeze_id_encoder: true`). CPU slice, detached_follow at tokenizer lr 1e-5, 3 seeds:
