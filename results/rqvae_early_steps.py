@@ -13,11 +13,11 @@ import sys
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from r3vae_jax import io
+from r3vae_jax import parallel
 from r3vae_jax import quantize
 from r3vae_jax.configs import beauty
 from r3vae_jax.tokenizer import models
@@ -29,16 +29,12 @@ STEPS, REPORT_AT, SEED = 600, (0, 10, 150, 300, 600), 0
 def run(vectors: np.ndarray, center: bool) -> list[dict]:
   config = beauty.get_config("rqvae")
   config.rqvae.center_inputs = center
+  config.seed = SEED
   c = config.rqvae
-  model = train.build_model(config, vectors.shape[1], SEED)
-  x = jnp.asarray(vectors)
-  if center:
-    model.input_mean[...] = jnp.mean(x, axis=0)
-  train.kmeans_init(model, x, jax.random.key(SEED), c.kmeans_iters, c.kmeans_max_items)
-  graphdef, params = nnx.split(model)
-  params = nnx.to_pure_dict(params)
-  tx = optax.adamw(c.lr, weight_decay=c.weight_decay, mask=models.weight_decay_mask)
-  opt = tx.init(params)
+  # The trainer's own start: the mean (centred), the k-means init, AdamW.
+  setup = train.init_state(config, vectors, parallel.make_mesh(), kmeans=True)
+  graphdef, params, opt = setup.graphdef, setup.state["params"], setup.state["opt"]
+  tx, x = train.optimizer(c.lr, c.weight_decay), setup.vectors
 
   @jax.jit
   def step(params, opt, batch):

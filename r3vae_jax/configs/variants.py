@@ -53,8 +53,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # collisions 0.02, but Beauty N@10 0.0313 vs 0.0346 (results/README.md, session 9).
     "sinkhorn": (RQVAE_BASED, {"rqvae.balance_epsilon": 0.003}),
     # The RQ-VAE encodes the item vectors minus their mean: the Beauty MiniLM codes collapse in
-    # the first 10 steps (collisions 0.026 -> 0.95) and recover to 0.160 and 45 level-1 codes by
-    # step 600 uncentred, to 0.088 and 147 centred (CPU, results/rqvae_early_steps_cpu.json).
+    # the first 10 steps (collisions 0.026 -> 0.98) and recover to 0.129 and 101 level-1 codes by
+    # step 600 uncentred, to 0.081 and 136 centred (CPU, results/rqvae_early_steps_cpu.json).
     "centered": (RQVAE_BASED, {"rqvae.center_inputs": True}),
     # DIGER's joint phase moves only the codebooks and the decoder (RecBoard's DIGER config,
     # `freeze_id_encoder: true`). CPU slice, detached_follow at tokenizer lr 1e-5, 3 seeds:

@@ -47,10 +47,6 @@ def _straight_through_bwd(codebook_grad, _, g):
 straight_through.defvjp(_straight_through_fwd, _straight_through_bwd)
 
 
-def _unit(x: jax.Array, eps: float = 1e-8) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
-
-
 @jax.custom_vjp
 def rotation_trick(e: jax.Array, q: jax.Array) -> jax.Array:
   """Rotation-trick estimator.
@@ -77,11 +73,12 @@ def _rotation_fwd(e, q):
 
 def _rotation_bwd(res, g):
   e, q = res
-  u, v = _unit(e), _unit(q)
-  r = _unit(u + v)
-  scale = (jnp.linalg.norm(q, axis=-1, keepdims=True)
-           / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-8))
+  norm = lambda x: jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
   dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)
+  e_norm, q_norm = norm(e), norm(q)
+  u, v = e / e_norm, q / q_norm
+  r = (u + v) / norm(u + v)
+  scale = q_norm / e_norm
   grad_e = scale * (g - 2.0 * r * dot(r, g) + 2.0 * u * dot(v, g))
   return grad_e, jnp.zeros_like(q)
 

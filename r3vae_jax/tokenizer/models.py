@@ -103,8 +103,8 @@ class RQVAE(nnx.Module):
     center_inputs: keep the item vectors' mean (`input_mean`, set from the data by the trainer,
       never trained) and encode `x - mean`, decode to `decoder(z_q) + mean`. Sentence vectors
       share a large common direction; the Beauty MiniLM codes collapse in the first steps either
-      way (collisions 0.026 -> 0.95 after 10 steps) and recover to 0.160 uncentred, 0.088
-      centred by step 600 (results/rqvae_early_steps_cpu.json).
+      way (collisions 0.026 -> 0.98 after 10 steps) and recover to 0.129 uncentred, 0.081
+      centred by step 600 (0.96 vs 0.24 at step 150; results/rqvae_early_steps_cpu.json).
     rngs: parameter RNG (one `params` key seeds the host-side initialisation).
   """
 

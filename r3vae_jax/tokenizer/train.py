@@ -141,7 +141,8 @@ def _batch_size(requested: int, num_items: int, mesh: jax.sharding.Mesh) -> int:
   return batch
 
 
-def _optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
+def optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
+  """The tokenizers' AdamW (no weight decay on `input_mean`, `models.weight_decay_mask`)."""
   return optax.adamw(lr, weight_decay=weight_decay, mask=models.weight_decay_mask)
 
 
@@ -174,7 +175,7 @@ def init_state(config: ml_collections.ConfigDict, vectors: np.ndarray, mesh: jax
   graphdef, params = nnx.split(model)
   params = nnx.to_pure_dict(params)
   state = jax.device_put(
-      {"params": params, "opt": _optimizer(c.lr, c.weight_decay).init(params)}, rep)
+      {"params": params, "opt": optimizer(c.lr, c.weight_decay).init(params)}, rep)
   static = dict(graphdef=graphdef, lr=c.lr, weight_decay=c.weight_decay, mesh=mesh,
                 batch=_batch_size(c.batch_size, vectors.shape[0], mesh))
   return Setup(graphdef, state, x_dev, shuffle_key, static)
@@ -200,7 +201,7 @@ def train_chunk(state: dict[str, Any], vectors: jax.Array, key: jax.Array,
   Returns:
     (state, terms): each loss term's mean per epoch, `[num_epochs]`.
   """
-  tx = _optimizer(lr, weight_decay)
+  tx = optimizer(lr, weight_decay)
   num_items = vectors.shape[0]
   steps = math.ceil(num_items / batch)
   data_sharding = NamedSharding(mesh, P(parallel.DATA))
