@@ -2,7 +2,8 @@
 
   python results/make_table.py > results/table.md
 
-Rows: dataset × tokenizer[+variant] × vector source, ours as mean ± std over seeds, beside the
+Rows: dataset × tokenizer[+variant] × vector source × recommender epochs (`train.epochs`), ours
+as mean ± std over seeds, beside the
 R3-VAE paper's numbers and the public PyTorch re-implementation's (docs/spec.md). A run with
 `train.ensemble_size` K > 1 gives two rows: its first member alone, and "tokenizer ensemble×K"
 (all members decoding together; the wall time is the whole run's).
@@ -28,7 +29,8 @@ REIMPL = {("beauty", "rqvae"): (0.0669, 0.0371), ("beauty", "rqkmeans"): (0.0683
 # Variants of a published setting (the published setting itself, or ours on top of it): their
 # rows sit beside its references.
 AS_PUBLISHED = {"diger+detached": "diger", "diger+detached_follow": "diger",
-                "diger+detached_follow+sinkhorn": "diger", "rqvae+sinkhorn": "rqvae"}
+                "diger+detached_follow+sinkhorn": "diger", "rqvae+sinkhorn": "rqvae",
+                "diger+detached_follow+centered": "diger", "rqvae+centered": "rqvae"}
 
 
 def _fmt(values):
@@ -59,15 +61,16 @@ def main(directory):
     if r.get("kind") != "experiment":
       continue
     tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "")
-    rows[(r["dataset"], tokenizer, r["vectors"])].append(r)
+    epochs = r["config"]["train"]["epochs"]
+    rows[(r["dataset"], tokenizer, r["vectors"], epochs)].append(r)
     if "test_ensemble" in r["metrics"]:  # the same run's members decoding together
       rows[(r["dataset"], f"{tokenizer} ensemble×{r['metrics']['test_ensemble']['members']}",
-            r["vectors"])].append(_ensemble_view(r))
-  print("| dataset | tokenizer | vectors | seeds | R@5 | R@10 | N@5 | N@10 | paper R@10 / N@10 "
+            r["vectors"], epochs)].append(_ensemble_view(r))
+  print("| dataset | tokenizer | vectors | epochs | seeds | R@5 | R@10 | N@5 | N@10 | paper R@10 / N@10 "
         "| re-impl. R@10 / N@10 | N@10 with the popularity prior (alpha) | collisions "
         "| best epoch per seed (* = cut by time) | wall s (train) | device |")
-  print("|" + "---|" * 15)
-  for (dataset, tok, vec), runs in sorted(rows.items()):
+  print("|" + "---|" * 16)
+  for (dataset, tok, vec, max_epochs), runs in sorted(rows.items()):
     test = [r["metrics"]["test"] for r in runs]
     key = (dataset, AS_PUBLISHED.get(tok, tok))
     wall = [sum(r["wall_time_s"].values()) for r in runs]
@@ -82,7 +85,7 @@ def main(directory):
     # Cut by time: the recommender trainer says finished=preempted, DIGER's stopped=preempted.
     epochs = ", ".join(f"{r['train']['best_epoch']}" + ("*" if "preempted" in (
         r["train"].get("finished"), r["train"].get("stopped")) else "") for r in runs)
-    print(f"| {dataset} | {tok} | {vec} | {len(runs)} | {_fmt([t['recall@5'] for t in test])} "
+    print(f"| {dataset} | {tok} | {vec} | {max_epochs} | {len(runs)} | {_fmt([t['recall@5'] for t in test])} "
           f"| {_fmt([t['recall@10'] for t in test])} | {_fmt([t['ndcg@5'] for t in test])} "
           f"| {_fmt([t['ndcg@10'] for t in test])} | {_ref(PAPER, key, 0)} / {_ref(PAPER, key, 1)} "
           f"| {_ref(REIMPL, key, 0)} / {_ref(REIMPL, key, 1)} | {prior_cell} "
