@@ -91,6 +91,36 @@ def test_selection_rule_prefers_buildable_then_fewer_collisions_then_recon():
   assert ranked == [fewer, better_recon, ok, unbuildable]
 
 
+def test_last_rule_prefers_buildable_then_the_latest_epoch():
+  early = {"epoch": 2, "max_group_size": 3, "collision_rate": 0.1, "reconstruction_mse": 0.5}
+  late = {**early, "epoch": 4, "collision_rate": 0.3}
+  unbuildable = {**early, "epoch": 6, "max_group_size": 65}
+  ranked = sorted([early, unbuildable, late],
+                  key=lambda m: train.selection_key(m, max_collisions=64, rule="last"))
+  assert ranked == [late, early, unbuildable]
+
+
+def test_select_last_keeps_the_final_epoch(tmp_path, synthetic_vectors):
+  """sid.select=last: the table comes from the last evaluated epoch's parameters (the same
+  training as min_collision, which here keeps an earlier epoch)."""
+  runs = {}
+  for rule in ("min_collision", "last"):
+    config = _config("rqvae", epochs=6)
+    config.rqvae.eval_every = 1
+    config.sid.select = rule
+    runs[rule] = train.train_tokenizer(config, synthetic_vectors, str(tmp_path / rule))
+  by_collision, last = runs["min_collision"], runs["last"]
+  assert last.history == by_collision.history
+  assert last.best_epoch == 6
+  assert by_collision.best_epoch == min(
+      by_collision.history, key=lambda m: (m["collision_rate"], m["reconstruction_mse"]))["epoch"]
+  for result in (by_collision, last):  # the returned codes are the chosen epoch's
+    chosen = result.history[result.best_epoch - 1]
+    report = train.evaluate(synthetic_vectors, result.codes, 0.0, K)
+    assert report["collision_rate"] == pytest.approx(chosen["collision_rate"])
+    assert report["usage_per_level"] == pytest.approx(chosen["usage_per_level"])
+
+
 def test_bad_requests(tmp_path, synthetic_vectors):
   config = _config("rqkmeans")
   config.tokenizer = "vqgan"

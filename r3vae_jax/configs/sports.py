@@ -15,12 +15,12 @@ from r3vae_jax.configs import paths
 
 def get_config(arg=None):
   c = default.base_config()
+  # Recommender epochs (the cosine decay spans them): the rows that reached the paper's R3-VAE
+  # numbers ran 30 (results/README.md, session 5).
+  c.train.epochs = 30
   c.dataset = "sports"
   paths.apply_arg(c, arg, "r3vae", "interactions-svd")
   c.data.format = "iclrec"
   c.data.path = paths.data_file("amazon_sports", "Sports_and_Outdoors.txt")
   c.data.item_map_path = paths.data_file("amazon_sports", "p5_datamaps.json")
-  # Recommender epochs (the cosine decay spans them): the rows that reached the paper's R3-VAE
-  # numbers ran 30 (results/README.md, session 5).
-  c.train.epochs = 30
   return c

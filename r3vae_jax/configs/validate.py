@@ -110,6 +110,7 @@ FIELDS: dict[str, Check] = {
     "sid.levels": _POSITIVE,
     "sid.codebook_size": _int(2),
     "sid.max_collisions": _POSITIVE,
+    "sid.select": _choice("min_collision", "last"),
     "rqkmeans.iters": _POSITIVE,
     "rqkmeans.seed": _int(0),
     **{f"rqvae.{k}": c for k, c in _VAE.items()},

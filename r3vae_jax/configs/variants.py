@@ -56,6 +56,10 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # the first 10 steps (collisions 0.026 -> 0.98) and recover to 0.129 and 101 level-1 codes by
     # step 600 uncentred, to 0.081 and 136 centred (CPU, results/rqvae_early_steps_cpu.json).
     "centered": (RQVAE_BASED, {"rqvae.center_inputs": True}),
+    # The SID table from the tokenizer's last epoch (as TIGER) instead of its lowest-collision
+    # one: Toys' RQ-VAE keeps epoch 10 of 200 by collisions (0.057 vs 0.063 at 200) while its
+    # reconstruction error is still 60% above the final one (results/README.md, session 10).
+    "last_table": (RQVAE_BASED, {"sid.select": "last"}),
     # DIGER's joint phase moves only the codebooks and the decoder (RecBoard's DIGER config,
     # `freeze_id_encoder: true`). CPU slice, detached_follow at tokenizer lr 1e-5, 3 seeds:
     # validation N@10 0.0509 vs 0.0475 unfrozen (results/README.md, session 9).

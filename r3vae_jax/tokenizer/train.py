@@ -8,11 +8,12 @@ scan, evaluation (SID metrics), checkpoint/resume, the train loop.
   first items of the permutation). Batches are split over the `data` mesh axis, parameters are
   replicated. `eval_every` epochs are one jitted `lax.scan`: no host sync per step.
 * After every chunk the whole catalogue is coded and `quantize.sid_report` computed.
-* **Best epoch rule**: among evaluated epochs, the lexicographically smallest
-  `(max group size > sid.max_collisions, collision_rate, reconstruction_mse)`: first any epoch
-  whose SID table can be built, then the lowest collision rate (share of items whose full
-  L-code tuple is not unique), ties broken by the lower reconstruction error. Its parameters
-  are kept in the train state (`best_params`), so the result never needs an older checkpoint.
+* **Best epoch rule** (`sid.select`): among evaluated epochs, first any epoch whose SID table
+  can be built (max group size <= `sid.max_collisions`), then "min_collision": the lowest
+  collision rate (share of items whose full L-code tuple is not unique), ties broken by the
+  lower reconstruction error; or "last": the latest such epoch (TIGER uses its final RQ-VAE).
+  Its parameters are kept in the train state (`best_params`), so the result never needs an
+  older checkpoint.
 * Checkpoints (orbax, `workdir/tokenizer/<name>_ckpt`) are written after every chunk; a rerun
   resumes from the latest one and ends in the same state as an uninterrupted run (all
   randomness is a function of the seed and the epoch).
@@ -263,10 +264,18 @@ def evaluate(vectors: np.ndarray, codes: np.ndarray, recon_mse: float, codebook_
   return {**report, "reconstruction_mse": recon_mse}
 
 
-def selection_key(metrics: dict[str, Any], max_collisions: int) -> tuple[float, float, float]:
-  """The best-epoch rule (lower is better); see the module docstring."""
-  return (float(metrics["max_group_size"] > max_collisions), metrics["collision_rate"],
-          metrics["reconstruction_mse"])
+def selection_key(metrics: dict[str, Any], max_collisions: int, rule: str = "min_collision"
+                  ) -> tuple[float, ...]:
+  """The best-epoch rule `rule` (`sid.select`; lower is better): see the module docstring."""
+  unbuildable = float(metrics["max_group_size"] > max_collisions)
+  if rule == "last":
+    return (unbuildable, -float(metrics["epoch"]))
+  return (unbuildable, metrics["collision_rate"], metrics["reconstruction_mse"])
+
+
+def pick_best(history: list[dict[str, Any]], sid: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The best of the evaluated epochs' metrics under `sid.select` (the earliest on a tie)."""
+  return min(history, key=lambda m: selection_key(m, sid.max_collisions, sid.select))
 
 
 # ---- checkpoint / resume -----------------------------------------------------------------
@@ -337,9 +346,7 @@ def train_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, work
     metrics = {"epoch": epoch, **evaluate(vectors, codes, recon, config.sid.codebook_size),
                **{f"train_{k}": float(v[-1]) for k, v in terms.items()}}
     _check_finite(metrics, name, epoch)
-    best = min(history, key=lambda m: selection_key(m, config.sid.max_collisions), default=None)
-    is_best = best is None or (selection_key(metrics, config.sid.max_collisions)
-                               < selection_key(best, config.sid.max_collisions))
+    is_best = pick_best(history + [metrics], config.sid) is metrics
     tree = {"state": state,
             "best_params": _copy(state["params"]) if is_best else tree["best_params"]}
     history.append(metrics)
@@ -347,7 +354,7 @@ def train_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, work
     _log_progress(name, epoch, c.epochs, start_epoch, t0, n, metrics)
   manager.wait_until_finished()
 
-  best = min(history, key=lambda m: selection_key(m, config.sid.max_collisions))
+  best = pick_best(history, config.sid)
   codes, _ = encode(graphdef, tree["best_params"], vectors, mesh)
   logging.info("%s: best epoch %d (collision rate %.4f, recon %.4g)", name, best["epoch"],
                best["collision_rate"], best["reconstruction_mse"])
