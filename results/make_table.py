@@ -1,6 +1,11 @@
 """Builds the results table (markdown) from results/*.json; never typed by hand.
 
-  python results/make_table.py > results/table.md
+  python results/make_table.py                          # print the table (markdown)
+  python results/make_table.py results README.md results/README.md   # rewrite it in place
+
+In place: the text between the lines `<!-- results-table -->` and `<!-- /results-table -->` of
+each file is replaced (written to a temporary file, then renamed); a file without both markers
+is an error and is left as it was.
 
 Rows: dataset × tokenizer[+variant] × vector source × recommender epochs (`train.epochs`), ours
 as mean ± std over seeds, beside the
@@ -55,7 +60,11 @@ def _ensemble_view(r):
   return {**r, "metrics": metrics, "train": {**r["train"], "best_epoch": epochs}}
 
 
-def main(directory):
+START, END = "<!-- results-table -->", "<!-- /results-table -->"
+
+
+def table(directory: str) -> str:
+  """The markdown table of the results JSONs in `directory` (lines joined by newlines)."""
   rows = collections.defaultdict(list)
   for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
     r = json.load(open(path))
@@ -67,10 +76,10 @@ def main(directory):
     if "test_ensemble" in r["metrics"]:  # the same run's members decoding together
       rows[(r["dataset"], f"{tokenizer} ensemble×{r['metrics']['test_ensemble']['members']}",
             r["vectors"], epochs)].append(_ensemble_view(r))
-  print("| dataset | tokenizer | vectors | epochs | seeds | R@5 | R@10 | N@5 | N@10 | paper R@10 / N@10 "
-        "| re-impl. R@10 / N@10 | N@10 with the popularity prior (alpha) | collisions "
-        "| best epoch per seed (* = cut by time) | wall s (train) | device |")
-  print("|" + "---|" * 16)
+  lines = ["| dataset | tokenizer | vectors | epochs | seeds | R@5 | R@10 | N@5 | N@10 "
+           "| paper R@10 / N@10 | re-impl. R@10 / N@10 | N@10 with the popularity prior (alpha) "
+           "| collisions | best epoch per seed (* = cut by time) | wall s (train) | device |",
+           "|" + "---|" * 16]
   for (dataset, tok, vec, max_epochs), runs in sorted(rows.items()):
     test = [r["metrics"]["test"] for r in runs]
     key = (dataset, AS_PUBLISHED.get(tok, tok))
@@ -86,14 +95,34 @@ def main(directory):
     # Cut by time: the recommender trainer says finished=preempted, DIGER's stopped=preempted.
     epochs = ", ".join(f"{r['train']['best_epoch']}" + ("*" if "preempted" in (
         r["train"].get("finished"), r["train"].get("stopped")) else "") for r in runs)
-    print(f"| {dataset} | {tok} | {vec} | {max_epochs} | {len(runs)} | {_fmt([t['recall@5'] for t in test])} "
+    lines.append(f"| {dataset} | {tok} | {vec} | {max_epochs} | {len(runs)} | {_fmt([t['recall@5'] for t in test])} "
           f"| {_fmt([t['recall@10'] for t in test])} | {_fmt([t['ndcg@5'] for t in test])} "
           f"| {_fmt([t['ndcg@10'] for t in test])} | {_ref(PAPER, key, 0)} / {_ref(PAPER, key, 1)} "
           f"| {_ref(REIMPL, key, 0)} / {_ref(REIMPL, key, 1)} | {prior_cell} "
           f"| {np.mean(coll):.3f} "
           f"| {epochs} | {np.mean(wall):.0f} ({np.mean(train):.0f}) "
           f"| {runs[0].get('device', '?')} |")
+  return "\n".join(lines)
+
+
+def replace_block(path: str, text: str) -> None:
+  """Puts `text` between the START and END marker lines of the file `path`."""
+  with open(path, encoding="utf-8") as f:
+    doc = f.read()
+  start, end = doc.find(START + "\n"), doc.find("\n" + END)
+  if start < 0 or end < start:
+    raise SystemExit(f"{path}: expected a line {START!r} and, after it, a line {END!r}")
+  doc = doc[:start + len(START) + 1] + text + doc[end:]
+  tmp = f"{path}.tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(doc)
+  os.replace(tmp, path)
 
 
 if __name__ == "__main__":
-  main(sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__)))
+  here = os.path.dirname(os.path.abspath(__file__))
+  markdown = table(sys.argv[1] if len(sys.argv) > 1 else here)
+  for target in sys.argv[2:]:
+    replace_block(target, markdown)
+  if len(sys.argv) <= 2:
+    print(markdown)

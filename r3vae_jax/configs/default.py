@@ -179,6 +179,10 @@ def base_config() -> ml_collections.ConfigDict:
   # also scores them decoding together, their per-level log-probabilities averaged in one beam
   # search (recommender/ensemble.py; results: metrics.{valid,test}_ensemble, test_members).
   c.train.ensemble_size = 1
+  # label_smoothing: weight eps of smoothed SID targets (0 = hard targets); smoothing_support:
+  # level (every code of the level) | siblings (the codes that continue the target's prefix in
+  # the SID trie; recommender/smoothing.py).
+  c.train.update(dict(label_smoothing=0.0, smoothing_support="siblings"))
   # length_buckets: each training batch holds histories of one length bucket, padded to it (items;
   # data.max_history is always the last bucket; () = every batch padded to max_history). Beauty
   # histories average 5 of 20 items: (4, 8, 12) pads to 7 on average, 3 compiled shapes more.

@@ -173,6 +173,8 @@ FIELDS: dict[str, Check] = {
     "train.clip_norm": _WEIGHT,              # 0 = no clipping
     "train.ema_decay": _float(0.0, 1.0, hi_open=True),  # 0 = no parameter average
     "train.ensemble_size": _POSITIVE,        # recommender/ensemble.py
+    "train.label_smoothing": _float(0.0, 1.0, hi_open=True),  # recommender/smoothing.py
+    "train.smoothing_support": _choice("level", "siblings"),
     "train.eval_every_epochs": _POSITIVE,
     "train.checkpoint_keep": _POSITIVE,
     "train.log_every_steps": _POSITIVE,
@@ -226,6 +228,9 @@ def validate(config: Any) -> None:
   if config.tokenizer == "diger" and config.train.ema_decay:
     raise ValueError("config.train.ema_decay: the DIGER trainer evaluates its raw parameters; "
                      f"expected 0 with tokenizer=diger, got {config.train.ema_decay}")
+  if config.tokenizer == "diger" and config.train.label_smoothing:
+    raise ValueError("config.train.label_smoothing: the DIGER trainer has its own targets; "
+                     f"expected 0 with tokenizer=diger, got {config.train.label_smoothing}")
   if config.tokenizer == "diger" and config.train.ensemble_size != 1:
     raise ValueError("config.train.ensemble_size: DIGER trains one joint model; expected 1 with "
                      f"tokenizer=diger, got {config.train.ensemble_size}")

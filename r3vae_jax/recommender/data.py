@@ -32,6 +32,7 @@ from jax.sharding import Mesh
 from r3vae_jax import parallel
 from r3vae_jax.data.splits import Splits, pad_histories, training_examples
 from r3vae_jax.io import ArtifactError
+from r3vae_jax.recommender import smoothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,12 +263,19 @@ def make_plan(examples: Examples, global_batch: int, seed: int | None,
 
 
 class BatchSource:
-  """Builds this host's rows of any global batch of an example set."""
+  """Builds this host's rows of any global batch of an example set.
+
+  With `target_support` (bool[N, L+1, Kmax], `smoothing.support_table`) and `label_smoothing`
+  eps > 0, each batch also holds "target_dist": float32[b, L+1, Kmax], the smoothed targets.
+  """
 
   def __init__(self, examples: Examples, plan: BatchPlan | BucketedPlan,
-               item_tokens: np.ndarray, sid_table: np.ndarray):
+               item_tokens: np.ndarray, sid_table: np.ndarray,
+               target_support: np.ndarray | None = None, label_smoothing: float = 0.0):
     self.examples, self.plan = examples, plan
     self.item_tokens, self.sid_table = item_tokens, sid_table
+    self.target_support = target_support if label_smoothing > 0 else None
+    self.label_smoothing = label_smoothing
     self._cached_epoch, self._cached_order = -1, None
 
   def host_batch(self, step: int) -> dict[str, np.ndarray]:
@@ -278,8 +286,12 @@ class BatchSource:
     index, weight = self.plan.rows(step, self._cached_order)
     items = self.plan.history_items(step, self._cached_order)
     rows = parallel.host_batch_slice(self.plan.global_batch)
-    return make_batch(self.examples, index[rows], weight[rows], self.item_tokens,
-                      self.sid_table, items)
+    batch = make_batch(self.examples, index[rows], weight[rows], self.item_tokens,
+                       self.sid_table, items)
+    if self.target_support is not None:
+      batch["target_dist"] = smoothing.target_distributions(
+          batch["targets"], self.target_support[batch["target_items"]], self.label_smoothing)
+    return batch
 
 
 class Prefetcher:

@@ -47,7 +47,8 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
     model = mdef.bind(params)
     logits = model(batch["enc_tokens"], batch["enc_mask"], batch["targets"],
                    deterministic=False, rng=key)
-    return sid_loss(logits, batch["targets"], sizes, batch["weight"])
+    # Smoothed targets when the batch has them (`smoothing.py`); teacher forcing reads codes.
+    return sid_loss(logits, batch.get("target_dist", batch["targets"]), sizes, batch["weight"])
 
   def step(state: dict, batch: dict) -> tuple[dict, dict]:
     # The key is built inside the trace: a closed-over key array is a host transfer on GPU.

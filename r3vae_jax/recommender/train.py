@@ -36,7 +36,7 @@ from jax.sharding import Mesh
 from r3vae_jax import checkpoint, evaluate, io, parallel
 from r3vae_jax.decode import build_trie
 from r3vae_jax.data.splits import Splits
-from r3vae_jax.recommender import data, ema, popularity, ranking, sharding, steps
+from r3vae_jax.recommender import data, ema, popularity, ranking, sharding, smoothing, steps
 from r3vae_jax.recommender import state as state_lib
 from r3vae_jax.recommender.preemption import PreemptionWatch
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
@@ -313,7 +313,9 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
   plan = data.make_plan(train_ex, t.batch_size, config.seed, t.length_buckets)
   steps_per_epoch = plan.steps_per_epoch
   total_steps = t.epochs * steps_per_epoch
-  source = data.BatchSource(train_ex, plan, item_tokens, table)
+  support = (smoothing.support_table(table, layout.level_sizes, t.smoothing_support)
+             if t.label_smoothing > 0 else None)
+  source = data.BatchSource(train_ex, plan, item_tokens, table, support, t.label_smoothing)
   valid_inputs = _ranking_inputs(valid_ex, item_tokens, table)
   valid_seen = eval_seen(config, valid_ex)
   eval_batch = _eval_batch_size(config, len(valid_ex), mesh)
