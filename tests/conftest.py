@@ -34,3 +34,28 @@ def beauty_prefix(shared_data):
   def make(num_items: int, dim: int):
     return slices.beauty_prefix(num_items, dim, str(shared_data))
   return make
+
+
+@pytest.fixture(scope="session")
+def beauty_users(shared_data):
+  """make(users, levels, k, seed=0) -> (leave-one-out splits, int32[N, levels+1] SID table):
+  the first `users` users of Beauty.txt with item ids made dense (N items), and random codes
+  (`levels` x `k`) plus each item's rank among the items with the same codes (collision level)."""
+  # pylint: disable=g-import-not-at-top  # after the XLA_FLAGS above
+  import numpy as np
+  from r3vae_jax.data.splits import leave_one_out
+
+  def make(users: int, levels: int, k: int, seed: int = 0):
+    lines = (shared_data / "amazon_beauty" / "Beauty.txt").read_text().splitlines()[:users]
+    seqs = [np.array([int(x) for x in line.split()[1:]]) for line in lines]
+    _, dense = np.unique(np.concatenate(seqs), return_inverse=True)
+    dense_seqs = np.split(dense.astype(np.int32), np.cumsum([len(q) for q in seqs])[:-1])
+    codes = np.random.default_rng(seed).integers(0, k, (int(dense.max()) + 1, levels))
+    _, group = np.unique(codes, axis=0, return_inverse=True)
+    rank = np.zeros(len(codes), np.int64)
+    for g in np.unique(group):
+      members = np.flatnonzero(group.ravel() == g)
+      rank[members] = np.arange(members.size)
+    table = np.concatenate([codes, rank[:, None]], 1).astype(np.int32)
+    return leave_one_out(dense_seqs), table
+  return make

@@ -7,7 +7,6 @@ import pytest
 from r3vae_jax import parallel
 from r3vae_jax.configs import default
 from r3vae_jax.configs import validate
-from r3vae_jax.data.splits import leave_one_out
 from r3vae_jax.recommender import data, smoothing, tokens, train
 from r3vae_jax.recommender.loss import sid_loss
 
@@ -60,19 +59,10 @@ def test_diger_refuses_label_smoothing():
     validate.validate(config)
 
 
-def test_train_step_minimises_cross_entropy_to_the_smoothed_targets(shared_data):
-  lines = (shared_data / "amazon_beauty" / "Beauty.txt").read_text().splitlines()[:200]
-  seqs = [np.array([int(x) for x in line.split()[1:]]) for line in lines]
-  items, dense = np.unique(np.concatenate(seqs), return_inverse=True)
-  splits = leave_one_out(np.split(dense.astype(np.int32), np.cumsum([len(s) for s in seqs])[:-1]))
-  codes = np.random.default_rng(0).integers(0, 8, (len(items), 2))
-  _, group = np.unique(codes, axis=0, return_inverse=True)
-  rank = np.zeros(len(items), np.int64)
-  for g in np.unique(group):
-    rank[group.ravel() == g] = np.arange(np.sum(group.ravel() == g))
-  table = np.concatenate([codes, rank[:, None]], 1).astype(np.int32)
+def test_train_step_minimises_cross_entropy_to_the_smoothed_targets(beauty_users):
+  splits, table = beauty_users(200, levels=2, k=8)
   c = default.base_config()
-  c.sid.levels, c.sid.codebook_size, c.sid.max_collisions = 2, 8, int(rank.max()) + 1
+  c.sid.levels, c.sid.codebook_size, c.sid.max_collisions = 2, 8, int(table[:, -1].max()) + 1
   c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=16, num_heads=2,
                             d_kv=8, d_ff=32, dropout=0.0))
   c.data.max_history = 4

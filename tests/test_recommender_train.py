@@ -18,33 +18,16 @@ import pytest
 
 from r3vae_jax import parallel
 from r3vae_jax.configs import default
-from r3vae_jax.data.splits import leave_one_out
 from r3vae_jax.io import ArtifactError
 from r3vae_jax.recommender import data, tokens, train
 
 USERS = 300
 
 
-def _random_sid_table(num_items: int, levels: int, k: int, seed: int = 0) -> np.ndarray:
-  """Random codes plus the collision rank of each item among items with the same codes."""
-  codes = np.random.default_rng(seed).integers(0, k, (num_items, levels))
-  _, group = np.unique(codes, axis=0, return_inverse=True)
-  seen: dict[int, int] = {}
-  rank = np.zeros(num_items, np.int64)
-  for item, g in enumerate(group.ravel()):
-    rank[item] = seen.get(g, 0)
-    seen[g] = rank[item] + 1
-  return np.concatenate([codes, rank[:, None]], 1).astype(np.int32)
-
-
 @pytest.fixture(scope="module")
-def setup(shared_data):
+def setup(beauty_users):
   """(config, sid_table, splits) for the first USERS users of Beauty, item ids made dense."""
-  lines = (shared_data / "amazon_beauty" / "Beauty.txt").read_text().splitlines()[:USERS]
-  seqs = [np.array([int(x) for x in line.split()[1:]]) for line in lines]
-  items, dense = np.unique(np.concatenate(seqs), return_inverse=True)
-  dense_seqs = np.split(dense.astype(np.int32), np.cumsum([len(s) for s in seqs])[:-1])
-  table = _random_sid_table(len(items), levels=3, k=16)
+  splits, table = beauty_users(USERS, levels=3, k=16)
   c = default.base_config()
   c.sid.levels, c.sid.codebook_size, c.sid.max_collisions = 3, 16, int(table[:, -1].max()) + 1
   c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=32, num_heads=2,
@@ -55,7 +38,7 @@ def setup(shared_data):
                       length_buckets=(), example_window=0))  # 7 steps per epoch, one shape
   c.eval.update(dict(beam_size=10, batch_size=320))
   c.mesh.update(dict(data=4, model=2))
-  return c, table, leave_one_out(dense_seqs)
+  return c, table, splits
 
 
 def _first_batch(config, table, splits):

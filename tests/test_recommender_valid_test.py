@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from r3vae_jax.configs import default
-from r3vae_jax.data.splits import leave_one_out
 from r3vae_jax.recommender import data, ranking, train
 
 USERS = 200
@@ -22,23 +21,11 @@ KEYS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 
 @pytest.fixture(scope="module")
-def setup(shared_data):
+def setup(beauty_users):
   """(config, sid_table, splits): the first USERS users of Beauty, dense ids, a random SID."""
-  lines = (shared_data / "amazon_beauty" / "Beauty.txt").read_text().splitlines()[:USERS]
-  seqs = [np.array([int(x) for x in line.split()[1:]]) for line in lines]
-  _, dense = np.unique(np.concatenate(seqs), return_inverse=True)
-  dense_seqs = np.split(dense.astype(np.int32), np.cumsum([len(s) for s in seqs])[:-1])
-  num_items = int(dense.max()) + 1
-  rng = np.random.default_rng(0)
-  codes = rng.integers(0, 8, (num_items, 2))
-  _, group = np.unique(codes, axis=0, return_inverse=True)
-  collision = np.zeros(num_items, np.int32)
-  for g in np.unique(group):
-    members = np.flatnonzero(group.ravel() == g)
-    collision[members] = np.arange(members.size)
-  table = np.concatenate([codes, collision[:, None]], 1).astype(np.int32)
+  splits, table = beauty_users(USERS, levels=2, k=8)
   c = default.base_config()
-  c.sid.levels, c.sid.codebook_size, c.sid.max_collisions = 2, 8, int(collision.max()) + 1
+  c.sid.levels, c.sid.codebook_size, c.sid.max_collisions = 2, 8, int(table[:, -1].max()) + 1
   c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=32, num_heads=2,
                             d_kv=16, d_ff=64, dropout=0.0))
   c.data.max_history = 5
@@ -47,7 +34,7 @@ def setup(shared_data):
                       log_every_steps=4, checkpoint_keep=1, nonfinite="skip", length_buckets=()))
   c.eval.update(dict(beam_size=10, batch_size=200))
   c.mesh.update(dict(data=1, model=1))
-  return c, table, leave_one_out(dense_seqs)
+  return c, table, splits
 
 
 def _valid_lines(workdir):
