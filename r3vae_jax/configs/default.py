@@ -181,7 +181,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.ensemble_size = 1
   # label_smoothing: weight eps of smoothed SID targets (0 = hard targets); smoothing_support:
   # level (every code of the level) | siblings (the codes that continue the target's prefix in
-  # the SID trie; recommender/smoothing.py).
+  # the SID trie; recommender/smoothing.py). CPU proxy, 3 seeds: eps 0.1 lowers test N@10 by
+  # 1.9% (siblings) and 1.5% (level) (results/README.md, session 10).
   c.train.update(dict(label_smoothing=0.0, smoothing_support="siblings"))
   # length_buckets: each training batch holds histories of one length bucket, padded to it (items;
   # data.max_history is always the last bucket; () = every batch padded to max_history). Beauty
