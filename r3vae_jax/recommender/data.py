@@ -265,8 +265,9 @@ def make_plan(examples: Examples, global_batch: int, seed: int | None,
 class BatchSource:
   """Builds this host's rows of any global batch of an example set.
 
-  With `target_support` (bool[N, L+1, Kmax], `smoothing.support_table`) and `label_smoothing`
-  eps > 0, each batch also holds "target_dist": float32[b, L+1, Kmax], the smoothed targets.
+  With `target_support` (bool[N, L+1, Kmax], `smoothing.support_table`; None = hard targets),
+  each batch also holds "target_dist": float32[b, L+1, Kmax], the targets smoothed with weight
+  `label_smoothing`.
   """
 
   def __init__(self, examples: Examples, plan: BatchPlan | BucketedPlan,
@@ -274,8 +275,7 @@ class BatchSource:
                target_support: np.ndarray | None = None, label_smoothing: float = 0.0):
     self.examples, self.plan = examples, plan
     self.item_tokens, self.sid_table = item_tokens, sid_table
-    self.target_support = target_support if label_smoothing > 0 else None
-    self.label_smoothing = label_smoothing
+    self.target_support, self.label_smoothing = target_support, label_smoothing
     self._cached_epoch, self._cached_order = -1, None
 
   def host_batch(self, step: int) -> dict[str, np.ndarray]:

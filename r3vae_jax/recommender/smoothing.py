@@ -31,7 +31,8 @@ def support_table(sid_table: np.ndarray, level_sizes: Sequence[int], support: st
     support: "level" | "siblings" (module docstring).
 
   Returns:
-    bool[N, L+1, Kmax], Kmax = max(level_sizes); row i, position p holds the item's own code.
+    bool[N, L+1, Kmax], Kmax = max(level_sizes) (read-only for "level"); row i, position p
+    holds the item's own code.
   """
   if support not in SUPPORTS:
     raise ValueError(f"label smoothing support: expected one of {SUPPORTS}, got {support!r}")
@@ -41,15 +42,14 @@ def support_table(sid_table: np.ndarray, level_sizes: Sequence[int], support: st
     raise ValueError(f"label smoothing: sid_table has {positions} positions, level_sizes "
                      f"{len(level_sizes)}")
   kmax = max(level_sizes)
+  if support == "level":  # one mask for every item: a read-only broadcast view, no N copies
+    mask = np.arange(kmax) < np.asarray(level_sizes)[:, None]  # [L+1, Kmax]
+    return np.broadcast_to(mask, (n, positions, kmax))
   out = np.zeros((n, positions, kmax), bool)
-  for p, size in enumerate(level_sizes):
-    if support == "level":
-      out[:, p, :size] = True
-      continue
+  for p in range(positions):
     # Items with equal prefixes (codes 0..p-1) share one support: group them by prefix.
-    _, group = np.unique(sid_table[:, :p], axis=0, return_inverse=True) if p else (
-        None, np.zeros(n, np.int64))
-    group = group.reshape(-1)
+    group = (np.unique(sid_table[:, :p], axis=0, return_inverse=True)[1].reshape(-1) if p
+             else np.zeros(n, np.int64))
     used = np.zeros((group.max() + 1, kmax), bool)
     used[group, sid_table[:, p]] = True
     out[:, p] = used[group]
