@@ -15,7 +15,8 @@
 # persistent XLA compilation cache ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so
 # seeds of one configuration compile once. ROW_TIMEOUT=S sends SIGTERM to a row after S seconds:
 # its trainer saves a checkpoint and stops, `--mode=all` evaluates the best one and writes
-# results.json (relaunching the row later trains on).
+# results.json (relaunching the row later trains on). Each row's validation and test rankings
+# are copied beside its JSON as <row>.{valid,test}_ranking.npz, for `python -m r3vae_jax.fuse`.
 set -euo pipefail
 out=$1; shift
 rows=(); extra=()
@@ -56,6 +57,11 @@ run_row() {  # dataset tokenizer seed vectors
       --workdir="$workdir" --mode=all "${flags[@]}" "${extra[@]}" || echo "row $name: exit $?"
   if [ -f "$workdir/results.json" ]; then
     cp "$workdir/results.json" "$out/$name.json"
+    for split in valid test; do  # what `python -m r3vae_jax.fuse` combines across rows
+      if [ -f "$workdir/recommender/${split}_ranking.npz" ]; then
+        cp "$workdir/recommender/${split}_ranking.npz" "$out/$name.${split}_ranking.npz"
+      fi
+    done
   else
     echo "row $name failed (no results.json)"
   fi

@@ -1,5 +1,5 @@
 """launch/paper_rows.sh: row arguments become main's config argument, and each row's results
-JSON and log land in OUTDIR under a name of plain characters (a stub `python3` stands in for
+JSON, log and ranking files (where the row wrote them) land in OUTDIR under a name of plain characters (a stub `python3` stands in for
 the pipeline, so this checks the script alone)."""
 import os
 import pathlib
@@ -17,6 +17,7 @@ done
 mkdir -p "$workdir"
 echo "$*" > "$workdir/args.txt"
 echo '{"kind": "experiment"}' > "$workdir/results.json"
+case $workdir in *beauty*) mkdir -p "$workdir/recommender"; echo r > "$workdir/recommender/test_ranking.npz" ;; esac
 """
 
 
@@ -36,6 +37,7 @@ def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
                  check=True, env=env, cwd=ROOT, capture_output=True, text=True)
   names = sorted(p.name for p in out.iterdir())
   assert names == ["beauty_r3vae-ema_default_s0.json", "beauty_r3vae-ema_default_s0.log",
+                   "beauty_r3vae-ema_default_s0.test_ranking.npz",
                    "toys_rqvae_interactions-svd_s1.json", "toys_rqvae_interactions-svd_s1.log"]
   args = (workroot / "beauty_r3vae-ema_default_s0" / "args.txt").read_text()
   assert "--config=r3vae_jax/configs/beauty.py:r3vae+ema " in args

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from r3vae_jax import main, parallel
+from r3vae_jax import fuse, main, parallel
 from r3vae_jax.configs import default, validate
 from r3vae_jax.data import dataset, splits as splits_lib
 from r3vae_jax.recommender import ensemble
@@ -56,6 +56,9 @@ def test_two_members_trained_scored_alone_and_together(tmp_path):
     with open(os.path.join(workdir, "recommender", f"{split}_ensemble_metrics.json"),
               encoding="utf-8") as f:
       assert json.load(f)["ndcg@10"] == together["ndcg@10"]
+    saved = fuse.fuse_runs([os.path.join(workdir, "recommender", f"{split}_ensemble_ranking.npz")],
+                           split, None, (5, 10))
+    assert saved["fused"]["ndcg@10"] == together["ndcg@10"]
 
   # A model decoding together with itself ranks exactly as it does alone.
   splits = splits_lib.leave_one_out(dataset.load_prepared(workdir).sequences)

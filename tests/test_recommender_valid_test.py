@@ -5,7 +5,8 @@ that scores the test split) on the restored best checkpoint equals the validatio
 training logged for that checkpoint, also when later epochs are worse (the best checkpoint, not
 the latest, is restored); the test split's histories are the validation histories plus the
 validation item, capped at the last `max_history`; seen items are dropped as RecBoard does; the
-per-epoch line says where the wall time went.
+per-epoch line says where the wall time went; the ranking file each evaluation writes scores
+the same.
 """
 import json
 import os
@@ -13,8 +14,9 @@ import os
 import numpy as np
 import pytest
 
+from r3vae_jax import fuse
 from r3vae_jax.configs import default
-from r3vae_jax.recommender import data, ranking, train
+from r3vae_jax.recommender import data, fusion, ranking, train
 
 USERS = 200
 KEYS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
@@ -67,6 +69,16 @@ def test_valid_through_the_evaluate_path_equals_the_logged_best(setup, tmp_path)
   assert all(metrics["popularity"]["0"][key] == metrics[key] for key in KEYS)
   test = train.evaluate_recommender(ruin, workdir, table, splits, split="test")
   assert test["step"] == best["step"] and test["users"] == USERS
+  # The ranking file that `fuse` reads scores as evaluate did, and holds no seen item.
+  for split, scored in (("valid", metrics), ("test", test)):
+    saved = fuse.fuse_runs([workdir], split, None, (5, 10))
+    for key in KEYS:
+      assert saved["members"][0][key] == saved["fused"][key] == scored[key], (split, key)
+  shown = fusion.load_ranking(os.path.join(workdir, "recommender", "test_ranking.npz"))
+  seen = data.eval_examples(splits, "test", config.data.max_history).seen
+  assert not any(np.isin(shown.items[u], seen[u][seen[u] >= 0]).any() for u in range(USERS))
+  later, earlier = shown.log_probs[:, 1:], shown.log_probs[:, :-1]
+  assert np.all(np.isneginf(later) | (later <= earlier + 1e-6))  # best first, empty slots last
 
   epochs = [r for r in map(json.loads, open(os.path.join(workdir, "recommender",
                                                          "metrics.jsonl"), encoding="utf-8"))

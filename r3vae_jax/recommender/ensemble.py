@@ -88,10 +88,11 @@ def _generate(config: ml_collections.ConfigDict, mesh: Mesh, size: int):
 
 
 def evaluate_members(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
-                     sid_table: np.ndarray, splits: Splits, split: str = "test"
-                     ) -> dict[str, Any]:
+                     sid_table: np.ndarray, splits: Splits, split: str = "test",
+                     ranking_path: str | None = None) -> dict[str, Any]:
   """Recall@K / NDCG@K of the best checkpoints of `workdirs` (each trained with the config at
-  the same position) decoding together on `split`.
+  the same position) decoding together on `split`; with `ranking_path`, their ranking is
+  written there too (`fusion.save_ranking`).
 
   Returns:
     the metrics of `recommender.train.evaluate_recommender`, with "steps" (each member's
@@ -105,7 +106,8 @@ def evaluate_members(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
   params = tuple(p for _, p, _ in restored)
   generate = _generate(configs[0], mesh, len(params))
   metrics = rec_train.score_split(configs[0], table, splits, split,
-                                  lambda batch, trie: generate(params, batch, trie), mesh)
+                                  lambda batch, trie: generate(params, batch, trie), mesh,
+                                  ranking_path)
   metrics.update(steps=[step for _, _, step in restored], members=len(params))
   return metrics
 
@@ -114,12 +116,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, sid_table: np.ndar
              splits: Splits, split: str = "test", members: Sequence[int] | None = None
              ) -> dict[str, Any]:
   """The run's members (`members`, default all `train.ensemble_size`) decoding together on
-  `split`; also written to `workdir/recommender/{split}_ensemble_metrics.json`."""
+  `split`; also written to `workdir/recommender/{split}_ensemble_metrics.json` (and their
+  ranking to `{split}_ensemble_ranking.npz`)."""
   size = check_size(config)
   members = range(size) if members is None else members
   dirs = member_workdirs(workdir, size)
+  root = os.path.join(workdir, "recommender")
   metrics = evaluate_members([member_config(config, k) for k in members],
-                             [dirs[k] for k in members], sid_table, splits, split)
+                             [dirs[k] for k in members], sid_table, splits, split,
+                             os.path.join(root, f"{split}_ensemble_ranking.npz"))
   if jax.process_index() == 0:
-    io.write_json(os.path.join(workdir, "recommender", f"{split}_ensemble_metrics.json"), metrics)
+    io.write_json(os.path.join(root, f"{split}_ensemble_metrics.json"), metrics)
   return metrics

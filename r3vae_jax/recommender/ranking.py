@@ -15,27 +15,35 @@ import numpy as np
 from r3vae_jax import evaluate
 
 
-def drop_seen(ranked: np.ndarray, seen: np.ndarray) -> np.ndarray:
+def drop_seen(ranked: np.ndarray, seen: np.ndarray, scores: np.ndarray | None = None):
   """Removes each user's seen items from its ranking, keeping the order of the rest.
 
   Args:
     ranked: int[U, B] best-first item ids, -1 = empty slot.
     seen: int[U, S] item ids each user has seen, -1 = padding.
+    scores: optional float[U, B] aligned with `ranked`, moved along with their items.
 
   Returns:
-    int32[U, B]: the unseen items of each row moved to the front in their order, -1 after.
+    int32[U, B]: the unseen items of each row moved to the front in their order, -1 after;
+    with `scores`, (that, float32[U, B] their scores with -inf at the empty slots).
   """
   ranked, seen = np.asarray(ranked, np.int64), np.asarray(seen, np.int64)
   if ranked.ndim != 2 or seen.ndim != 2 or seen.shape[0] != ranked.shape[0]:
     raise ValueError(f"drop_seen: ranked [U, B] and seen [U, S] expected, got {ranked.shape} "
                      f"and {seen.shape}")
+  if scores is not None and np.shape(scores) != ranked.shape:
+    raise ValueError(f"drop_seen: scores {np.shape(scores)} must match ranked {ranked.shape}")
   width = max(int(ranked.max(initial=0)), int(seen.max(initial=0))) + 2
   users = np.arange(ranked.shape[0], dtype=np.int64)[:, None]
   seen_keys = (users * width + seen)[seen >= 0]
   drop = np.isin(users * width + ranked, seen_keys) | (ranked < 0)
   order = np.argsort(drop, axis=1, kind="stable")
-  kept = np.take_along_axis(ranked, order, axis=1)
-  return np.where(np.take_along_axis(drop, order, axis=1), -1, kept).astype(np.int32)
+  dropped = np.take_along_axis(drop, order, axis=1)
+  kept = np.where(dropped, -1, np.take_along_axis(ranked, order, axis=1)).astype(np.int32)
+  if scores is None:
+    return kept
+  moved = np.take_along_axis(np.asarray(scores, np.float32), order, axis=1)
+  return kept, np.where(dropped, -np.inf, moved).astype(np.float32)
 
 
 def metrics_of(ranked: np.ndarray, targets: np.ndarray, seen: np.ndarray | None,

@@ -36,7 +36,8 @@ from jax.sharding import Mesh
 from r3vae_jax import checkpoint, evaluate, io, parallel
 from r3vae_jax.decode import build_trie
 from r3vae_jax.data.splits import Splits
-from r3vae_jax.recommender import data, ema, popularity, ranking, sharding, smoothing, steps
+from r3vae_jax.recommender import data, ema, fusion, popularity, ranking, sharding, smoothing
+from r3vae_jax.recommender import steps
 from r3vae_jax.recommender import state as state_lib
 from r3vae_jax.recommender.preemption import PreemptionWatch
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
@@ -557,7 +558,8 @@ def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
                          ) -> dict[str, float]:
   """Recall@K / NDCG@K of the best checkpoint on `split` ("valid" | "test").
 
-  Writes `workdir/recommender/{split}_metrics.json`.
+  Writes `workdir/recommender/{split}_metrics.json` and `{split}_ranking.npz` (the ranking
+  shown to each user, with its beam scores: `fusion.save_ranking`).
 
   Returns:
     {"recall@K", "ndcg@K" for K in config.eval.ks, "users", "step", "popularity": {alpha as
@@ -567,18 +569,23 @@ def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.config_mesh(config)
   table = check_sid_table(sid_table, layout_from_config(config), "recommender: sid_table")
   prog, params, ckpt_step = restore_params(config, workdir, table, mesh)
+  root = _paths(workdir).root
   metrics = score_split(config, table, splits, split,
-                        lambda batch, trie: prog.generate_scored(params, batch, trie), mesh)
+                        lambda batch, trie: prog.generate_scored(params, batch, trie), mesh,
+                        ranking_path=os.path.join(root, f"{split}_ranking.npz"))
   metrics["step"] = ckpt_step
   if jax.process_index() == 0:
-    io.write_json(os.path.join(_paths(workdir).root, f"{split}_metrics.json"), metrics)
+    io.write_json(os.path.join(root, f"{split}_metrics.json"), metrics)
   return metrics
 
 
 def score_split(config: ml_collections.ConfigDict, table: np.ndarray, splits: Splits,
-                split: str, generate_scored: Callable, mesh: Mesh) -> dict[str, Any]:
+                split: str, generate_scored: Callable, mesh: Mesh,
+                ranking_path: str | None = None) -> dict[str, Any]:
   """Ranks every user of `split` with `generate_scored(batch, trie) -> (ids, scores)` and
-  returns the metrics of `evaluate_recommender` (without "step")."""
+  returns the metrics of `evaluate_recommender` (without "step"); with `ranking_path`, also
+  writes the scored rankings there (`fusion.save_ranking`: what `python -m r3vae_jax.fuse`
+  combines across runs)."""
   layout = layout_from_config(config)
   examples = data.eval_examples(splits, split, config.data.max_history)
   data.check_items(examples, table.shape[0], f"recommender: {split} data")
@@ -589,6 +596,9 @@ def score_split(config: ml_collections.ConfigDict, table: np.ndarray, splits: Sp
       _eval_batch_size(config, len(examples), mesh), mesh)
   seen, ks = eval_seen(config, examples), tuple(config.eval.ks)
   metrics = ranking.metrics_of(ids, examples.target, seen, ks)
+  if ranking_path is not None and jax.process_index() == 0:
+    shown, shown_scores = (ids, scores) if seen is None else ranking.drop_seen(ids, seen, scores)
+    fusion.save_ranking(ranking_path, shown, shown_scores, examples.target)
   log_pop = popularity.log_popularity(splits.train, table.shape[0])
   metrics["popularity"] = {
       f"{alpha:g}": ranking.metrics_of(popularity.rerank(ids, scores, log_pop, alpha),

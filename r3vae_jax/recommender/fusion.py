@@ -1,0 +1,139 @@
+"""Late fusion of finished runs: the mixture of their beam-search item distributions.
+
+Every evaluation writes `workdir/recommender/{split}_ranking.npz` (`save_ranking`): the B items
+shown to each user after the seen ones are dropped, best first, with their beam log-probability
+log p_m(item | history) under that run's SID table. Runs on the same split (any tokenizer,
+seed or SID table: items, not SIDs, are combined) fuse into the mixture
+
+    p(item) = sum_m w_m p_m(item),   p_m = 0 outside run m's beam,
+
+ranked by p and cut to B items (`mixture`). Unlike `ensemble.py` (K recommenders on ONE table
+decoding together), fusion needs no shared SID space, so it also combines runs whose tables were
+trained with different seeds or tokenizers; it costs the runs' training and decoding, nothing
+more. `python -m r3vae_jax.fuse` is its command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import numpy as np
+
+from r3vae_jax import io
+
+RANKING_KEYS = ("items", "log_probs", "targets")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+  """One run's ranking of one split.
+
+  items: int32[U, B] best-first item ids, -1 = empty slot.
+  log_probs: float32[U, B] their beam log-probabilities, -inf at empty slots.
+  targets: int32[U] each user's held-out item.
+  """
+  items: np.ndarray
+  log_probs: np.ndarray
+  targets: np.ndarray
+
+
+def save_ranking(path: str, items: np.ndarray, log_probs: np.ndarray, targets: np.ndarray
+                 ) -> None:
+  """Writes a `Ranking` to `path` (.npz; temp file, then rename)."""
+  ranking = _checked(Ranking(np.asarray(items, np.int32), np.asarray(log_probs, np.float32),
+                             np.asarray(targets, np.int32)), path)
+  with io.atomic_open(path, "wb") as f:
+    np.savez_compressed(f, **dataclasses.asdict(ranking))
+
+
+def load_ranking(path: str) -> Ranking:
+  """Reads a file of `save_ranking`.
+
+  Raises:
+    ArtifactError: the file is missing, not an .npz, lacks a key, or has inconsistent shapes.
+  """
+  if not os.path.isfile(path):
+    raise io.ArtifactError(f"{path}: no ranking file (an evaluated run writes "
+                           "recommender/{split}_ranking.npz)")
+  try:
+    with np.load(path) as npz:
+      arrays = {k: npz[k] for k in npz.files}
+  except (OSError, ValueError) as e:
+    raise io.ArtifactError(f"{path}: not a ranking .npz ({e})") from e
+  missing = [k for k in RANKING_KEYS if k not in arrays]
+  if missing:
+    raise io.ArtifactError(f"{path}: ranking file lacks {missing}; expected keys "
+                           f"{list(RANKING_KEYS)}")
+  ranking = Ranking(*(arrays[k] for k in RANKING_KEYS))
+  return _checked(ranking, path)
+
+
+def _checked(ranking: Ranking, where: str) -> Ranking:
+  items, log_probs, targets = ranking.items, ranking.log_probs, ranking.targets
+  if items.ndim != 2 or log_probs.shape != items.shape or targets.shape != items.shape[:1]:
+    raise io.ArtifactError(f"{where}: expected items [U, B], log_probs [U, B] and targets [U]; "
+                           f"got {items.shape}, {log_probs.shape} and {targets.shape}")
+  if not np.issubdtype(items.dtype, np.integer) or not np.issubdtype(targets.dtype, np.integer):
+    raise io.ArtifactError(f"{where}: items and targets must be integer ids, got "
+                           f"{items.dtype} and {targets.dtype}")
+  if np.any(np.isnan(log_probs)) or np.any((log_probs > 1e-4) & (items >= 0)):
+    raise io.ArtifactError(f"{where}: log_probs must be log-probabilities (<= 0, no NaN)")
+  return ranking
+
+
+def mixture(rankings: Sequence[Ranking], weights: Sequence[float] | None = None,
+            depth: int | None = None) -> Ranking:
+  """The rankings' mixture distribution over items, best first.
+
+  Args:
+    rankings: M >= 1 rankings of the same users (equal `targets`); widths may differ.
+    weights: M non-negative mixture weights (normalised here); default uniform.
+    depth: items kept per user; default the widest input's B.
+
+  Returns:
+    Ranking with items int32[U, depth] ordered by sum_m w_m exp(log_probs_m) (ties: the smaller
+    item id first), log_probs = log of that sum, -1 / -inf past a user's distinct items.
+  """
+  if not rankings:
+    raise ValueError("mixture: needs at least one ranking")
+  targets = rankings[0].targets
+  for m, r in enumerate(rankings):
+    if r.targets.shape != targets.shape or not np.array_equal(r.targets, targets):
+      raise ValueError(f"mixture: ranking {m} is of other users/targets than ranking 0 "
+                       f"(fuse runs of the same dataset and split)")
+  weights = np.ones(len(rankings)) if weights is None else np.asarray(weights, np.float64)
+  if weights.shape != (len(rankings),) or np.any(weights < 0) or weights.sum() <= 0:
+    raise ValueError(f"mixture: {len(rankings)} non-negative weights with a positive sum "
+                     f"expected, got {weights.tolist()}")
+  weights = weights / weights.sum()
+  depth = max(r.items.shape[1] for r in rankings) if depth is None else depth
+  items = np.concatenate([r.items for r in rankings], axis=1).astype(np.int64)    # [U, N]
+  mass = np.concatenate([w * np.exp(r.log_probs.astype(np.float64))
+                         for w, r in zip(weights, rankings)], axis=1)
+  mass = np.where(items >= 0, mass, 0.0)
+  # Sum the mass of each (user, item): sort every row by item, add up runs of equal ids.
+  order = np.argsort(items, axis=1, kind="stable")
+  items, mass = np.take_along_axis(items, order, 1), np.take_along_axis(mass, order, 1)
+  cols = np.arange(items.shape[1])
+  starts = np.ones(items.shape, bool)
+  starts[:, 1:] = items[:, 1:] != items[:, :-1]
+  ends = np.ones(items.shape, bool)
+  ends[:, :-1] = starts[:, 1:]
+  first = np.maximum.accumulate(np.where(starts, cols, 0), axis=1)
+  total = np.cumsum(mass, axis=1)
+  before = np.where(first > 0, np.take_along_axis(total, np.maximum(first - 1, 0), 1), 0.0)
+  keep = ends & (items >= 0)
+  item_mass = np.where(keep, total - before, -1.0)
+  best = np.argsort(-item_mass, axis=1, kind="stable")[:, :depth]
+  fused_items = np.take_along_axis(np.where(keep, items, -1), best, 1)
+  fused_mass = np.take_along_axis(item_mass, best, 1)
+  if fused_items.shape[1] < depth:  # fewer candidates than depth: pad with empty slots
+    pad = ((0, 0), (0, depth - fused_items.shape[1]))
+    fused_items = np.pad(fused_items, pad, constant_values=-1)
+    fused_mass = np.pad(fused_mass, pad, constant_values=-1.0)
+  valid = fused_items >= 0
+  with np.errstate(divide="ignore"):
+    log_probs = np.where(valid, np.log(np.maximum(fused_mass, 0.0)), -np.inf)
+  return Ranking(np.where(valid, fused_items, -1).astype(np.int32),
+                 log_probs.astype(np.float32), targets)
