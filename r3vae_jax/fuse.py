@@ -10,6 +10,7 @@ same files) and of their mixture.
 from __future__ import annotations
 
 import os
+import re
 
 from absl import app
 from absl import flags
@@ -31,9 +32,36 @@ def ranking_path(run: str, split: str) -> str:
                                                        f"{split}_ranking.npz")
 
 
+SOURCE_KEYS = ("dataset", "tokenizer", "variant", "vectors", "seed", "device", "commit",
+               "wall_time_s")
+
+
+def run_source(path: str) -> dict | None:
+  """What the results JSON of the run behind the ranking file `path` says about it (dataset,
+  tokenizer, variant, vectors, seed, device, commit, wall_time_s, epochs), or None where there is
+  none: `<row>.json` beside `<row>.<split>_ranking.npz` (`launch/paper_rows.sh`), or the
+  workdir's `results.json` (`--mode=all`)."""
+  folder, name = os.path.split(os.path.abspath(path))
+  row = re.fullmatch(r"(.+)\.(valid|test)(_ensemble)?_ranking\.npz", name)
+  if row:
+    candidate = os.path.join(folder, row.group(1) + ".json")
+  else:
+    candidate = os.path.join(os.path.dirname(folder), "results.json")
+  if not os.path.isfile(candidate):
+    return None
+  result = io.read_json(candidate)
+  if not isinstance(result, dict) or result.get("kind") != "experiment":
+    return None
+  source = {k: result[k] for k in SOURCE_KEYS if k in result}
+  source["epochs"] = result.get("config", {}).get("train", {}).get("epochs")
+  source["results"] = candidate
+  return source
+
+
 def fuse_runs(runs: list[str], split: str, weights: list[float] | None, ks: tuple[int, ...]
               ) -> dict:
-  """Metrics of each run alone and of their mixture (the JSON `main` writes)."""
+  """Metrics of each run alone and of their mixture, with each run's `run_source` (the JSON
+  `main` writes; results/make_table.py turns test fusions of one row's seeds into a row)."""
   paths = [ranking_path(run, split) for run in runs]
   rankings = [fusion.load_ranking(p) for p in paths]
   fused = fusion.mixture(rankings, weights)
@@ -41,6 +69,7 @@ def fuse_runs(runs: list[str], split: str, weights: list[float] | None, ks: tupl
     return ranking.metrics_of(r.items, r.targets, None, ks)
   return {"kind": "fusion", "split": split, "runs": paths, "commit": io.source_commit(),
           "weights": None if weights is None else [float(w) for w in weights],
+          "sources": [run_source(p) for p in paths],
           "members": [metrics(r) for r in rankings], "fused": metrics(fused)}
 
 

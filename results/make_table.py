@@ -11,7 +11,9 @@ Rows: dataset × tokenizer[+variant] × vector source × recommender epochs (`tr
 as mean ± std over seeds, beside the
 R3-VAE paper's numbers and the public PyTorch re-implementation's (docs/spec.md). A run with
 `train.ensemble_size` K > 1 gives two rows: its first member alone, and "tokenizer ensemble×K"
-(all members decoding together; the wall time is the whole run's).
+(all members decoding together; the wall time is the whole run's). A fusion JSON
+(`python -m r3vae_jax.fuse --output=...` on test rankings of M seeds of one row) gives a row
+"tokenizer fused×M", one entry per fusion (the wall time is the M runs' sum).
 """
 import collections
 import glob
@@ -60,6 +62,32 @@ def _ensemble_view(r):
   return {**r, "metrics": metrics, "train": {**r["train"], "best_epoch": epochs}}
 
 
+def _row_key(r):
+  """(dataset, tokenizer[+variant], vectors, recommender epochs) of a results JSON or of a
+  fusion JSON's source."""
+  tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "")
+  epochs = r["epochs"] if "epochs" in r else r["config"]["train"]["epochs"]
+  return r["dataset"], tokenizer, r["vectors"], epochs
+
+
+def _fusion_view(r):
+  """A test fusion (`python -m r3vae_jax.fuse`) of runs of one row seen as a run: the mixture's
+  test metrics, the fused seeds joined by "+" for the epoch column, the runs' summed wall time;
+  None when its runs are not all of one row (or have no results JSON)."""
+  sources = r.get("sources") or []
+  if r.get("split") != "test" or not sources or None in sources or len(
+      {_row_key(src) for src in sources}) != 1:
+    return None
+  dataset, tok, vec, epochs = _row_key(sources[0])
+  wall = collections.Counter()
+  for src in sources:
+    wall.update(src.get("wall_time_s", {}))
+  return {"dataset": dataset, "tokenizer": f"{tok} fused×{len(sources)}", "vectors": vec,
+          "epochs": epochs, "device": sources[0].get("device", "?"), "wall_time_s": dict(wall),
+          "metrics": {"test": r["fused"]}, "sid_metrics": {},
+          "train": {"best_epoch": "seeds " + "+".join(str(src["seed"]) for src in sources)}}
+
+
 START, END = "<!-- results-table -->", "<!-- /results-table -->"
 
 
@@ -68,11 +96,13 @@ def table(directory: str) -> str:
   rows = collections.defaultdict(list)
   for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
     r = json.load(open(path))
+    if r.get("kind") == "fusion" and _fusion_view(r) is not None:
+      view = _fusion_view(r)
+      rows[_row_key(view)].append(view)
     if r.get("kind") != "experiment":
       continue
-    tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "")
-    epochs = r["config"]["train"]["epochs"]
-    rows[(r["dataset"], tokenizer, r["vectors"], epochs)].append(r)
+    dataset, tokenizer, vectors, epochs = _row_key(r)
+    rows[(dataset, tokenizer, vectors, epochs)].append(r)
     if "test_ensemble" in r["metrics"]:  # the same run's members decoding together
       rows[(r["dataset"], f"{tokenizer} ensemble×{r['metrics']['test_ensemble']['members']}",
             r["vectors"], epochs)].append(_ensemble_view(r))
@@ -82,7 +112,7 @@ def table(directory: str) -> str:
            "|" + "---|" * 16]
   for (dataset, tok, vec, max_epochs), runs in sorted(rows.items()):
     test = [r["metrics"]["test"] for r in runs]
-    key = (dataset, AS_PUBLISHED.get(tok, tok))
+    key = (dataset, AS_PUBLISHED.get(tok.split(" ")[0], tok.split(" ")[0]))
     wall = [sum(r["wall_time_s"].values()) for r in runs]
     train = [r["wall_time_s"].get("train", 0) for r in runs]
     # DIGER JSONs of session 7 hold the pretrained table under sid_metrics, the tested
@@ -99,7 +129,7 @@ def table(directory: str) -> str:
           f"| {_fmt([t['recall@10'] for t in test])} | {_fmt([t['ndcg@5'] for t in test])} "
           f"| {_fmt([t['ndcg@10'] for t in test])} | {_ref(PAPER, key, 0)} / {_ref(PAPER, key, 1)} "
           f"| {_ref(REIMPL, key, 0)} / {_ref(REIMPL, key, 1)} | {prior_cell} "
-          f"| {np.mean(coll):.3f} "
+          f"| {'–' if np.all(np.isnan(coll)) else f'{np.nanmean(coll):.3f}'} "
           f"| {epochs} | {np.mean(wall):.0f} ({np.mean(train):.0f}) "
           f"| {runs[0].get('device', '?')} |")
   return "\n".join(lines)

@@ -151,3 +151,26 @@ def test_fuse_runs_scores_each_run_and_the_mixture(tmp_path):
   assert fused["ndcg@5"] == pytest.approx(0.5 * 1.0 + 0.5 / math.log2(4))
   with pytest.raises(io.ArtifactError, match="no ranking file"):
     fuse.fuse_runs(runs, "valid", None, (1,))
+
+
+def test_run_source_finds_the_rows_results_json(tmp_path):
+  run = _ranking([[1, 2]], [[0.5, 0.2]], targets=[1])
+  experiment = {"kind": "experiment", "dataset": "toys", "tokenizer": "r3vae", "variant": "",
+                "vectors": "interactions-svd", "seed": 2, "device": "TestGPU", "commit": "abc",
+                "wall_time_s": {"train": 1.0}, "config": {"train": {"epochs": 45}}}
+  # launch/paper_rows.sh: <row>.json beside <row>.test_ranking.npz.
+  row = tmp_path / "toys_r3vae_interactions-svd_s2"
+  fusion.save_ranking(f"{row}.test_ranking.npz", run.items, run.log_probs, run.targets)
+  io.write_json(f"{row}.json", experiment)
+  source = fuse.run_source(f"{row}.test_ranking.npz")
+  assert source["epochs"] == 45 and source["seed"] == 2 and source["dataset"] == "toys"
+  assert source["results"] == f"{row}.json"
+  # A workdir: recommender/test_ranking.npz and results.json at its root.
+  workdir = tmp_path / "run"
+  fusion.save_ranking(str(workdir / "recommender" / "test_ranking.npz"), run.items,
+                      run.log_probs, run.targets)
+  assert fuse.run_source(fuse.ranking_path(str(workdir), "test")) is None  # not run to the end
+  io.write_json(str(workdir / "results.json"), experiment)
+  assert fuse.run_source(fuse.ranking_path(str(workdir), "test"))["vectors"] == "interactions-svd"
+  result = fuse.fuse_runs([str(workdir), f"{row}.test_ranking.npz"], "test", None, (1, 2))
+  assert [s["seed"] for s in result["sources"]] == [2, 2]

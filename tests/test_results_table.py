@@ -1,5 +1,5 @@
 """results/make_table.py: rows per (dataset, tokenizer, vectors, epochs), mean ± std over seeds,
-and the in-place rewrite between markers."""
+fusions of one row's seeds as their own row, and the in-place rewrite between markers."""
 import importlib.util
 import json
 import os
@@ -40,6 +40,31 @@ def test_rows_group_by_epochs_with_mean_and_std(results_dir):
   assert sixty[8] == "0.0410"
   assert forty[9] == "0.0716 / 0.0393"  # the paper's Beauty R3-VAE numbers
   assert forty[14] == "110 (100)"  # wall s (train)
+
+
+def _fusion(sources, ndcg10, split="test"):
+  fused = {"recall@5": 0.05, "recall@10": 0.08, "ndcg@5": 0.035, "ndcg@10": ndcg10}
+  return {"kind": "fusion", "split": split, "fused": fused, "members": [], "sources": [
+      {"dataset": "beauty", "tokenizer": "r3vae", "variant": "", "vectors": "minilm-text",
+       "epochs": epochs, "seed": seed, "device": "TestGPU",
+       "wall_time_s": {"tokenize": 10.0, "train": 100.0}} for seed, epochs in sources]}
+
+
+def test_fusions_of_one_rows_seeds_are_a_row(results_dir):
+  fusions = {"f01": _fusion([(0, 40), (1, 40)], 0.0420), "f12": _fusion([(1, 40), (2, 40)], 0.0440),
+             "mixed": _fusion([(0, 40), (0, 60)], 0.05),  # two rows: not a row of the table
+             "valid": _fusion([(0, 40), (1, 40)], 0.05, split="valid")}
+  for name, fusion in fusions.items():
+    (results_dir / f"{name}.json").write_text(json.dumps(fusion))
+  lines = make_table.table(str(results_dir)).splitlines()
+  assert len(lines) == 5
+  fused = next(line for line in lines if "fused" in line).split(" | ")
+  assert fused[1:5] == ["r3vae fused×2", "minilm-text", "40", "2"]
+  assert fused[8] == "0.0430 ± 0.0014"
+  assert fused[9] == "0.0716 / 0.0393"  # beside the paper's numbers of its tokenizer
+  assert fused[12] == "–"  # no collision rate of a fusion
+  assert fused[13] == "seeds 0+1, seeds 1+2"
+  assert fused[14] == "220 (200)"  # both runs' wall time
 
 
 def test_rewrite_between_markers_keeps_the_rest(results_dir, tmp_path):
