@@ -1,19 +1,20 @@
 """Late fusion of runs with different SID tables on real Beauty, Toys and Sports slices, CPU:
-each pair of seeds' mixture (recommender/fusion.py) vs the two runs alone. Writes
-results/fusion_slice_cpu.json.
+each pair of seeds' mixture (recommender/fusion.py) vs the two runs alone.
 
-  python results/fusion_slice.py [OUT.json] [DATASET ...]
+  python results/fusion_slice.py [--tokenizer=rqkmeans|r3vae] [--out=OUT.json] [DATASET ...]
 
 Per dataset (default beauty toys sports): the first NUM_ITEMS items of its 5-core file, and per
-seed the slice, SIDs and small T5 of `ensemble_slice.py` (RQ-KMeans 3 x 16 codes, one table per
-seed; T5 2+2 d64, 8 epochs at constant lr 1e-3), one recommender each; then every pair of seeds
-fused on validation and test. Fusing two runs costs what the ensemble of `ensemble_slice.py`
-costs (two trainings, two decodings), but its members need not share a SID table. A proxy for
-the paper-size rows (which need the GPU), run to decide whether they are worth the GPU time.
+seed the slice, SIDs and small T5 of `ensemble_slice.py` (3 x 16 codes of RQ-KMeans, or of the
+small R3-VAE of `configs/default.get_config`; one table per seed; T5 2+2 d64, 8 epochs at
+constant lr 1e-3), one recommender each; then every pair of seeds fused on validation and test.
+Default output: results/fusion_slice_<tokenizer>_cpu.json. Fusing two runs costs what the
+ensemble of `ensemble_slice.py` costs (two trainings, two decodings), but its members need not
+share a SID table. A proxy for the paper-size rows (which need the GPU), run to decide whether
+they are worth the GPU time.
 """
+import argparse
 import itertools
 import os
-import sys
 import tempfile
 import time
 
@@ -30,8 +31,9 @@ DATASETS = ("beauty", "toys", "sports")
 KS = (5, 10)
 
 
-def main(out_path: str, datasets: list[str]) -> None:
+def main(out_path: str, tokenizer: str, datasets: list[str]) -> None:
   result = {"kind": "fusion_slice", "commit": io.source_commit(), "device": "cpu",
+            "tokenizer": tokenizer,
             "num_items": ensemble_slice.NUM_ITEMS, "epochs": ensemble_slice.EPOCHS,
             "seeds": list(ensemble_slice.SEEDS), "datasets": {}}
   data = {name: slices.amazon_prefix(name, ensemble_slice.NUM_ITEMS, dim=32) for name in datasets}
@@ -42,7 +44,7 @@ def main(out_path: str, datasets: list[str]) -> None:
         entry = result["datasets"].setdefault(name, {"runs": {}, "pairs": {}})
         start, workdir = time.time(), os.path.join(tmp, name, f"s{seed}")
         c = ensemble_slice.config(seed)
-        c.train.ensemble_size = 1
+        c.tokenizer, c.train.ensemble_size = tokenizer, 1
         table, _ = tok_api.fit_tokenizer(c, vectors, workdir)
         rec_train.train_recommender(c, workdir, table, splits)
         for split in ("valid", "test"):
@@ -73,6 +75,11 @@ def main(out_path: str, datasets: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-      os.path.dirname(os.path.abspath(__file__)), "fusion_slice_cpu.json"),
-       sys.argv[2:] or list(DATASETS))
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--tokenizer", default="rqkmeans", choices=("rqkmeans", "r3vae"))
+  parser.add_argument("--out", default=None)
+  parser.add_argument("datasets", nargs="*", default=list(DATASETS))
+  args = parser.parse_args()
+  main(args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                f"fusion_slice_{args.tokenizer}_cpu.json"),
+       args.tokenizer, args.datasets)
