@@ -3,6 +3,8 @@ worked by hand and against a per-user dictionary over random rankings; ranking f
 read back and refused with the file named; the command line's metrics."""
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -174,3 +176,24 @@ def test_run_source_finds_the_rows_results_json(tmp_path):
   assert fuse.run_source(fuse.ranking_path(str(workdir), "test"))["vectors"] == "interactions-svd"
   result = fuse.fuse_runs([str(workdir), f"{row}.test_ranking.npz"], "test", None, (1, 2))
   assert [s["seed"] for s in result["sources"]] == [2, 2]
+
+
+def test_command_line_prints_and_writes_the_fusion(tmp_path):
+  a = _ranking([[1, 2, 3]], [[0.5, 0.2, 0.1]], targets=[2])
+  b = _ranking([[2, 4, 5]], [[0.6, 0.1, 0.1]], targets=[2])
+  paths = []
+  for name, run in (("a", a), ("b", b)):
+    paths.append(str(tmp_path / f"{name}.test_ranking.npz"))
+    fusion.save_ranking(paths[-1], run.items, run.log_probs, run.targets)
+  out = tmp_path / "fused.json"
+  done = subprocess.run([sys.executable, "-m", "r3vae_jax.fuse", f"--runs={','.join(paths)}",
+                         "--ks=1,3", "--weights=1,1", f"--output={out}"],
+                        capture_output=True, text=True, check=True)
+  assert "fused: ndcg@1=1.0000" in done.stdout  # 2 leads the mixture (0.4 vs 0.25 for 1)
+  assert "fused - mean of runs: ndcg@1=+0.5000" in done.stdout
+  written = io.read_json(str(out))
+  assert written["kind"] == "fusion" and written["weights"] == [1.0, 1.0]
+  assert written["sources"] == [None, None]  # no row JSON beside these files
+  bad = subprocess.run([sys.executable, "-m", "r3vae_jax.fuse", f"--runs={tmp_path / 'none'}"],
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and "no ranking file" in bad.stderr
