@@ -1,15 +1,27 @@
 """results/make_table.py: rows per (dataset, tokenizer, vectors, epochs), mean ± std over seeds,
-fusions of one row's seeds as their own row, and the in-place rewrite between markers."""
+fusions of one row's seeds as their own row (results/fuse_pairs.py makes them), and the in-place
+rewrite between markers."""
 import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 
+from r3vae_jax.recommender import fusion
+
 _PATH = os.path.join(os.path.dirname(__file__), "..", "results", "make_table.py")
-_SPEC = importlib.util.spec_from_file_location("make_table", _PATH)
-make_table = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(make_table)
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(_PATH),
+                                                                   f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+make_table, fuse_pairs = _load("make_table"), _load("fuse_pairs")
 
 
 def _result(seed: int, epochs: int, ndcg10: float) -> dict:
@@ -65,6 +77,29 @@ def test_fusions_of_one_rows_seeds_are_a_row(results_dir):
   assert fused[12] == "–"  # no collision rate of a fusion
   assert fused[13] == "seeds 0+1, seeds 1+2"
   assert fused[14] == "220 (200)"  # both runs' wall time
+
+
+def test_fuse_pairs_fuses_each_pair_of_a_rows_seeds(tmp_path):
+  rows, out = tmp_path / "rows", tmp_path / "out"
+  rows.mkdir()
+  targets = np.arange(4, dtype=np.int32)
+  for seed in range(3):
+    name = f"beauty_r3vae_default_s{seed}"
+    (rows / f"{name}.json").write_text(json.dumps(_result(seed, 60, 0.04)))
+    items = np.stack([np.roll(np.arange(10, 20), seed) for _ in targets])
+    items[:, seed] = targets  # each seed ranks the target at another position
+    fusion.save_ranking(str(rows / f"{name}.test_ranking.npz"), items,
+                        np.log(np.full(items.shape, 0.1)), targets)
+  (rows / "toys_r3vae_default_s0.test_ranking.npz").write_bytes(b"")  # one seed: no pair
+  out.mkdir()
+  written = fuse_pairs.fuse_pairs(str(rows), str(out))
+  assert sorted(os.path.basename(p) for p in written) == [
+      "beauty_r3vae_default_fused_s0+1.json", "beauty_r3vae_default_fused_s0+2.json",
+      "beauty_r3vae_default_fused_s1+2.json"]
+  fused = next(line for line in make_table.table(str(out)).splitlines() if "fused" in line)
+  cells = fused.split(" | ")
+  assert cells[1] == "r3vae fused×2" and cells[3:5] == ["60", "3"]
+  assert cells[13] == "seeds 0+1, seeds 0+2, seeds 1+2"
 
 
 def test_rewrite_between_markers_keeps_the_rest(results_dir, tmp_path):
