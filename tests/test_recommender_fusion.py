@@ -39,6 +39,18 @@ def test_mixture_worked_by_hand():
   np.testing.assert_allclose(np.exp(weighted.log_probs[0]), [0.375, 0.325, 0.0875], rtol=1e-6)
 
 
+def test_mixture_sums_each_item_alone_exactly():
+  """Equal masses stay equal (ties by item id) and a tiny mass keeps its digits, however much
+  mass the items before it hold (a running sum differenced would lose both)."""
+  a = _ranking([[3, 1, 2, 9]], [[0.3, 0.3, 0.3, 1e-12]])
+  b = _ranking([[4, 5, 9, 8]], [[0.31, 0.29, 3e-13, 0.2]])
+  fused = fusion.mixture([a, b], depth=8)
+  np.testing.assert_array_equal(fused.items, [[4, 1, 2, 3, 5, 8, 9, -1]])
+  expected = 0.5 * (np.exp(a.log_probs[0, 3].astype(np.float64))
+                    + np.exp(b.log_probs[0, 2].astype(np.float64)))
+  assert np.exp(float(fused.log_probs[0, 6])) == pytest.approx(expected, rel=1e-6)
+
+
 def test_mixture_of_one_run_is_that_run_and_ties_go_to_the_smaller_id():
   run = _ranking([[4, 2, 8], [5, -1, -1]], [[0.5, 0.2, 0.1], [0.9, 1, 1]], targets=[4, 0])
   alone = fusion.mixture([run])

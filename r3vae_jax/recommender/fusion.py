@@ -115,16 +115,15 @@ def mixture(rankings: Sequence[Ranking], weights: Sequence[float] | None = None,
   # Sum the mass of each (user, item): sort every row by item, add up runs of equal ids.
   order = np.argsort(items, axis=1, kind="stable")
   items, mass = np.take_along_axis(items, order, 1), np.take_along_axis(mass, order, 1)
-  cols = np.arange(items.shape[1])
   starts = np.ones(items.shape, bool)
   starts[:, 1:] = items[:, 1:] != items[:, :-1]
   ends = np.ones(items.shape, bool)
   ends[:, :-1] = starts[:, 1:]
-  first = np.maximum.accumulate(np.where(starts, cols, 0), axis=1)
-  total = np.cumsum(mass, axis=1)
-  before = np.where(first > 0, np.take_along_axis(total, np.maximum(first - 1, 0), 1), 0.0)
+  group_mass = np.add.reduceat(mass.ravel(), np.flatnonzero(starts))  # one sum per run
+  item_mass = np.full(items.size, -1.0)
+  item_mass[np.flatnonzero(ends)] = group_mass  # at each run's last position
   keep = ends & (items >= 0)
-  item_mass = np.where(keep, total - before, -1.0)
+  item_mass = np.where(keep, item_mass.reshape(items.shape), -1.0)
   best = np.argsort(-item_mass, axis=1, kind="stable")[:, :depth]
   fused_items = np.take_along_axis(np.where(keep, items, -1), best, 1)
   fused_mass = np.take_along_axis(item_mass, best, 1)
