@@ -80,8 +80,7 @@ def main(argv):
     raise app.UsageError("--runs needs at least one workdir or ranking file")
   weights = None if _WEIGHTS.value is None else [float(w) for w in _WEIGHTS.value]
   result = fuse_runs(_RUNS.value, _SPLIT.value, weights, tuple(int(k) for k in _KS.value))
-  for name, m in [(p, m) for p, m in zip(result["runs"], result["members"])] + [
-      ("fused", result["fused"])]:
+  for name, m in list(zip(result["runs"], result["members"])) + [("fused", result["fused"])]:
     print(f"{name}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())
                                  if isinstance(v, float)))
   single = {k: float(np.mean([m[k] for m in result["members"]])) for k in result["fused"]

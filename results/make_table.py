@@ -96,8 +96,8 @@ def table(directory: str) -> str:
   rows = collections.defaultdict(list)
   for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
     r = json.load(open(path))
-    if r.get("kind") == "fusion" and _fusion_view(r) is not None:
-      view = _fusion_view(r)
+    view = _fusion_view(r) if r.get("kind") == "fusion" else None
+    if view is not None:
       rows[_row_key(view)].append(view)
     if r.get("kind") != "experiment":
       continue

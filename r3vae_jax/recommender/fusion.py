@@ -131,8 +131,6 @@ def mixture(rankings: Sequence[Ranking], weights: Sequence[float] | None = None,
     pad = ((0, 0), (0, depth - fused_items.shape[1]))
     fused_items = np.pad(fused_items, pad, constant_values=-1)
     fused_mass = np.pad(fused_mass, pad, constant_values=-1.0)
-  valid = fused_items >= 0
-  with np.errstate(divide="ignore"):
-    log_probs = np.where(valid, np.log(np.maximum(fused_mass, 0.0)), -np.inf)
-  return Ranking(np.where(valid, fused_items, -1).astype(np.int32),
-                 log_probs.astype(np.float32), targets)
+  with np.errstate(divide="ignore"):  # an item's mass may underflow to 0: log -inf
+    log_probs = np.where(fused_items >= 0, np.log(np.maximum(fused_mass, 0.0)), -np.inf)
+  return Ranking(fused_items.astype(np.int32), log_probs.astype(np.float32), targets)

@@ -595,9 +595,9 @@ def score_split(config: ml_collections.ConfigDict, table: np.ndarray, splits: Sp
       lambda batch: generate_scored(batch, trie), inputs,
       _eval_batch_size(config, len(examples), mesh), mesh)
   seen, ks = eval_seen(config, examples), tuple(config.eval.ks)
-  metrics = ranking.metrics_of(ids, examples.target, seen, ks)
+  shown, shown_scores = (ids, scores) if seen is None else ranking.drop_seen(ids, seen, scores)
+  metrics = ranking.metrics_of(shown, examples.target, None, ks)
   if ranking_path is not None and jax.process_index() == 0:
-    shown, shown_scores = (ids, scores) if seen is None else ranking.drop_seen(ids, seen, scores)
     fusion.save_ranking(ranking_path, shown, shown_scores, examples.target)
   log_pop = popularity.log_popularity(splits.train, table.shape[0])
   metrics["popularity"] = {
