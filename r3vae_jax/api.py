@@ -15,6 +15,10 @@ tokens, left padding), so `recommend(splits.test_history[u])` is the ranking tha
 `--mode=evaluate` scores for user u. The score of an item is the log-probability of its SID under
 the model, restricted to valid SIDs (the beam search's summed masked log-softmax). One process
 (any number of local devices); queries are not split across hosts.
+
+`FusedRecommender.load([workdir_a, workdir_b])` answers the same queries with several runs of one
+dataset (other seeds or tokenizers) by late fusion, the mixture of their beams
+(`recommender/fusion.py`); `--mode=recommend --fuse=DIR,...` prints its lists.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from r3vae_jax.data.dataset import Interactions
 from r3vae_jax.data.splits import pad_histories
 from r3vae_jax.decode import build_trie
 from r3vae_jax.recommender import data as rec_data
+from r3vae_jax.recommender import fusion, ranking
 from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 from r3vae_jax.tokenizer import sid_table as sid_table_lib
@@ -64,7 +69,49 @@ def bucket_size(num_rows: int, data_shards: int, max_rows: int) -> int:
   return -(-min(size, max(max_rows, data_shards)) // data_shards) * data_shards
 
 
-class Recommender:
+class _TopK:
+  """`recommend` / `recommend_batch` over a subclass's `shown(histories)` and `beam_size`."""
+
+  beam_size: int
+
+  def shown(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    raise NotImplementedError
+
+  def recommend(self, history: Sequence[int], k: int = 10) -> list[tuple[int, float]]:
+    """The top-`k` items after `history` (item ids, oldest first), best first.
+
+    With `config.eval.exclude_seen` (the paper protocol) items already in `history` are left
+    out, as in evaluation.
+
+    Returns:
+      [(item_id, score)] of length <= k (shorter only when fewer than k unseen items are in the
+      beam), distinct items, scores (log-probabilities) non-increasing.
+    """
+    return self.recommend_batch([history], k)[0]
+
+  def recommend_batch(self, histories: Sequence[Sequence[int]], k: int = 10
+                      ) -> list[list[tuple[int, float]]]:
+    """`recommend` for many histories at once (one device call per padded batch)."""
+    if not 1 <= k <= self.beam_size:
+      raise ValueError(f"recommend: k={k} must be in [1, beam_size={self.beam_size}]; load with "
+                       "a larger beam_size for longer lists")
+    if not histories:
+      return []
+    ids, scores = self.shown(histories)
+    return [[(int(i), float(s)) for i, s in zip(row_ids[:k], row_scores[:k]) if i >= 0]
+            for row_ids, row_scores in zip(ids, scores)]
+
+
+def seen_items(histories: Sequence[Sequence[int]]) -> np.ndarray:
+  """int64[U, max length]: the histories right-padded with -1 (`ranking.drop_seen`'s `seen`)."""
+  width = max(len(h) for h in histories)
+  seen = np.full((len(histories), width), -1, np.int64)
+  for u, history in enumerate(histories):
+    seen[u, :len(history)] = np.asarray(history, np.int64).reshape(-1)
+  return seen
+
+
+class Recommender(_TopK):
   """A trained recommender in memory; see the module docstring. Build it with `load`."""
 
   def __init__(self, config: ml_collections.ConfigDict, inter: Interactions,
@@ -159,35 +206,14 @@ class Recommender:
 
   # ---- queries ---------------------------------------------------------------------------
 
-  def recommend(self, history: Sequence[int], k: int = 10) -> list[tuple[int, float]]:
-    """The top-`k` items after `history` (item ids, oldest first), best first.
-
-    With `config.eval.exclude_seen` (the paper protocol) items already in `history` are left
-    out, as in evaluation.
-
-    Returns:
-      [(item_id, score)] of length <= k (shorter only when fewer than k unseen items are in the
-      beam), distinct items, scores (log-probabilities) non-increasing.
-    """
-    return self.recommend_batch([history], k)[0]
-
-  def recommend_batch(self, histories: Sequence[Sequence[int]], k: int = 10
-                      ) -> list[list[tuple[int, float]]]:
-    """`recommend` for many histories at once (one device call per padded batch)."""
-    if not 1 <= k <= self.beam_size:
-      raise ValueError(f"recommend: k={k} must be in [1, beam_size={self.beam_size}]; load with "
-                       "a larger beam_size for longer lists")
-    if not histories:
-      return []
+  def shown(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """`rank` with each history's own items dropped when `config.eval.exclude_seen` (the
+    protocol; as evaluation drops them): (int32[U, beam_size] ids best first, -1 after the
+    kept ones; float32[U, beam_size] their log-probabilities, -inf at empty slots)."""
     ids, scores = self.rank(histories)
-    exclude = bool(self.config.eval.exclude_seen)
-    out = []
-    for history, row_ids, row_scores in zip(histories, ids, scores):
-      keep = row_ids >= 0
-      if exclude:
-        keep &= ~np.isin(row_ids, np.asarray(history))
-      out.append([(int(i), float(s)) for i, s in zip(row_ids[keep][:k], row_scores[keep][:k])])
-    return out
+    if not self.config.eval.exclude_seen:
+      return ids, scores
+    return ranking.drop_seen(ids, seen_items(histories), scores)
 
   def rank(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """The raw beam output: all `beam_size` items of every history, best first.
@@ -231,3 +257,63 @@ class Recommender:
       raise ValueError(f"recommend: history {u} has item id {flat[pos]} outside "
                        f"[0, {self.num_items})")
     return pad_histories([a.astype(np.int32) for a in arrays], self.config.data.max_history)
+
+
+class FusedRecommender(_TopK):
+  """Late fusion at query time: several trained workdirs of one dataset answer together.
+
+  Each member ranks the histories (`Recommender.shown`: beam, seen items dropped per its
+  protocol) and their lists are mixed, p(item) = sum_m w_m p_m(item) (`fusion.mix`), so
+  `shown(test histories)` is the ranking `python -m r3vae_jax.fuse` scores from the members'
+  saved test rankings. Members may differ in tokenizer, seed and SID table; they must share the
+  prepared dataset (same users, items and sequences). A query costs one beam search per member.
+  """
+
+  def __init__(self, members: Sequence[Recommender], weights: Sequence[float] | None = None):
+    """`members`: loaded recommenders of one dataset; `weights`: one per member (default
+    uniform; normalised)."""
+    if not members:
+      raise ValueError("FusedRecommender: needs at least one member")
+    first = members[0].interactions
+    for m, member in enumerate(members[1:], 1):
+      other = member.interactions
+      if (other.num_items != first.num_items or len(other.sequences) != len(first.sequences)
+          or any(not np.array_equal(a, b) for a, b in zip(other.sequences, first.sequences))):
+        raise io.ArtifactError(f"FusedRecommender: member {m} was trained on other data "
+                               f"({other.name}: {len(other.sequences)} users, {other.num_items} "
+                               f"items) than member 0 ({first.name}: {len(first.sequences)} "
+                               f"users, {first.num_items} items); fuse runs of one dataset")
+    protocols = [bool(member.config.eval.exclude_seen) for member in members]
+    if len(set(protocols)) > 1:
+      raise ValueError(f"FusedRecommender: the members' config.eval.exclude_seen differ "
+                       f"({protocols}); seen items must be dropped by all or none")
+    self.members = list(members)
+    self.weights = fusion.normalized_weights(weights, len(members))
+    self.beam_size = max(member.beam_size for member in members)
+
+  @classmethod
+  def load(cls, workdirs: Sequence[str], weights: Sequence[float] | None = None, **kwargs
+           ) -> "FusedRecommender":
+    """`Recommender.load` of every workdir (keyword arguments go to each), then fused."""
+    return cls([Recommender.load(w, **kwargs) for w in workdirs], weights)
+
+  @property
+  def interactions(self) -> Interactions:
+    return self.members[0].interactions
+
+  @property
+  def num_items(self) -> int:
+    return self.members[0].num_items
+
+  def title(self, item: int) -> str:
+    return self.members[0].title(item)
+
+  def user_history(self, user: int, split: str = "all") -> list[int]:
+    return self.members[0].user_history(user, split)
+
+  def shown(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The mixture of the members' `shown` lists: (int32[U, beam_size] ids best first, -1
+    after a user's distinct items; float32[U, beam_size] log p(item) under the mixture)."""
+    lists = [member.shown(histories) for member in self.members]
+    return fusion.mix([ids for ids, _ in lists], [scores for _, scores in lists], self.weights,
+                      self.beam_size)

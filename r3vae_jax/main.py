@@ -10,6 +10,7 @@ Modes (each reads and writes files in --workdir, so any stage can be rerun alone
   evaluate   constrained beam search on validation and test; writes eval.json
   all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json
   recommend  top-K items for --user (or --items=i1,i2,...) from a trained workdir
+             (--fuse=DIR,...: mixed with other runs of the dataset, late fusion)
 
 Main config fields: dataset, tokenizer (rqkmeans|rqvae|r3vae|diger), data.*, vectors.source,
 sid.levels / sid.codebook_size, <tokenizer>.* (epochs, lr, ...), recommender.* (T5 sizes),
@@ -36,6 +37,8 @@ _MODE = flags.DEFINE_enum(
 _USER = flags.DEFINE_integer("user", None, "recommend: a user index of the prepared dataset.")
 _ITEMS = flags.DEFINE_list("items", None, "recommend: a history as item ids instead of --user.")
 _TOP_K = flags.DEFINE_integer("top_k", 10, "recommend: how many items to print.")
+_FUSE = flags.DEFINE_list("fuse", None, "recommend: other trained workdirs of the same dataset "
+                          "whose beams are mixed with --workdir's (late fusion, uniform weights).")
 
 
 def _stage_prepare(config, workdir):
@@ -172,6 +175,9 @@ def _stage_evaluate(config, workdir):
 def _stage_recommend(config, workdir):
   from r3vae_jax import api  # pylint: disable=g-import-not-at-top
   rec = api.Recommender.load(workdir, config)
+  if _FUSE.value:
+    rec = api.FusedRecommender([rec] + [api.Recommender.load(w) for w in _FUSE.value])
+    print(f"late fusion of {len(rec.members)} runs: {', '.join([workdir] + _FUSE.value)}")
   if _ITEMS.value:
     history = [int(i) for i in _ITEMS.value]
   elif _USER.value is not None:

@@ -1,4 +1,7 @@
-"""r3vae_jax.api.Recommender on a tiny workdir trained once by run_all, and --mode=recommend."""
+"""r3vae_jax.api.Recommender and FusedRecommender on tiny workdirs trained once by run_all, and
+--mode=recommend."""
+import copy
+import dataclasses
 import pathlib
 import shutil
 
@@ -10,7 +13,7 @@ from r3vae_jax import api, evaluate, io, main, parallel
 from r3vae_jax.configs import default
 from r3vae_jax.data import dataset, splits as splits_lib
 from r3vae_jax.decode import build_trie
-from r3vae_jax.recommender import data as rec_data, train as rec_train
+from r3vae_jax.recommender import data as rec_data, fusion, ranking, train as rec_train
 from r3vae_jax.recommender.tokens import layout_from_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -43,6 +46,7 @@ def test_recommender_on_a_trained_workdir(tmp_path, capsys):
   _check_bad_queries_raise_value_error(rec)
   _check_load_errors_name_what_is_missing(tmp_path / "other", workdir, rec)
   _check_main_recommend_prints_titles(workdir, rec, capsys)
+  _check_fused_recommender(tmp_path / "seed1", workdir, rec, capsys)
 
 
 def _check_recommend_returns_distinct_valid_items_best_first(rec):
@@ -109,11 +113,11 @@ def _check_histories_titles_and_long_histories(rec):
 def _check_seen_items_left_out_when_the_protocol_says_so(rec):
   histories = [rec.user_history(u, "test") for u in range(8)]
   ids, _ = rec.rank(histories)
-  rec.config.eval.exclude_seen = True
+  protocol, rec.config.eval.exclude_seen = rec.config.eval.exclude_seen, True
   try:
     got = rec.recommend_batch(histories, K)
   finally:
-    rec.config.eval.exclude_seen = False
+    rec.config.eval.exclude_seen = protocol
   for history, row, top in zip(histories, ids, got):
     expected = [int(i) for i in row if i >= 0 and i not in history][:K]
     assert [item for item, _ in top] == expected
@@ -169,6 +173,70 @@ def _check_main_recommend_prints_titles(workdir, rec, capsys):
     assert rec.title(item) in out
   for item, score in top:
     assert f"{item:>7d}  {score:8.3f}  {rec.title(item)}" in out
+
+
+def _check_fused_recommender(other_workdir, workdir, rec, capsys):
+  """Two seeds fused at query time rank the test users as `fuse` mixes their saved rankings."""
+  config = tiny_config()
+  config.seed = 1
+  main.run_all(config, str(other_workdir))
+  dirs = [workdir, str(other_workdir)]
+  fused = api.FusedRecommender.load(dirs)
+  spl = splits_lib.leave_one_out(dataset.load_prepared(workdir).sequences)
+  seen = rec_data.eval_examples(spl, "test", rec.config.data.max_history).seen
+  saved = [fusion.load_ranking(f"{d}/recommender/test_ranking.npz") for d in dirs]
+  assert not rec.config.eval.exclude_seen  # the tiny runs keep seen items: saved = raw beams
+  chunk = 8  # the padded batch of one query: no new compilation
+  for drop in (False, True):
+    for member in fused.members:
+      member.config.eval.exclude_seen = drop
+    ids, scores = (np.concatenate(parts) for parts in zip(
+        *(fused.shown(spl.test_history[i:i + chunk])
+          for i in range(0, len(spl.test_history), chunk))))
+    runs = [fusion.Ranking(*ranking.drop_seen(r.items, seen, r.log_probs), r.targets)
+            if drop else r for r in saved]
+    expected = fusion.mixture(runs)
+    np.testing.assert_array_equal(ids, expected.items)
+    np.testing.assert_allclose(scores, expected.log_probs, rtol=1e-5, atol=1e-5)
+  for member in fused.members:
+    member.config.eval.exclude_seen = False  # as saved: what --mode=recommend loads below
+  history = rec.user_history(5)
+  top = fused.recommend(history, K)
+  assert [i for i, _ in top] == ids_of(fused.shown([history]))[:K]
+
+  only_first = api.FusedRecommender(fused.members, weights=[1.0, 0.0])
+  assert [i for i, _ in only_first.recommend(history, K)] == [
+      i for i, _ in rec.recommend(history, K)]
+  with pytest.raises(ValueError, match="weights"):
+    api.FusedRecommender(fused.members, weights=[1.0])
+  other_data = copy.copy(fused.members[1])
+  other_data.interactions = dataclasses.replace(
+      rec.interactions, sequences=rec.interactions.sequences[1:])
+  with pytest.raises(io.ArtifactError, match="member 1 was trained on other data"):
+    api.FusedRecommender([fused.members[0], other_data])
+  drops_seen = copy.copy(fused.members[1])
+  drops_seen.config = copy.deepcopy(drops_seen.config)
+  drops_seen.config.eval.exclude_seen = True
+  with pytest.raises(ValueError, match="exclude_seen"):
+    api.FusedRecommender([fused.members[0], drops_seen])
+
+  capsys.readouterr()
+  argv = ["main", f"--config={REPO / 'r3vae_jax/configs/default.py'}", f"--workdir={workdir}",
+          "--mode=recommend", "--user=5", f"--top_k={K}", f"--fuse={other_workdir}"]
+  flags.FLAGS(argv)
+  try:
+    main.main(argv[:1])
+  finally:
+    flags.FLAGS.unparse_flags()
+  out = capsys.readouterr().out
+  assert "late fusion of 2 runs" in out
+  for item, score in top:
+    assert f"{item:>7d}  {score:8.3f}  {rec.title(item)}" in out
+
+
+def ids_of(shown):
+  ids, _ = shown
+  return [int(i) for i in ids[0] if i >= 0]
 
 
 def test_bucket_size_is_a_power_of_two_times_the_data_axis_up_to_the_cap():

@@ -84,16 +84,12 @@ def _checked(ranking: Ranking, where: str) -> Ranking:
 
 def mixture(rankings: Sequence[Ranking], weights: Sequence[float] | None = None,
             depth: int | None = None) -> Ranking:
-  """The rankings' mixture distribution over items, best first.
+  """The rankings' mixture distribution over items, best first (`mix` of their arrays).
 
   Args:
     rankings: M >= 1 rankings of the same users (equal `targets`); widths may differ.
     weights: M non-negative mixture weights (normalised here); default uniform.
     depth: items kept per user; default the widest input's B.
-
-  Returns:
-    Ranking with items int32[U, depth] ordered by sum_m w_m exp(log_probs_m) (ties: the smaller
-    item id first), log_probs = log of that sum, -1 / -inf past a user's distinct items.
   """
   if not rankings:
     raise ValueError("mixture: needs at least one ranking")
@@ -102,15 +98,51 @@ def mixture(rankings: Sequence[Ranking], weights: Sequence[float] | None = None,
     if r.targets.shape != targets.shape or not np.array_equal(r.targets, targets):
       raise ValueError(f"mixture: ranking {m} is of other users/targets than ranking 0 "
                        f"(fuse runs of the same dataset and split)")
-  weights = np.ones(len(rankings)) if weights is None else np.asarray(weights, np.float64)
-  if weights.shape != (len(rankings),) or np.any(weights < 0) or weights.sum() <= 0:
-    raise ValueError(f"mixture: {len(rankings)} non-negative weights with a positive sum "
-                     f"expected, got {weights.tolist()}")
-  weights = weights / weights.sum()
-  depth = max(r.items.shape[1] for r in rankings) if depth is None else depth
-  items = np.concatenate([r.items for r in rankings], axis=1).astype(np.int64)    # [U, N]
-  mass = np.concatenate([w * np.exp(r.log_probs.astype(np.float64))
-                         for w, r in zip(weights, rankings)], axis=1)
+  items, log_probs = mix([r.items for r in rankings], [r.log_probs for r in rankings],
+                         weights, depth)
+  return Ranking(items, log_probs, targets)
+
+
+def normalized_weights(weights: Sequence[float] | None, runs: int) -> np.ndarray:
+  """float64[runs] mixture weights summing to 1 (uniform for None).
+
+  Raises:
+    ValueError: not `runs` non-negative numbers with a positive sum.
+  """
+  weights = np.ones(runs) if weights is None else np.asarray(weights, np.float64)
+  if weights.shape != (runs,) or np.any(weights < 0) or weights.sum() <= 0:
+    raise ValueError(f"fusion: {runs} non-negative weights with a positive sum expected, got "
+                     f"{weights.tolist()}")
+  return weights / weights.sum()
+
+
+def mix(items: Sequence[np.ndarray], log_probs: Sequence[np.ndarray],
+        weights: Sequence[float] | None = None, depth: int | None = None
+        ) -> tuple[np.ndarray, np.ndarray]:
+  """Mixes M rankings of the same U users into one.
+
+  Args:
+    items: M arrays int[U, B_m] of best-first item ids, -1 = empty slot.
+    log_probs: M arrays float[U, B_m], each item's log-probability under its run.
+    weights: M non-negative mixture weights (normalised here); default uniform.
+    depth: items kept per user; default the widest B_m.
+
+  Returns:
+    (int32[U, depth] items ordered by sum_m w_m exp(log_probs_m) (ties: the smaller item id
+    first), float32[U, depth] log of that sum), -1 / -inf past a user's distinct items.
+  """
+  if not items or len(items) != len(log_probs):
+    raise ValueError(f"mix: needs M >= 1 item arrays and as many log_probs, got {len(items)} "
+                     f"and {len(log_probs)}")
+  for m, (ids, lp) in enumerate(zip(items, log_probs)):
+    if np.ndim(ids) != 2 or np.shape(lp) != np.shape(ids) or len(ids) != len(items[0]):
+      raise ValueError(f"mix: run {m} has items {np.shape(ids)} and log_probs {np.shape(lp)}; "
+                       f"expected equal shapes [U={len(items[0])}, B]")
+  weights = normalized_weights(weights, len(items))
+  depth = max(np.shape(ids)[1] for ids in items) if depth is None else depth
+  mass = np.concatenate([w * np.exp(np.asarray(lp, np.float64))
+                         for w, lp in zip(weights, log_probs)], axis=1)
+  items = np.concatenate(items, axis=1).astype(np.int64)    # [U, N]
   mass = np.where(items >= 0, mass, 0.0)
   # Sum the mass of each (user, item): sort every row by item, add up runs of equal ids.
   order = np.argsort(items, axis=1, kind="stable")
@@ -133,4 +165,4 @@ def mixture(rankings: Sequence[Ranking], weights: Sequence[float] | None = None,
     fused_mass = np.pad(fused_mass, pad, constant_values=-1.0)
   with np.errstate(divide="ignore"):  # an item's mass may underflow to 0: log -inf
     log_probs = np.where(fused_items >= 0, np.log(np.maximum(fused_mass, 0.0)), -np.inf)
-  return Ranking(fused_items.astype(np.int32), log_probs.astype(np.float32), targets)
+  return fused_items.astype(np.int32), log_probs.astype(np.float32)
