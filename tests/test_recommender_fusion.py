@@ -102,6 +102,12 @@ def test_mixture_refuses_other_users_and_bad_weights():
     fusion.mixture([a, a], weights=[-1.0, 2.0])
   with pytest.raises(ValueError, match="at least one"):
     fusion.mixture([])
+  with pytest.raises(ValueError, match=r"run 1 has items \(2, 2\)"):  # users differ
+    fusion.mix([a.items, np.ones((2, 2), np.int32)], [a.log_probs, np.zeros((2, 2))])
+  with pytest.raises(ValueError, match=r"run 0 has items \(1, 2\) and log_probs \(1, 1\)"):
+    fusion.mix([a.items], [a.log_probs[:, :1]])
+  with pytest.raises(ValueError, match="as many log_probs"):
+    fusion.mix([a.items, a.items], [a.log_probs])
 
 
 def test_ranking_files_round_trip_and_bad_files_name_the_path(tmp_path):
