@@ -7,8 +7,9 @@ In place: the text between the lines `<!-- results-table -->` and `<!-- /results
 each file is replaced (written to a temporary file, then renamed); a file without both markers
 is an error and is left as it was.
 
-Rows: dataset × tokenizer[+variant] × vector source × recommender epochs (`train.epochs`), ours
-as mean ± std over seeds, beside the
+Rows: dataset × tokenizer[+variant] × vector source × recommender epochs (`train.epochs`), with
+runs on the CPU (`device` "cpu") apart from accelerator runs; ours as mean ± std over seeds,
+beside the
 R3-VAE paper's numbers and the public PyTorch re-implementation's (docs/spec.md). A run with
 `train.ensemble_size` K > 1 gives two rows: its first member alone, and "tokenizer ensemble×K"
 (all members decoding together; the wall time is the whole run's). A fusion JSON
@@ -63,11 +64,13 @@ def _ensemble_view(r):
 
 
 def _row_key(r):
-  """(dataset, tokenizer[+variant], vectors, recommender epochs) of a results JSON or of a
-  fusion JSON's source."""
+  """(dataset, tokenizer[+variant], vectors, recommender epochs, "cpu" or "accelerator") of a
+  results JSON or of a fusion JSON's source: runs on the CPU are rows of their own (their wall
+  times are another machine's)."""
   tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "")
   epochs = r["epochs"] if "epochs" in r else r["config"]["train"]["epochs"]
-  return r["dataset"], tokenizer, r["vectors"], epochs
+  platform = "cpu" if str(r.get("device", "")).lower() == "cpu" else "accelerator"
+  return r["dataset"], tokenizer, r["vectors"], epochs, platform
 
 
 def _fusion_view(r):
@@ -78,7 +81,7 @@ def _fusion_view(r):
   if r.get("split") != "test" or not sources or None in sources or len(
       {_row_key(src) for src in sources}) != 1:
     return None
-  dataset, tok, vec, epochs = _row_key(sources[0])
+  dataset, tok, vec, epochs, _ = _row_key(sources[0])
   wall = collections.Counter()
   for src in sources:
     wall.update(src.get("wall_time_s", {}))
@@ -101,16 +104,16 @@ def table(directory: str) -> str:
       rows[_row_key(view)].append(view)
     if r.get("kind") != "experiment":
       continue
-    dataset, tokenizer, vectors, epochs = _row_key(r)
-    rows[(dataset, tokenizer, vectors, epochs)].append(r)
+    dataset, tokenizer, vectors, epochs, platform = key = _row_key(r)
+    rows[key].append(r)
     if "test_ensemble" in r["metrics"]:  # the same run's members decoding together
-      rows[(r["dataset"], f"{tokenizer} ensemble×{r['metrics']['test_ensemble']['members']}",
-            r["vectors"], epochs)].append(_ensemble_view(r))
+      rows[(dataset, f"{tokenizer} ensemble×{r['metrics']['test_ensemble']['members']}",
+            vectors, epochs, platform)].append(_ensemble_view(r))
   lines = ["| dataset | tokenizer | vectors | epochs | seeds | R@5 | R@10 | N@5 | N@10 "
            "| paper R@10 / N@10 | re-impl. R@10 / N@10 | N@10 with the popularity prior (alpha) "
            "| collisions | best epoch per seed (* = cut by time) | wall s (train) | device |",
            "|" + "---|" * 16]
-  for (dataset, tok, vec, max_epochs), runs in sorted(rows.items()):
+  for (dataset, tok, vec, max_epochs, _), runs in sorted(rows.items()):
     test = [r["metrics"]["test"] for r in runs]
     key = (dataset, AS_PUBLISHED.get(tok.split(" ")[0], tok.split(" ")[0]))
     wall = [sum(r["wall_time_s"].values()) for r in runs]

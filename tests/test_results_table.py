@@ -54,6 +54,17 @@ def test_rows_group_by_epochs_with_mean_and_std(results_dir):
   assert forty[14] == "110 (100)"  # wall s (train)
 
 
+def test_cpu_runs_are_a_row_of_their_own(results_dir):
+  on_cpu = {**_result(2, 40, 0.0300), "device": "cpu"}
+  (results_dir / "a_s2_cpu.json").write_text(json.dumps(on_cpu))
+  lines = make_table.table(str(results_dir)).splitlines()
+  assert len(lines) == 5
+  rows = [line.split(" | ") for line in lines[2:]]
+  assert [(r[3], r[4], r[8], r[-1]) for r in rows] == [
+      ("40", "2", "0.0380 ± 0.0014", "TestGPU |"), ("40", "1", "0.0300", "cpu |"),
+      ("60", "1", "0.0410", "TestGPU |")]
+
+
 def _fusion(sources, ndcg10, split="test"):
   fused = {"recall@5": 0.05, "recall@10": 0.08, "ndcg@5": 0.035, "ndcg@10": ndcg10}
   return {"kind": "fusion", "split": split, "fused": fused, "members": [], "sources": [
