@@ -156,16 +156,21 @@ def _check_load_errors_name_what_is_missing(tmp_path, workdir, rec):
     api.Recommender.load(str(copy), other)
 
 
-def _check_main_recommend_prints_titles(workdir, rec, capsys):
-  capsys.readouterr()  # drop run_all's output
+def _main_recommend_output(workdir, capsys, *more_flags):
+  """What `main --mode=recommend --user=5 --top_k=K` prints (earlier output dropped)."""
+  capsys.readouterr()
   argv = ["main", f"--config={REPO / 'r3vae_jax/configs/default.py'}", f"--workdir={workdir}",
-          "--mode=recommend", "--user=5", f"--top_k={K}"]
+          "--mode=recommend", "--user=5", f"--top_k={K}", *more_flags]
   flags.FLAGS(argv)
   try:
     main.main(argv[:1])
   finally:
     flags.FLAGS.unparse_flags()
-  out = capsys.readouterr().out
+  return capsys.readouterr().out
+
+
+def _check_main_recommend_prints_titles(workdir, rec, capsys):
+  out = _main_recommend_output(workdir, capsys)
   history = rec.user_history(5)
   top = rec.recommend(history, K)
   assert f"top {K}:" in out
@@ -220,15 +225,7 @@ def _check_fused_recommender(other_workdir, workdir, rec, capsys):
   with pytest.raises(ValueError, match="exclude_seen"):
     api.FusedRecommender([fused.members[0], drops_seen])
 
-  capsys.readouterr()
-  argv = ["main", f"--config={REPO / 'r3vae_jax/configs/default.py'}", f"--workdir={workdir}",
-          "--mode=recommend", "--user=5", f"--top_k={K}", f"--fuse={other_workdir}"]
-  flags.FLAGS(argv)
-  try:
-    main.main(argv[:1])
-  finally:
-    flags.FLAGS.unparse_flags()
-  out = capsys.readouterr().out
+  out = _main_recommend_output(workdir, capsys, f"--fuse={other_workdir}")
   assert "late fusion of 2 runs" in out
   for item, score in top:
     assert f"{item:>7d}  {score:8.3f}  {rec.title(item)}" in out
