@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from r3vae_jax import io
 from r3vae_jax.recommender import fusion
 
 _PATH = os.path.join(os.path.dirname(__file__), "..", "results", "make_table.py")
@@ -90,7 +91,7 @@ def test_fusions_of_one_rows_seeds_are_a_row(results_dir):
   assert fused[14] == "220 (200)"  # both runs' wall time
 
 
-def test_fuse_pairs_fuses_each_pair_of_a_rows_seeds(tmp_path):
+def test_fuse_pairs_fuses_each_pair_and_all_of_a_rows_seeds(tmp_path):
   rows, out = tmp_path / "rows", tmp_path / "out"
   rows.mkdir()
   targets = np.arange(4, dtype=np.int32)
@@ -105,12 +106,18 @@ def test_fuse_pairs_fuses_each_pair_of_a_rows_seeds(tmp_path):
   out.mkdir()
   written = fuse_pairs.fuse_pairs(str(rows), str(out))
   assert sorted(os.path.basename(p) for p in written) == [
-      "beauty_r3vae_default_fused_s0+1.json", "beauty_r3vae_default_fused_s0+2.json",
-      "beauty_r3vae_default_fused_s1+2.json"]
-  fused = next(line for line in make_table.table(str(out)).splitlines() if "fused" in line)
-  cells = fused.split(" | ")
-  assert cells[1] == "r3vae fused×2" and cells[3:5] == ["60", "3"]
-  assert cells[13] == "seeds 0+1, seeds 0+2, seeds 1+2"
+      "beauty_r3vae_default_fused_s0+1+2.json", "beauty_r3vae_default_fused_s0+1.json",
+      "beauty_r3vae_default_fused_s0+2.json", "beauty_r3vae_default_fused_s1+2.json"]
+  pairs, triple = [line.split(" | ") for line in make_table.table(str(out)).splitlines()
+                   if "fused" in line]
+  assert pairs[1] == "r3vae fused×2" and pairs[3:5] == ["60", "3"]
+  assert pairs[13] == "seeds 0+1, seeds 0+2, seeds 1+2"
+  assert triple[1] == "r3vae fused×3" and triple[3:5] == ["60", "1"]
+  assert triple[13] == "seeds 0+1+2"
+  # Each seed put the target where item 10 was; items 11..19 and the target are in all three
+  # lists (mass 0.1 each), and the tie goes to the smaller id: the target is first.
+  all_three = io.read_json(str(out / "beauty_r3vae_default_fused_s0+1+2.json"))
+  assert len(all_three["runs"]) == 3 and all_three["fused"]["ndcg@10"] == 1.0
 
 
 def test_rewrite_between_markers_keeps_the_rest(results_dir, tmp_path):
