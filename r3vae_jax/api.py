@@ -305,6 +305,10 @@ class FusedRecommender(_TopK):
   def num_items(self) -> int:
     return self.members[0].num_items
 
+  @property
+  def num_users(self) -> int:
+    return self.members[0].num_users
+
   def title(self, item: int) -> str:
     return self.members[0].title(item)
 
