@@ -22,6 +22,7 @@ dataset (other seeds or tokenizers) by late fusion, the mixture of their beams
 """
 from __future__ import annotations
 
+import abc
 import os
 from typing import Callable, Sequence
 
@@ -69,13 +70,15 @@ def bucket_size(num_rows: int, data_shards: int, max_rows: int) -> int:
   return -(-min(size, max(max_rows, data_shards)) // data_shards) * data_shards
 
 
-class _TopK:
+class _TopK(abc.ABC):
   """`recommend` / `recommend_batch` over a subclass's `shown(histories)` and `beam_size`."""
 
   beam_size: int
 
+  @abc.abstractmethod
   def shown(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    raise NotImplementedError
+    """(int32[U, beam_size] item ids shown best first, -1 = empty; float32[U, beam_size]
+    their log-probabilities)."""
 
   def recommend(self, history: Sequence[int], k: int = 10) -> list[tuple[int, float]]:
     """The top-`k` items after `history` (item ids, oldest first), best first.
