@@ -173,7 +173,7 @@ def test_fuse_runs_scores_each_run_and_the_mixture(tmp_path):
     fuse.fuse_runs(runs, "valid", None, (1,))
 
 
-def test_run_source_finds_the_rows_results_json(tmp_path):
+def test_run_source_finds_the_rows_results_json(tmp_path, monkeypatch):
   run = _ranking([[1, 2]], [[0.5, 0.2]], targets=[1])
   experiment = {"kind": "experiment", "dataset": "toys", "tokenizer": "r3vae", "variant": "",
                 "vectors": "interactions-svd", "seed": 2, "device": "TestGPU", "commit": "abc",
@@ -185,6 +185,9 @@ def test_run_source_finds_the_rows_results_json(tmp_path):
   source = fuse.run_source(f"{row}.test_ranking.npz")
   assert source["epochs"] == 45 and source["seed"] == 2 and source["dataset"] == "toys"
   assert source["results"] == f"{row}.json"
+  # A relative ranking path gives a relative results path (committed fusion JSONs).
+  monkeypatch.chdir(tmp_path)
+  assert fuse.run_source(f"{row.name}.test_ranking.npz")["results"] == f"{row.name}.json"
   # A workdir: recommender/test_ranking.npz and results.json at its root.
   workdir = tmp_path / "run"
   fusion.save_ranking(str(workdir / "recommender" / "test_ranking.npz"), run.items,
