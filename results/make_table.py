@@ -39,7 +39,9 @@ REIMPL = {("beauty", "rqvae"): (0.0669, 0.0371), ("beauty", "rqkmeans"): (0.0683
 AS_PUBLISHED = {"diger+detached": "diger", "diger+detached_follow": "diger",
                 "diger+detached_follow+sinkhorn": "diger", "rqvae+sinkhorn": "rqvae",
                 "diger+detached_follow+centered": "diger", "rqvae+centered": "rqvae",
-                "rqvae+last_table": "rqvae", "diger+detached_follow+last_table": "diger"}
+                "rqvae+last_table": "rqvae", "diger+detached_follow+last_table": "diger",
+                "rqvae+warmup+last_table": "rqvae",
+                "diger+detached_follow+warmup+last_table": "diger"}
 
 
 def _fmt(values):

@@ -1,6 +1,7 @@
-"""The RQ-VAE's first training steps on Beauty MiniLM vectors, plain and with centred inputs
-(CPU): SID usage per level and collision rate of all items after k-means init and after steps
-10, 150, 300, 600. Writes results/rqvae_early_steps_cpu.json.
+"""The RQ-VAE's first training steps on Beauty MiniLM vectors (CPU): plain, with centred inputs
+(variant `centered`) and with the rate warmed up over 300 steps (variant `warmup`). SID usage per
+level and collision rate of all items after k-means init and after steps 10, 30, 60, 150, 300,
+600. Writes results/rqvae_early_steps_cpu.json.
 
   python results/rqvae_early_steps.py VECTORS.npy [OUT.json]
 
@@ -23,18 +24,17 @@ from r3vae_jax.configs import beauty
 from r3vae_jax.tokenizer import models
 from r3vae_jax.tokenizer import train
 
-STEPS, REPORT_AT, SEED = 600, (0, 10, 150, 300, 600), 0
+STEPS, REPORT_AT, SEED = 600, (0, 10, 30, 60, 150, 300, 600), 0
 
 
-def run(vectors: np.ndarray, center: bool) -> list[dict]:
-  config = beauty.get_config("rqvae")
-  config.rqvae.center_inputs = center
+def run(vectors: np.ndarray, variant: str) -> list[dict]:
+  config = beauty.get_config(variant)
   config.seed = SEED
   c = config.rqvae
   # The trainer's own start: the mean (centred), the k-means init, AdamW.
   setup = train.init_state(config, vectors, parallel.make_mesh(), kmeans=True)
   graphdef, params, opt = setup.graphdef, setup.state["params"], setup.state["opt"]
-  tx, x = train.optimizer(c.lr, c.weight_decay), setup.vectors
+  tx, x = train.optimizer(c.lr, c.weight_decay, c.warmup_steps), setup.vectors
 
   @jax.jit
   def step(params, opt, batch):
@@ -51,7 +51,7 @@ def run(vectors: np.ndarray, center: bool) -> list[dict]:
                      "codes_used_per_level": [int(u * c) for u, c in zip(
                          np.asarray(quantize.usage_per_level(codes, config.sid.codebook_size)),
                          [config.sid.codebook_size] * config.sid.levels)]})
-      print(center, report[-1], flush=True)
+      print(variant, report[-1], flush=True)
     if s < STEPS:
       idx = rng.choice(len(vectors), c.batch_size, replace=False)
       params, opt = step(params, opt, x[idx])
@@ -64,7 +64,8 @@ def main(vectors_path: str, out_path: str) -> None:
       "kind": "rqvae_early_steps", "commit": io.source_commit(), "device": "cpu",
       "vectors": os.path.basename(vectors_path),
       "vectors_fingerprint": io.fingerprint_array(vectors), "seed": SEED,
-      "plain": run(vectors, False), "centered": run(vectors, True)})
+      "plain": run(vectors, "rqvae"), "centered": run(vectors, "rqvae+centered"),
+      "warmup": run(vectors, "rqvae+warmup")})
 
 
 if __name__ == "__main__":

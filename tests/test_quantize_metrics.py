@@ -165,3 +165,25 @@ def test_schedules():
   s = 0.25 + lam
   assert float(val) == pytest.approx(loss / (2 * s * s) + math.log(s), rel=1e-6)
   assert float(grad) == pytest.approx(-loss / s ** 3 + 1 / s, rel=1e-5)
+
+
+def test_transition_lift_by_hand():
+  # Items 0..3 with codes (0,0) (0,1) (1,0) (1,1). Pairs of distinct consecutive items:
+  # (0,1), (1,2), (3,2); the repeat (3,3) is dropped.
+  codes = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+  lift = quantize.transition_lift(codes, [np.array([0, 1, 2]), np.array([3, 3, 2])])
+  # Level 1: prefixes a = [0, 0, 1], b = [0, 1, 1]; agreement 2/3; chance (2*1 + 1*2) / 9.
+  # Level 2: no pair shares its item; chance 1/9 (item 1 is an `a` once and a `b` once).
+  np.testing.assert_allclose(lift, [(2 / 3) / (4 / 9), 0.0])
+  assert np.isnan(quantize.transition_lift(codes, [np.array([2]), np.array([1, 1])])).all()
+
+
+def test_transition_lift_is_one_for_codes_unrelated_to_the_sequences():
+  rng = np.random.default_rng(0)
+  codes = rng.integers(0, 4, size=(500, 1))
+  sequences = [rng.integers(0, 500, size=50) for _ in range(400)]
+  assert abs(quantize.transition_lift(codes, sequences)[0] - 1.0) < 0.05
+  # Each user stays in one block of 125 items, the items of a block share their code: every
+  # pair agrees, and two independent draws agree with chance about 1/4.
+  blocks = [125 * rng.integers(0, 4) + rng.integers(0, 125, size=50) for _ in range(400)]
+  assert 3.5 < quantize.transition_lift(np.arange(500)[:, None] // 125, blocks)[0] < 4.5

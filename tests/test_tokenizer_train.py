@@ -121,6 +121,34 @@ def test_select_last_keeps_the_final_epoch(tmp_path, synthetic_vectors):
     assert report["usage_per_level"] == pytest.approx(chosen["usage_per_level"])
 
 
+def test_warmup_raises_the_rate_linearly_then_holds_it():
+  """With a constant gradient Adam's normalised step is 1, so each update is minus the rate:
+  lr * k / warmup_steps at step k < warmup_steps, then lr."""
+  lr, warmup = 1e-3, 4
+  tx = train.optimizer(lr, 0.0, warmup)
+  params = {"w": np.ones(3, np.float32)}
+  grads = {"w": np.full(3, 0.5, np.float32)}
+  state, steps = tx.init(params), []
+  for _ in range(6):
+    updates, state = tx.update(grads, state, params)
+    steps.append(float(-updates["w"][0]))
+  np.testing.assert_allclose(steps, [0.0, lr / 4, lr / 2, 3 * lr / 4, lr, lr], rtol=1e-4)
+
+
+def test_warmup_trains_and_resumes(tmp_path, synthetic_vectors):
+  """A warm-up run is deterministic and its checkpoint (the schedule's step count in the
+  optimizer state) resumes to the same table."""
+  def fit(workdir, epochs):
+    config = _config("rqvae", epochs=epochs)
+    config.rqvae.warmup_steps = 6
+    return train.train_tokenizer(config, synthetic_vectors, str(workdir))
+  once = fit(tmp_path / "once", 4)
+  fit(tmp_path / "twice", 2)
+  resumed = fit(tmp_path / "twice", 4)
+  np.testing.assert_array_equal(resumed.codes, once.codes)
+  assert resumed.history == once.history
+
+
 def test_bad_requests(tmp_path, synthetic_vectors):
   config = _config("rqkmeans")
   config.tokenizer = "vqgan"

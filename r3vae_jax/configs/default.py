@@ -107,8 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Ablations (issue 9): reference_vector=False | rating=straight_through | use_sc=False |
   # use_pd=False. rating_temperature shapes only soft/hard ratings and soft_pairs weights.
   # Both VAEs: codebook k-means init uses at most kmeans_max_items items and kmeans_iters Lloyd
-  # steps per level; checkpoint_keep latest orbax checkpoints are kept.
+  # steps per level; checkpoint_keep latest orbax checkpoints are kept; warmup_steps > 0 raises
+  # the AdamW rate linearly from 0 over that many steps (variant `warmup`).
   for _name in ("rqvae", "r3vae"):
+    c[_name].warmup_steps = 0
     c[_name].kmeans_iters = 50
     c[_name].kmeans_max_items = 65536
     c[_name].checkpoint_keep = 2

@@ -88,7 +88,7 @@ _WEIGHT = _float(0.0)                    # loss weights, decays: >= 0
 _VAE = {"hidden": _ints(1), "latent_dim": _POSITIVE, "beta": _WEIGHT, "lr": _RATE,
         "weight_decay": _WEIGHT, "epochs": _POSITIVE, "batch_size": _POSITIVE,
         "kmeans_init": _bool, "eval_every": _POSITIVE, "kmeans_iters": _POSITIVE,
-        "kmeans_max_items": _POSITIVE, "checkpoint_keep": _POSITIVE}
+        "kmeans_max_items": _POSITIVE, "checkpoint_keep": _POSITIVE, "warmup_steps": _int(0)}
 
 FIELDS: dict[str, Check] = {
     "seed": _int(0),

@@ -60,6 +60,14 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # one: Toys' RQ-VAE keeps epoch 10 of 200 by collisions (0.057 vs 0.063 at 200) while its
     # reconstruction error is still 60% above the final one (results/README.md, session 10).
     "last_table": (RQVAE_BASED, {"sid.select": "last"}),
+    # The RQ-VAE's AdamW rate rises from 0 over its first 300 steps (25 Beauty epochs). At the
+    # full rate from step 1 the encoder's outputs contract onto a few codewords (Beauty MiniLM:
+    # 4 level-1 codes and collisions 0.999 at step 30); warmed up, the dip is shallower (76 codes,
+    # 0.455 at step 60) and the last epoch's table uses 73% of the level-1 codes against 43%
+    # (collisions 0.130 vs 0.124; CPU, results/rqvae_early_steps_cpu.json and results/README.md,
+    # session 13). By collision rate the warm-up run's best epoch is an early one (20, its
+    # reconstruction error 0.00136 against 0.00087 at 200): use it with `last_table`.
+    "warmup": (RQVAE_BASED, {"rqvae.warmup_steps": 300}),
     # DIGER's joint phase moves only the codebooks and the decoder (RecBoard's DIGER config,
     # `freeze_id_encoder: true`). CPU slice, detached_follow at tokenizer lr 1e-5, 3 seeds:
     # validation N@10 0.0509 vs 0.0475 unfrozen (results/README.md, session 9).

@@ -105,7 +105,7 @@ def load_pretrained_tokenizer(config: ml_collections.ConfigDict, vectors: np.nda
     tok_api.fit_tokenizer(pre, vectors, workdir)
   graphdef, params = nnx.split(tok_train.build_model(pre, vectors.shape[1], pre.seed))
   params = nnx.to_pure_dict(params)
-  tx = tok_train.optimizer(c.lr, c.weight_decay)  # layout.
+  tx = tok_train.optimizer(c.lr, c.weight_decay, c.warmup_steps)  # layout.
   tree = {"state": {"params": params, "opt": tx.init(params)}, "best_params": params}
   manager = checkpoint.make_manager(ckpt_dir, keep=c.checkpoint_keep, async_save=False)
   restored = checkpoint.restore(manager, checkpoint.abstract_like(tree))

@@ -34,4 +34,5 @@ from r3vae_jax.quantize.sid_metrics import sid_report
 from r3vae_jax.quantize.sid_metrics import soft_group_centres
 from r3vae_jax.quantize.sid_metrics import soft_preference_discrimination
 from r3vae_jax.quantize.sid_metrics import soft_semantic_cohesion
+from r3vae_jax.quantize.sid_metrics import transition_lift
 from r3vae_jax.quantize.sid_metrics import usage_per_level

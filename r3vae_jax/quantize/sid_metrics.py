@@ -16,6 +16,10 @@ Definitions (`v̂ = v / ||v||`; a "group" = the items sharing a code tuple):
 * Usage per level: fraction of the K codes used at that level. Perplexity per level:
   `exp(-sum_k p_k log p_k)` of the code distribution at that level.
 * Gini of the group sizes: `sum_i (2i - n - 1) x_(i) / (n sum x)` (sizes sorted ascending).
+* Transition lift at level l (host numpy, needs the users' sequences): over the pairs (a, b) of
+  distinct items that follow each other in a sequence, `P(prefix_l(a) = prefix_l(b))` divided
+  by `sum_c P_a(c) P_b(c)`, the same probability for a and b drawn independently from the
+  pairs' two prefix distributions. 1 = the table ignores what users consume together.
 
 Differentiable (soft) variants, for the R3-VAE regulariser `L_metric = -SC + PD`, take
 assignment probabilities `W [B, K]` (e.g. the rating weights of one level) instead of codes:
@@ -161,6 +165,33 @@ def preference_discrimination(vectors: jax.Array, codes: jax.Array, t: float = 2
   """
   centres, num_groups = group_centres(vectors, codes)
   return jnp.log(mean_pair_kernel(centres, num_groups, t, block))
+
+
+def transition_lift(codes: np.ndarray, sequences: list[np.ndarray]) -> np.ndarray:
+  """Transition lift per level (module docstring) of a table over item sequences.
+
+  Args:
+    codes: int `[N, L]` code table (row = item id).
+    sequences: int arrays of item ids, each a user's items in order (e.g. the training split).
+
+  Returns:
+    float64 `[L]`: lift of prefixes of length 1..L (NaN where no pair of distinct consecutive
+    items exists).
+  """
+  codes = np.asarray(codes)
+  steps = [np.stack([s[:-1], s[1:]]) for s in map(np.asarray, sequences) if len(s) >= 2]
+  pairs = np.concatenate(steps, axis=1) if steps else np.zeros((2, 0), np.int64)
+  a, b = pairs[:, pairs[0] != pairs[1]]
+  lifts = np.full(codes.shape[1], np.nan)
+  if a.size == 0:
+    return lifts
+  for level in range(1, codes.shape[1] + 1):
+    prefix = np.unique(codes[:, :level], axis=0, return_inverse=True)[1].ravel()
+    pa, pb = prefix[a], prefix[b]
+    n = prefix.max() + 1
+    chance = np.dot(np.bincount(pa, minlength=n), np.bincount(pb, minlength=n)) / a.size ** 2
+    lifts[level - 1] = np.mean(pa == pb) / chance if chance > 0 else 0.0
+  return lifts
 
 
 @jax.jit

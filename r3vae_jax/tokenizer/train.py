@@ -142,9 +142,15 @@ def _batch_size(requested: int, num_items: int, mesh: jax.sharding.Mesh) -> int:
   return batch
 
 
-def optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
-  """The tokenizers' AdamW (no weight decay on `input_mean`, `models.weight_decay_mask`)."""
-  return optax.adamw(lr, weight_decay=weight_decay, mask=models.weight_decay_mask)
+def optimizer(lr: float, weight_decay: float, warmup_steps: int = 0
+              ) -> optax.GradientTransformation:
+  """The tokenizers' AdamW (no weight decay on `input_mean`, `models.weight_decay_mask`).
+
+  `warmup_steps > 0`: the rate rises linearly from 0 to `lr` over that many steps, then stays
+  (the state then counts steps, so a checkpoint restores only with the same choice).
+  """
+  rate = optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps > 0 else lr
+  return optax.adamw(rate, weight_decay=weight_decay, mask=models.weight_decay_mask)
 
 
 @dataclasses.dataclass
@@ -176,8 +182,10 @@ def init_state(config: ml_collections.ConfigDict, vectors: np.ndarray, mesh: jax
   graphdef, params = nnx.split(model)
   params = nnx.to_pure_dict(params)
   state = jax.device_put(
-      {"params": params, "opt": optimizer(c.lr, c.weight_decay).init(params)}, rep)
-  static = dict(graphdef=graphdef, lr=c.lr, weight_decay=c.weight_decay, mesh=mesh,
+      {"params": params, "opt": optimizer(c.lr, c.weight_decay, c.warmup_steps).init(params)},
+      rep)
+  static = dict(graphdef=graphdef, lr=c.lr, weight_decay=c.weight_decay,
+                warmup_steps=c.warmup_steps, mesh=mesh,
                 batch=_batch_size(c.batch_size, vectors.shape[0], mesh))
   return Setup(graphdef, state, x_dev, shuffle_key, static)
 
@@ -185,10 +193,10 @@ def init_state(config: ml_collections.ConfigDict, vectors: np.ndarray, mesh: jax
 # ---- the jitted epoch scan ---------------------------------------------------------------
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnames=(
-    "graphdef", "lr", "weight_decay", "mesh", "batch", "num_epochs"))
+    "graphdef", "lr", "weight_decay", "warmup_steps", "mesh", "batch", "num_epochs"))
 def train_chunk(state: dict[str, Any], vectors: jax.Array, key: jax.Array,
                 first_epoch: jax.Array, *, graphdef: Any, lr: float, weight_decay: float,
-                mesh: jax.sharding.Mesh, batch: int, num_epochs: int
+                warmup_steps: int, mesh: jax.sharding.Mesh, batch: int, num_epochs: int
                 ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
   """`num_epochs` epochs of AdamW steps as one `lax.scan` (epochs) of `lax.scan` (batches).
 
@@ -197,12 +205,13 @@ def train_chunk(state: dict[str, Any], vectors: jax.Array, key: jax.Array,
     vectors: `[N, D_in]` all items (replicated).
     key: shuffle key; epoch e uses the permutation drawn from `fold_in(key, e)`.
     first_epoch: int32 scalar, the index of the first epoch of the chunk.
-    graphdef, lr, weight_decay, mesh, batch, num_epochs: static (compiled once per value).
+    graphdef, lr, weight_decay, warmup_steps, mesh, batch, num_epochs: static (compiled once
+      per value).
 
   Returns:
     (state, terms): each loss term's mean per epoch, `[num_epochs]`.
   """
-  tx = optimizer(lr, weight_decay)
+  tx = optimizer(lr, weight_decay, warmup_steps)
   num_items = vectors.shape[0]
   steps = math.ceil(num_items / batch)
   data_sharding = NamedSharding(mesh, P(parallel.DATA))
