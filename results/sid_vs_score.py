@@ -54,7 +54,7 @@ def row_score(row_json: str) -> dict:
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-  """Spearman's rank correlation (average ranks for ties)."""
+  """Spearman's rank correlation (average ranks for ties); NaN where either side is constant."""
   def ranks(v):
     v = np.asarray(v, np.float64)
     order = np.argsort(v, kind="stable")
@@ -63,19 +63,24 @@ def spearman(x: list[float], y: list[float]) -> float:
     for value in np.unique(v):
       r[v == value] = r[v == value].mean()
     return r
-  return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+  rx, ry = ranks(x), ranks(y)
+  if np.ptp(rx) == 0 or np.ptp(ry) == 0:
+    return float("nan")
+  return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def correlations(tables: list[dict]) -> dict:
-  """{dataset: {statistic: Spearman with test NDCG@10}} over datasets with >= 3 scored tables."""
+  """{dataset: {statistic: Spearman with test NDCG@10}} over datasets with >= 3 scored tables
+  (None for a statistic that is constant there)."""
   out = {}
   for name in sorted({t["dataset"] for t in tables}):
     scored = [t for t in tables if t["dataset"] == name and "test_ndcg@10" in t]
     if len(scored) >= 3:
       score = [t["test_ndcg@10"] for t in scored]
-      out[name] = {"tables": len(scored), **{
-          s: round(spearman([t[s] for t in scored], score), 3)
-          for s in STATISTICS if all(s in t for t in scored)}}
+      rho = {s: spearman([t[s] for t in scored], score)
+             for s in STATISTICS if all(s in t for t in scored)}
+      out[name] = {"tables": len(scored),
+                   **{s: None if np.isnan(r) else round(r, 3) for s, r in rho.items()}}
   return out
 
 

@@ -133,3 +133,57 @@ def test_file_without_markers_is_an_error_and_unchanged(tmp_path):
   with pytest.raises(SystemExit, match="doc.md: expected a line"):
     make_table.replace_block(str(doc), "NEW")
   assert doc.read_text() == "no markers here\n"
+
+
+sid_vs_score = _load("sid_vs_score")
+
+
+def test_spearman_by_hand_with_ties():
+  # Ranks (0, 1.5, 1.5, 3) and (0, 1, 2, 3): covariance 4.5, variances 4.5 and 5.
+  assert sid_vs_score.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(4.5 / np.sqrt(22.5))
+  assert sid_vs_score.spearman([3, 2, 1], [0.1, 0.2, 0.3]) == pytest.approx(-1.0)
+  assert np.isnan(sid_vs_score.spearman([1, 1, 1], [0.1, 0.2, 0.3]))
+
+
+def _tokenized_workdir(path, codes, sequences):
+  """What sid_vs_score reads of a `--mode=tokenize` workdir."""
+  from r3vae_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  n = len(codes)
+  dataset.save_prepared(str(path), dataset.Interactions(
+      name="toys", num_items=n, sequences=[np.asarray(s, np.int32) for s in sequences],
+      item_titles=[""] * n, item_text=[""] * n))
+  io.write_json(str(path / "config.json"), {"dataset": "toys", "tokenizer": "rqvae",
+                                            "variant": "", "seed": 0,
+                                            "sid": {"levels": 1, "codebook_size": 2}})
+  dedup = np.concatenate([codes, np.arange(n)[:, None]], axis=1)  # the collision token
+  io.write_npy(str(path / "tokenizer" / "sid_table.npy"), dedup.astype(np.int32))
+  io.write_json(str(path / "tokenizer" / "sid_metrics.json"), {"semantic_cohesion": 0.5})
+
+
+def test_sid_vs_score_lists_tables_and_correlates_scored_ones(tmp_path):
+  # Items 0-1 and 2-3 follow each other; the test and validation targets are the last two.
+  sequences = [[0, 1, 0, 1, 2, 3], [2, 3, 2, 3, 0, 1]]
+  tables = {"follows": [[0], [0], [1], [1]], "mixed": [[0], [1], [0], [1]],
+            "halves": [[0], [0], [0], [1]], "candidate": [[1], [1], [0], [0]]}
+  specs = []
+  for i, (name, codes) in enumerate(tables.items()):
+    _tokenized_workdir(tmp_path / name, np.array(codes), sequences)
+    row = tmp_path / f"{name}.json"
+    io.write_json(str(row), {"metrics": {"test": {"ndcg@10": 0.03 - 0.01 * i}},
+                             "sid_metrics": {"collision_rate": 0.5},
+                             "config": {"train": {"epochs": 30}}})
+    specs.append(str(tmp_path / name) + ("" if name == "candidate" else f"={row}"))
+  out = tmp_path / "out.json"
+  sid_vs_score.main(str(out), specs)
+  result = io.read_json(str(out))
+  by_name = {os.path.basename(t["workdir"]): t for t in result["tables"]}
+  # Training pairs (first 4 items of each user): (0,1) (1,0) (0,1) and (2,3) (3,2) (2,3).
+  assert by_name["follows"]["lift_level1"] == pytest.approx(2.0)  # all agree, chance 1/2
+  assert by_name["mixed"]["lift_level1"] == 0.0
+  assert by_name["candidate"]["lift_level1"] == pytest.approx(2.0)
+  assert "test_ndcg@10" not in by_name["candidate"]
+  assert by_name["follows"]["collision_rate"] == 1.0  # of the first sid.levels codes
+  assert result["spearman_with_test_ndcg@10"]["toys"]["tables"] == 3
+  assert result["spearman_with_test_ndcg@10"]["toys"]["semantic_cohesion"] is None  # all 0.5
+  assert result["spearman_with_test_ndcg@10"]["toys"]["lift_level1"] == pytest.approx(
+      sid_vs_score.spearman([2.0, 0.0, by_name["halves"]["lift_level1"]], [0.03, 0.02, 0.01]))
