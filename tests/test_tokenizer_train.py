@@ -149,6 +149,19 @@ def test_warmup_trains_and_resumes(tmp_path, synthetic_vectors):
   assert resumed.history == once.history
 
 
+def test_fingerprint_leaves_out_the_warmup_at_its_default():
+  """Checkpoints written before `warmup_steps` existed (no warm-up) keep their fingerprint;
+  a warm-up run has another one."""
+  config = _config("rqvae")
+  vectors = np.zeros((4, 3), np.float32)
+  plain = train._run_fingerprint(config, vectors)  # pylint: disable=protected-access
+  del config.rqvae["warmup_steps"]  # the config of an earlier version
+  assert train._run_fingerprint(config, vectors) == plain  # pylint: disable=protected-access
+  config = _config("rqvae")
+  config.rqvae.warmup_steps = 300
+  assert train._run_fingerprint(config, vectors) != plain  # pylint: disable=protected-access
+
+
 def test_bad_requests(tmp_path, synthetic_vectors):
   config = _config("rqkmeans")
   config.tokenizer = "vqgan"

@@ -290,12 +290,16 @@ def pick_best(history: list[dict[str, Any]], sid: ml_collections.ConfigDict) -> 
 # ---- checkpoint / resume -----------------------------------------------------------------
 
 _RESUMABLE_FIELDS = ("epochs", "eval_every", "checkpoint_keep")  # may change between runs
+# Fields added after checkpoints were written: at these values they stay out of the fingerprint,
+# so the earlier checkpoints (trained the same way) still resume.
+_LATER_FIELDS = {"warmup_steps": 0}
 
 
 def _run_fingerprint(config: ml_collections.ConfigDict, vectors: np.ndarray) -> str:
   """What a checkpoint must match to be resumed (raising `epochs` extends a finished run)."""
   name = config.tokenizer
-  section = {k: v for k, v in config[name].to_dict().items() if k not in _RESUMABLE_FIELDS}
+  section = {k: v for k, v in config[name].to_dict().items()
+             if k not in _RESUMABLE_FIELDS and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
   return io.fingerprint_json({"tokenizer": name, "section": section,
                               "sid": config.sid.to_dict(), "seed": config.seed,
                               "vectors": io.fingerprint_array(vectors)})
