@@ -196,16 +196,48 @@ _STAGES = {"prepare": _stage_prepare, "vectors": _stage_vectors, "tokenize": _st
            "train": _stage_train, "evaluate": _stage_evaluate}
 
 
+# Per-stage wall times of every `--mode=all` launch in a workdir, so that a run stopped by
+# time and launched again reports the time of all its launches.
+_WALL_TIME_FILE = "wall_time.json"
+
+
+def _earlier_launches(workdir) -> list[dict]:
+  """The per-stage wall times ({stage: seconds}) of earlier launches in `workdir`, oldest first."""
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, _WALL_TIME_FILE)
+  if not os.path.exists(path):
+    return []
+  launches = io.read_json(path).get("launches")
+  if not isinstance(launches, list) or not all(isinstance(w, dict) for w in launches):
+    raise io.ArtifactError(f"{path}: expected {{\"launches\": [{{stage: seconds}}, ...]}}")
+  return launches
+
+
+def _summed(launches: list[dict]) -> dict:
+  """{stage: seconds} summed over launches."""
+  total = {}
+  for wall in launches:
+    for stage, seconds in wall.items():
+      total[stage] = round(total.get(stage, 0.0) + seconds, 2)
+  return total
+
+
 def run_all(config, workdir) -> dict:
-  """Runs every stage in order and writes workdir/results.json (docs/results.md shape)."""
+  """Runs every stage in order and writes workdir/results.json (docs/results.md shape).
+
+  `wall_time_s` is summed over every launch in `workdir` (a run stopped by time and launched
+  again trains on); with more than one, `wall_time_s_per_launch` lists each.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   wall, out = {}, {}
+  launches = _earlier_launches(workdir)
   for name in ("prepare", "vectors", "tokenize", "train", "evaluate"):
     logging.info("==== stage %s ====", name)
     start = time.perf_counter()
     out[name] = _STAGES[name](config, workdir)
     wall[name] = round(time.perf_counter() - start, 2)
+    io.write_json(os.path.join(workdir, _WALL_TIME_FILE), {"launches": launches + [wall]})
   versions = {}
   for mod in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint"):
     try:
@@ -223,12 +255,15 @@ def run_all(config, workdir) -> dict:
       "vectors_fingerprint": out["vectors"]["fingerprint"], "seed": config.seed,
       "config": config.to_dict(),
       "data_stats": out["prepare"], "metrics": out["evaluate"], **sid,
-      "train": out["train"], "wall_time_s": wall,
+      "train": out["train"], "wall_time_s": _summed(launches + [wall]),
+      **({"wall_time_s_per_launch": launches + [wall]} if launches else {}),
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
       "commit": io.source_commit(), "versions": versions, "command": " ".join(sys.argv),
   }
   io.write_json(os.path.join(workdir, "results.json"), results)
-  print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s")
+  print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s"
+        + (f" ({sum(results['wall_time_s'].values()):.1f}s over {len(launches) + 1} launches)"
+           if launches else ""))
   return results
 
 

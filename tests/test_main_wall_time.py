@@ -1,0 +1,65 @@
+"""`main.run_all` reports the wall time of every launch in a workdir: a run stopped by time (or
+killed) and launched again trains on, and its results JSON counts both launches."""
+import json
+import os
+
+import pytest
+
+from r3vae_jax import io, main
+from r3vae_jax.configs import default
+
+
+class Killed(Exception):
+  """A launch that dies inside a stage."""
+
+
+def fake_stages(die_in=None):
+  """Stages that return what run_all reads, and one that dies when asked."""
+  outputs = {"prepare": {"users": 3}, "vectors": {"source": "fake", "fingerprint": "f"},
+             "tokenize": {"collision_rate": 0.0}, "train": {"best_epoch": 1},
+             "evaluate": {"test": {"ndcg@10": 0.5}}}
+
+  def stage(name):
+    def run(config, workdir):
+      del config, workdir
+      if name == die_in:
+        raise Killed(name)
+      return outputs[name]
+    return run
+  return {name: stage(name) for name in outputs}
+
+
+def test_a_relaunch_sums_the_wall_time_of_every_launch(tmp_path, monkeypatch):
+  config, workdir = default.get_config("rqkmeans"), str(tmp_path)
+  monkeypatch.setattr(main, "_STAGES", fake_stages(die_in="train"))
+  with pytest.raises(Killed):
+    main.run_all(config, workdir)
+  killed = io.read_json(os.path.join(workdir, "wall_time.json"))["launches"]
+  assert [sorted(w) for w in killed] == [["prepare", "tokenize", "vectors"]]  # up to the death
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+
+  monkeypatch.setattr(main, "_STAGES", fake_stages())
+  first = main.run_all(config, workdir)  # the launch after the killed one
+  second = main.run_all(config, workdir)  # and one more, after a finished launch
+  launches = second["wall_time_s_per_launch"]
+  assert len(launches) == 3 and launches[0] == killed[0] and launches[:2] == first[
+      "wall_time_s_per_launch"]
+  for stage in ("prepare", "vectors", "tokenize", "train", "evaluate"):
+    assert second["wall_time_s"][stage] == pytest.approx(
+        sum(w.get(stage, 0.0) for w in launches), abs=0.02)
+  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+    assert json.load(f)["wall_time_s"] == second["wall_time_s"]
+
+
+def test_one_launch_has_no_per_launch_list(tmp_path, monkeypatch):
+  monkeypatch.setattr(main, "_STAGES", fake_stages())
+  results = main.run_all(default.get_config("rqkmeans"), str(tmp_path))
+  assert "wall_time_s_per_launch" not in results
+  assert set(results["wall_time_s"]) == {"prepare", "vectors", "tokenize", "train", "evaluate"}
+
+
+def test_a_damaged_wall_time_file_is_named(tmp_path, monkeypatch):
+  (tmp_path / "wall_time.json").write_text('{"launches": 3}')
+  monkeypatch.setattr(main, "_STAGES", fake_stages())
+  with pytest.raises(io.ArtifactError, match="wall_time.json"):
+    main.run_all(default.get_config("rqkmeans"), str(tmp_path))
