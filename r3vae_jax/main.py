@@ -19,6 +19,7 @@ Override any of them: --config.train.lr=5e-4.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -111,13 +112,18 @@ def _load_sid_table(workdir, num_items):
 
 
 def _stage_tokenize(config, workdir):
+  from r3vae_jax import quantize  # pylint: disable=g-import-not-at-top
   from r3vae_jax.tokenizer import api  # pylint: disable=g-import-not-at-top
-  inter, _ = _load_data(workdir)
+  inter, spl = _load_data(workdir)
   vectors = _load_vectors(workdir, inter.num_items)
   if config.tokenizer == "diger":  # DIGER starts from a pretrained RQ-VAE tokenizer.
     config = _with_tokenizer(config, config.diger.pretrain)
-  _, metrics = api.fit_tokenizer(config, vectors, workdir)
-  return metrics
+  table, metrics = api.fit_tokenizer(config, vectors, workdir)
+  # Per prefix length: how much more often consecutive training items share the prefix than
+  # independent items do; of the table statistics, the one that ordered the recommenders' test
+  # NDCG@10 (results/README.md, "What a SID table's statistics say").
+  lift = quantize.transition_lift(table[:, :config.sid.levels], spl.train)
+  return {**metrics, "transition_lift": [None if math.isnan(v) else float(v) for v in lift]}
 
 
 def _with_tokenizer(config, name):

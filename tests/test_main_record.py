@@ -1,12 +1,16 @@
-"""`main.run_all` reports the wall time of every launch in a workdir: a run stopped by time (or
-killed) and launched again trains on, and its results JSON counts both launches."""
+"""What `main` records about a run: the wall time of every launch in a workdir (a run stopped by
+time, or killed, and launched again trains on, and its results JSON counts both launches), and
+the SID table's transition lift beside the tokenizer's metrics."""
 import json
 import os
 
+import numpy as np
 import pytest
 
-from r3vae_jax import io, main
+from r3vae_jax import io, main, quantize
 from r3vae_jax.configs import default
+from r3vae_jax.data import dataset, splits
+from r3vae_jax.tokenizer import sid_table
 
 
 class Killed(Exception):
@@ -63,3 +67,22 @@ def test_a_damaged_wall_time_file_is_named(tmp_path, monkeypatch):
   monkeypatch.setattr(main, "_STAGES", fake_stages())
   with pytest.raises(io.ArtifactError, match="wall_time.json"):
     main.run_all(default.get_config("rqkmeans"), str(tmp_path))
+
+
+def test_tokenize_records_the_tables_transition_lift(tmp_path):
+  """On synthetic topic data (users keep to topics, items of a topic have close vectors) the
+  level-1 codes group consecutive items far above chance; the stage's numbers are those of
+  `quantize.transition_lift` on the saved table and the training split."""
+  config, workdir = default.get_config("rqkmeans"), str(tmp_path)
+  config.data.synthetic.update(num_items=200, num_users=300, num_topics=8, dim=16)
+  config.sid.update(codebook_size=8, max_collisions=32)
+  config.rqkmeans.iters = 10
+  for stage in ("prepare", "vectors"):
+    main._STAGES[stage](config, workdir)
+  metrics = main._STAGES["tokenize"](config, workdir)
+  table, _ = sid_table.load_sid_table(workdir)
+  train = splits.leave_one_out(dataset.load_prepared(workdir).sequences).train
+  expected = quantize.transition_lift(table[:, :config.sid.levels], train)
+  np.testing.assert_allclose(metrics["transition_lift"], expected)
+  assert len(metrics["transition_lift"]) == config.sid.levels
+  assert metrics["transition_lift"][0] > 2.0, metrics["transition_lift"]
