@@ -236,6 +236,7 @@ def run_all(config, workdir) -> dict:
   """
   import jax  # pylint: disable=g-import-not-at-top
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  commit = io.source_commit()  # at the start: the code that runs, not a later checkout's
   wall, out = {}, {}
   launches = _earlier_launches(workdir)
   for name in ("prepare", "vectors", "tokenize", "train", "evaluate"):
@@ -264,7 +265,7 @@ def run_all(config, workdir) -> dict:
       "train": out["train"], "wall_time_s": _summed(launches + [wall]),
       **({"wall_time_s_per_launch": launches + [wall]} if launches else {}),
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
-      "commit": io.source_commit(), "versions": versions, "command": " ".join(sys.argv),
+      "commit": commit, "versions": versions, "command": " ".join(sys.argv),
   }
   io.write_json(os.path.join(workdir, "results.json"), results)
   print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s"

@@ -86,3 +86,11 @@ def test_tokenize_records_the_tables_transition_lift(tmp_path):
   np.testing.assert_allclose(metrics["transition_lift"], expected)
   assert len(metrics["transition_lift"]) == config.sid.levels
   assert metrics["transition_lift"][0] > 2.0, metrics["transition_lift"]
+
+
+def test_the_commit_is_taken_when_the_run_starts(tmp_path, monkeypatch):
+  """A checkout moved on while a long run trains does not relabel the code that ran."""
+  commits = iter(["started-at", "later"])
+  monkeypatch.setattr(io, "source_commit", lambda: next(commits))
+  monkeypatch.setattr(main, "_STAGES", fake_stages())
+  assert main.run_all(default.get_config("rqkmeans"), str(tmp_path))["commit"] == "started-at"
