@@ -239,12 +239,13 @@ def run_all(config, workdir) -> dict:
   commit = io.source_commit()  # at the start: the code that runs, not a later checkout's
   wall, out = {}, {}
   launches = _earlier_launches(workdir)
+  every_launch = launches + [wall]  # `wall` fills in stage by stage
   for name in ("prepare", "vectors", "tokenize", "train", "evaluate"):
     logging.info("==== stage %s ====", name)
     start = time.perf_counter()
     out[name] = _STAGES[name](config, workdir)
     wall[name] = round(time.perf_counter() - start, 2)
-    io.write_json(os.path.join(workdir, _WALL_TIME_FILE), {"launches": launches + [wall]})
+    io.write_json(os.path.join(workdir, _WALL_TIME_FILE), {"launches": every_launch})
   versions = {}
   for mod in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint"):
     try:
@@ -262,14 +263,14 @@ def run_all(config, workdir) -> dict:
       "vectors_fingerprint": out["vectors"]["fingerprint"], "seed": config.seed,
       "config": config.to_dict(),
       "data_stats": out["prepare"], "metrics": out["evaluate"], **sid,
-      "train": out["train"], "wall_time_s": _summed(launches + [wall]),
-      **({"wall_time_s_per_launch": launches + [wall]} if launches else {}),
+      "train": out["train"], "wall_time_s": _summed(every_launch),
+      **({"wall_time_s_per_launch": every_launch} if launches else {}),
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
       "commit": commit, "versions": versions, "command": " ".join(sys.argv),
   }
   io.write_json(os.path.join(workdir, "results.json"), results)
   print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s"
-        + (f" ({sum(results['wall_time_s'].values()):.1f}s over {len(launches) + 1} launches)"
+        + (f" ({sum(results['wall_time_s'].values()):.1f}s over {len(every_launch)} launches)"
            if launches else ""))
   return results
 
