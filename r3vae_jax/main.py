@@ -213,8 +213,11 @@ def _earlier_launches(workdir) -> list[dict]:
   path = os.path.join(workdir, _WALL_TIME_FILE)
   if not os.path.exists(path):
     return []
-  launches = io.read_json(path).get("launches")
-  if not isinstance(launches, list) or not all(isinstance(w, dict) for w in launches):
+  record = io.read_json(path)
+  launches = record.get("launches") if isinstance(record, dict) else None
+  if not isinstance(launches, list) or not all(
+      isinstance(w, dict) and all(isinstance(s, (int, float)) for s in w.values())
+      for w in launches):
     raise io.ArtifactError(f"{path}: expected {{\"launches\": [{{stage: seconds}}, ...]}}")
   return launches
 

@@ -62,8 +62,10 @@ def test_one_launch_has_no_per_launch_list(tmp_path, monkeypatch):
   assert set(results["wall_time_s"]) == {"prepare", "vectors", "tokenize", "train", "evaluate"}
 
 
-def test_a_damaged_wall_time_file_is_named(tmp_path, monkeypatch):
-  (tmp_path / "wall_time.json").write_text('{"launches": 3}')
+@pytest.mark.parametrize("content", ['{"launches": 3}', '[1, 2]',
+                                     '{"launches": [{"train": "long"}]}'])
+def test_a_damaged_wall_time_file_is_named(tmp_path, monkeypatch, content):
+  (tmp_path / "wall_time.json").write_text(content)
   monkeypatch.setattr(main, "_STAGES", fake_stages())
   with pytest.raises(io.ArtifactError, match="wall_time.json"):
     main.run_all(default.get_config("rqkmeans"), str(tmp_path))
