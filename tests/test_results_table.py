@@ -187,3 +187,29 @@ def test_sid_vs_score_lists_tables_and_correlates_scored_ones(tmp_path):
   assert result["spearman_with_test_ndcg@10"]["toys"]["semantic_cohesion"] is None  # all 0.5
   assert result["spearman_with_test_ndcg@10"]["toys"]["lift_level1"] == pytest.approx(
       sid_vs_score.spearman([2.0, 0.0, by_name["halves"]["lift_level1"]], [0.03, 0.02, 0.01]))
+
+
+def test_fusion_weights_scores_validations_choice_on_test(tmp_path):
+  """Run a never ranks the target, with one strong item (0.9); run b ranks it first at 0.5. The
+  target leads the mixture from w = 0.7 (0.35 > 0.27), is second for w in 0.1..0.6 and outside
+  the top 10 at w = 0 (mass 0, behind a's ten items): validation's best weights are 0.7..1.0,
+  and the tie goes to the one nearest 0.5."""
+  fusion_weights = _load("fusion_weights")
+  users = 3
+  targets = np.arange(users, dtype=np.int32) + 100
+  a_items = np.tile(np.arange(10, dtype=np.int32), (users, 1))
+  a_probs = np.tile([0.9] + [0.01] * 9, (users, 1))
+  b_items = np.stack([[t, 50, 51] for t in targets]).astype(np.int32)
+  b_probs = np.tile([0.5, 0.3, 0.2], (users, 1))
+  for split in ("valid", "test"):
+    fusion.save_ranking(str(tmp_path / f"a.{split}_ranking.npz"), a_items, np.log(a_probs),
+                        targets)
+    fusion.save_ranking(str(tmp_path / f"b.{split}_ranking.npz"), b_items, np.log(b_probs),
+                        targets)
+  study = fusion_weights.study_pair(f"{tmp_path / 'a'}+{tmp_path / 'b'}")
+  second = 1 / np.log2(3)
+  assert study["valid_ndcg@10"] == pytest.approx([0.0] + [second] * 6 + [1.0] * 4)
+  assert study["chosen_weight"] == 0.7
+  assert study["test_at_chosen"] == 1.0 and study["test_at_uniform"] == pytest.approx(second)
+  with pytest.raises(SystemExit, match="two ranking prefixes"):
+    fusion_weights.study_pair(str(tmp_path / "a"))
