@@ -5,7 +5,7 @@ Two catalogues (random SID tables of the stated shape; random model weights: spe
   million: 1,000,000 items, SIDs 3 x 8192 codes + collision level, beam 20.
 
 Model: the real T5 decoder (`r3vae_jax.recommender.model.make_step_fn`, paper size 6+6 layers,
-d_model 128) when that module exists, else a stand-in MLP step function (`--model` forces one).
+d_model 128); `--model=mlp` decodes a small stand-in MLP step function instead.
 
 "device" decoder: `r3vae_jax.decode.beam_search` under one `jax.jit` (encoder + 4 decoder steps
 + trie masking + top-k + cache gathers), all users in batches through `evaluate.rank_in_batches`
@@ -29,7 +29,6 @@ Tiny CPU smoke run (seconds):
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import time
@@ -42,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import synthetic_inputs
 from r3vae_jax import evaluate, io, parallel
 from r3vae_jax.configs import default
 from r3vae_jax.decode import beam_search, build_trie, gather_beams, masked_log_softmax
@@ -49,7 +49,8 @@ from r3vae_jax.decode import beam_search, build_trie, gather_beams, masked_log_s
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "benchmarks/results/decode_bench.json", "JSON results path.")
 flags.DEFINE_list("scenarios", ["beauty", "million"], "Which catalogues to run.")
-flags.DEFINE_enum("model", "auto", ["auto", "t5", "mlp"], "auto = t5 when the module exists.")
+flags.DEFINE_enum("model", "t5", ["t5", "mlp"], "The decoded model: the T5 recommender or a "
+                  "small MLP stand-in.")
 flags.DEFINE_integer("beauty_users", 22363, "Users decoded (Beauty test set).")
 flags.DEFINE_integer("beauty_items", 12101, "Items (Beauty).")
 flags.DEFINE_integer("beauty_codebook", 256, "Codes per level (Beauty).")
@@ -81,27 +82,6 @@ class BenchModel(NamedTuple):
   encode: Callable[[Any, dict[str, jax.Array]], Any]            # (params, batch) -> ctx
   make_step: Callable[[Any, Any, int], tuple[Callable, Any]]    # (params, ctx, beam) -> (step_fn, cache)
   num_params: int
-
-
-# ---- catalogue ------------------------------------------------------------------------------
-
-def random_sid_table(rng: np.random.Generator, items: int, levels: int, codebook: int,
-                     max_collisions: int) -> np.ndarray:
-  """int32[items, levels+1]: random codes (first level skewed) + a collision token."""
-  first = np.minimum(rng.zipf(1.3, size=items) - 1, codebook - 1)
-  rest = rng.integers(0, codebook, size=(items, levels - 1))
-  codes = np.concatenate([first[:, None], rest], axis=1)
-  order = np.lexsort(codes.T[::-1])
-  sorted_codes = codes[order]
-  new = np.ones(items, bool)
-  new[1:] = np.any(sorted_codes[1:] != sorted_codes[:-1], axis=1)
-  group_start = np.maximum.accumulate(np.where(new, np.arange(items), 0))
-  collision = np.empty(items, np.int64)
-  collision[order] = np.arange(items) - group_start
-  if collision.max() >= max_collisions:
-    raise ValueError(f"random SIDs: {collision.max() + 1} items share a prefix; raise "
-                     f"--max_collisions")
-  return np.concatenate([codes, collision[:, None]], axis=1).astype(np.int32)
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -256,7 +236,8 @@ def run_scenario(name: str, users: int, items: int, codebook: int, batch_size: i
                  use_t5: bool, mesh: jax.sharding.Mesh) -> dict[str, Any]:
   rng = np.random.default_rng(FLAGS.seed)
   beam = FLAGS.beam
-  sid_table = random_sid_table(rng, items, FLAGS.levels, codebook, FLAGS.max_collisions)
+  sid_table = synthetic_inputs.random_sid_table(rng, items, FLAGS.levels, codebook,
+                                               FLAGS.max_collisions, first_level_zipf=1.3)
   level_sizes = [codebook] * FLAGS.levels + [FLAGS.max_collisions]
   inputs = user_inputs(rng, sid_table, level_sizes, users)
   start = time.perf_counter()
@@ -336,10 +317,7 @@ def main(argv):
   del argv
   if FLAGS.matmul_precision != "default":
     jax.config.update("jax_default_matmul_precision", FLAGS.matmul_precision)
-  have_t5 = importlib.util.find_spec("r3vae_jax.recommender.model") is not None
-  if FLAGS.model == "t5" and not have_t5:
-    raise app.UsageError("--model=t5 needs r3vae_jax/recommender/model.py")
-  use_t5 = FLAGS.model == "t5" or (FLAGS.model == "auto" and have_t5)
+  use_t5 = FLAGS.model == "t5"
   mesh = parallel.make_mesh()
   sizes = {"beauty": (FLAGS.beauty_users, FLAGS.beauty_items, FLAGS.beauty_codebook,
                       FLAGS.batch_size),

@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from r3vae_jax import quantize
+
 
 def random_sid_table(rng: np.random.Generator, items: int, levels: int, codebook: int,
-                     max_collisions: int) -> np.ndarray:
-  """Uniform random codes for `levels` levels plus the collision token (rank among the items
-  sharing the same codes, in item order).
+                     max_collisions: int, first_level_zipf: float | None = None) -> np.ndarray:
+  """Random codes for `levels` levels plus the collision token (`quantize.append_collision_token`:
+  rank among the items sharing the same codes, in item order).
+
+  Args:
+    first_level_zipf: None = every level uniform over the codebook; a > 1 = the first level
+      Zipf(a)-distributed (a few codes hold most items, as in learned tables), capped at the
+      codebook's last code.
 
   Returns:
     int32[items, levels + 1], unique rows.
@@ -15,18 +22,13 @@ def random_sid_table(rng: np.random.Generator, items: int, levels: int, codebook
   Raises:
     ValueError: when more than `max_collisions` items share a code tuple.
   """
-  codes = rng.integers(0, codebook, size=(items, levels))
-  order = np.lexsort(codes.T[::-1])
-  ordered = codes[order]
-  starts = np.ones(items, bool)
-  starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
-  group_start = np.maximum.accumulate(np.where(starts, np.arange(items), 0))
-  collision = np.empty(items, np.int64)
-  collision[order] = np.arange(items) - group_start
-  if collision.max() >= max_collisions:
-    raise ValueError(f"random_sid_table: {collision.max() + 1} items share a code tuple, more "
-                     f"than max_collisions={max_collisions}")
-  return np.concatenate([codes, collision[:, None]], axis=1).astype(np.int32)
+  if first_level_zipf is None:
+    codes = rng.integers(0, codebook, size=(items, levels))
+  else:
+    first = np.minimum(rng.zipf(first_level_zipf, size=items) - 1, codebook - 1)
+    codes = np.concatenate([first[:, None], rng.integers(0, codebook, size=(items, levels - 1))],
+                           axis=1)
+  return quantize.append_collision_token(codes, max_collisions)
 
 
 def random_histories(rng: np.random.Generator, count: int, max_history: int, num_items: int
