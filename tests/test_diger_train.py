@@ -29,7 +29,7 @@ def small_config(decay: str = "frequency"):
   c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=16,
                             num_heads=2, d_kv=8, d_ff=32, dropout=0.0))
   c.train.update(dict(batch_size=64, epochs=3, warmup_steps=5, patience=5, prefetch=1,
-                      log_every_steps=1000))
+                      log_every_steps=1000, length_buckets=(3,)))
   c.eval.update(dict(beam_size=10, batch_size=64))
   return c
 
@@ -230,6 +230,27 @@ def test_training_examples_are_the_fixed_table_trainers(tmp_path):
     with pytest.raises(Stop):
       diger_train.train_diger(config, str(tmp_path), vectors, splits)
   assert calls == [(splits, config.data.max_history, 7)]
+
+
+def test_item_batches_follow_the_length_buckets_and_visit_every_example_once():
+  """Batches of one bucket are cut to its length, only padding is cut, and an epoch holds
+  every training example once (plus weight-0 filler rows)."""
+  config = small_config()
+  inter, _ = synthetic.make_synthetic(config.data.synthetic)
+  examples = diger_train.rec_data.train_examples(splits_lib.leave_one_out(inter.sequences),
+                                                 config.data.max_history, 0)
+  plan = diger_train.rec_data.make_plan(examples, 64, 0, (3,))
+  source = diger_train.ItemBatchSource(examples, plan)
+  widths, seen = set(), []
+  for step in range(plan.steps_per_epoch):
+    batch = source.host_batch(step)
+    width = batch["history"].shape[1]
+    widths.add(width)
+    kept = batch["weight"] > 0
+    seen += [(tuple(h[h >= 0]), t) for h, t in zip(batch["history"][kept], batch["target"][kept])]
+  assert widths == {3, config.data.max_history}
+  expected = [(tuple(h[h >= 0]), t) for h, t in zip(examples.history, examples.target)]
+  assert sorted(seen) == sorted(expected)
 
 
 def test_results_json_describes_the_table_the_recommender_was_tested_on(tmp_path):

@@ -168,7 +168,8 @@ def test_precompile_buckets_compiles_every_bucket_shape_once_ahead_of_training()
       compiles.append(event)
   monitoring.register_event_duration_secs_listener(listen)
   try:
-    train.precompile_buckets(step, jax.ShapeDtypeStruct((), np.int32), source, mesh,
+    abstract = jax.ShapeDtypeStruct((), np.int32)
+    train.precompile_buckets(lambda b: step.lower(abstract, b).compile(), source, mesh,
                              plan.steps_per_epoch)
     assert len(compiles) == 2  # buckets of 1 and 3 items
     for s in range(plan.steps_per_epoch):

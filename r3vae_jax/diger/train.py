@@ -342,6 +342,29 @@ def export_recommender(workdir: str, rec_params: Any, table: np.ndarray, valid: 
 
 # ---- train loop --------------------------------------------------------------------------
 
+class ItemBatchSource:
+  """This host's rows of any global training batch, as item ids.
+
+  Batches follow `plan` (`rec_data.make_plan`): with length buckets each batch's histories are
+  cut to its bucket's length (only left padding goes), as the fixed-table trainer's token
+  batches are, so the joint step runs on short histories; one compiled program per bucket.
+  """
+
+  def __init__(self, examples: rec_data.Examples, plan: rec_data.BatchPlan |
+               rec_data.BucketedPlan):
+    self.examples, self.plan = examples, plan
+    self.plan_rows = rec_data.PlanRows(plan)
+
+  def host_batch(self, step: int) -> dict[str, np.ndarray]:
+    """{"history": int32[b, H'] (-1 = padding), "target": int32[b], "weight": float32[b]} of
+    global step `step`, this host's b rows; H' is the step's bucket (H without buckets)."""
+    index, weight, items = self.plan_rows(step)
+    rows = parallel.host_batch_slice(self.plan.global_batch)
+    index = index[rows]
+    return {"history": rec_data.bucket_history(self.examples.history[index], items),
+            "target": self.examples.target[index], "weight": weight[rows]}
+
+
 def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.ndarray,
                 splits: Splits, step_hook: Callable[[int], None] | None = None
                 ) -> dict[str, Any]:
@@ -377,21 +400,16 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
 
   # ================================ Input pipeline ============================================
   # Batches of item ids: the tokenizer makes the SID tokens inside the step. The training
-  # examples are the fixed-table trainer's (same history cap and train.example_window).
+  # examples and batches are the fixed-table trainer's (same history cap, train.example_window
+  # and train.length_buckets).
   train_ex = rec_data.train_examples(splits, config.data.max_history, t.example_window)
   valid_ex = rec_data.eval_examples(splits, "valid", config.data.max_history)
   for ex, name in ((train_ex, "train"), (valid_ex, "valid")):
     rec_data.check_items(ex, vectors.shape[0], f"diger {name} examples")
   parallel.check_batch_size(t.batch_size, mesh)
-  plan = rec_data.BatchPlan(len(train_ex), t.batch_size, config.seed)
-  steps_per_epoch = plan.steps_per_epoch
-  host_rows = parallel.host_batch_slice(t.batch_size)
-
-  def host_batch(step):
-    index, weight = plan.rows(step)
-    index, weight = index[host_rows], weight[host_rows]
-    return parallel.to_global({"history": train_ex.history[index],
-                               "target": train_ex.target[index], "weight": weight}, mesh)
+  source = ItemBatchSource(train_ex, rec_data.make_plan(train_ex, t.batch_size, config.seed,
+                                                         t.length_buckets))
+  steps_per_epoch = source.plan.steps_per_epoch
 
   # ================================ Model & optimizer =========================================
   tokenizer = load_pretrained_tokenizer(config, vectors, workdir)
@@ -450,14 +468,19 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
                  stats["collision_rate"], stats["max_group_size"])
 
   # ================================ Train loop ================================================
+  if epoch < t.epochs and bad_epochs < t.patience:
+    rec_train.precompile_buckets(
+        lambda b: train_step.lower(tree["state"], b, vectors_dev, tree["table"],
+                                   decay_id).compile(), source, mesh, steps_per_epoch)
   select, stopped = t.select_metric, "finished"
   with PreemptionWatch() as preemption:
     while epoch < t.epochs and bad_epochs < t.patience:
       start = time.time()
       state, table_dev = tree["state"], tree["table"]
       sums: dict[str, jax.Array] = {}
-      batches = rec_data.Prefetcher(host_batch, epoch * steps_per_epoch,
-                                    (epoch + 1) * steps_per_epoch, t.prefetch)
+      batches = rec_data.Prefetcher(lambda s: parallel.to_global(source.host_batch(s), mesh),
+                                    epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch,
+                                    t.prefetch)
       for step, batch in batches:
         if step_hook is not None:
           step_hook(step)

@@ -113,18 +113,27 @@ def make_batch(examples: Examples, index: np.ndarray, weight: np.ndarray,
     {"enc_tokens": int32[b, H'*(L+1)], "enc_mask": bool[b, H'*(L+1)], "targets": int32[b, L+1],
      "target_items": int32[b], "weight": float32[b]}.
   """
-  history = examples.history[index]
-  if history_items is not None:
-    if np.any(history[:, :-history_items] >= 0):
-      raise ValueError(f"make_batch: a history holds more than history_items={history_items} "
-                       "items")
-    history = history[:, -history_items:]
+  history = bucket_history(examples.history[index], history_items)
   target = examples.target[index]
   enc_tokens = item_tokens[history].reshape(len(index), -1)
   enc_mask = np.repeat(history >= 0, item_tokens.shape[1], axis=1)
   return {"enc_tokens": enc_tokens.astype(np.int32), "enc_mask": enc_mask,
           "targets": sid_table[target].astype(np.int32), "target_items": target.astype(np.int32),
           "weight": np.asarray(weight, np.float32)}
+
+
+def bucket_history(history: np.ndarray, history_items: int | None) -> np.ndarray:
+  """The last `history_items` slots of left-padded histories int[b, H] (None: all H).
+
+  Raises:
+    ValueError: a row holds more items than `history_items`.
+  """
+  if history_items is None:
+    return history
+  if np.any(history[:, :-history_items] >= 0):
+    raise ValueError(f"recommender data: a history holds more than history_items={history_items} "
+                     "items")
+  return history[:, -history_items:]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +271,24 @@ def make_plan(examples: Examples, global_batch: int, seed: int | None,
   return BucketedPlan(lengths, global_batch, seed, buckets + (width,))
 
 
+class PlanRows:
+  """The rows of any global batch of a plan, with the epoch's order cached (a `BucketedPlan`'s
+  order shuffles every bucket; steps of one epoch share it)."""
+
+  def __init__(self, plan: BatchPlan | BucketedPlan):
+    self.plan = plan
+    self._cached_epoch, self._cached_order = -1, None
+
+  def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """(index int64[global_batch], weight float32[global_batch], the history length in items
+    the batch is padded to or None for the full history) of global step `step`."""
+    epoch = step // self.plan.steps_per_epoch
+    if epoch != self._cached_epoch:
+      self._cached_epoch, self._cached_order = epoch, self.plan.order(epoch)
+    index, weight = self.plan.rows(step, self._cached_order)
+    return index, weight, self.plan.history_items(step, self._cached_order)
+
+
 class BatchSource:
   """Builds this host's rows of any global batch of an example set.
 
@@ -276,15 +303,11 @@ class BatchSource:
     self.examples, self.plan = examples, plan
     self.item_tokens, self.sid_table = item_tokens, sid_table
     self.target_support, self.label_smoothing = target_support, label_smoothing
-    self._cached_epoch, self._cached_order = -1, None
+    self.plan_rows = PlanRows(plan)
 
   def host_batch(self, step: int) -> dict[str, np.ndarray]:
     """This host's slice of global batch `step` (numpy)."""
-    epoch = step // self.plan.steps_per_epoch
-    if epoch != self._cached_epoch:
-      self._cached_epoch, self._cached_order = epoch, self.plan.order(epoch)
-    index, weight = self.plan.rows(step, self._cached_order)
-    items = self.plan.history_items(step, self._cached_order)
+    index, weight, items = self.plan_rows(step)
     rows = parallel.host_batch_slice(self.plan.global_batch)
     batch = make_batch(self.examples, index[rows], weight[rows], self.item_tokens,
                        self.sid_table, items)

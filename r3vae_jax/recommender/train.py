@@ -193,13 +193,19 @@ def train_programs(config: ml_collections.ConfigDict, mesh: Mesh, total_steps: i
   return cached_program(key, build)
 
 
-def precompile_buckets(train_step: Callable, abstract: Any, source: data.BatchSource,
-                       mesh: Mesh, steps_per_epoch: int) -> None:
+def precompile_buckets(compile_batch: Callable[[Any], Any], source: Any, mesh: Mesh,
+                       steps_per_epoch: int) -> None:
   """Compiles the train step for every history-length bucket at once, before training.
 
   Each bucket is its own batch shape, so its own program; compiled lazily they would run one
   after another inside the first epoch. Compiling ahead of time on threads (XLA releases the
   GIL) overlaps them; `jax.jit` then finds each executable in its cache.
+
+  Args:
+    compile_batch: compiles the train step for one global batch (e.g.
+      `lambda b: step.lower(state, b).compile()`).
+    source: has `plan` and `host_batch(step)` (`data.BatchSource`, DIGER's item batches).
+    mesh, steps_per_epoch: the run's.
   """
   if not isinstance(source.plan, data.BucketedPlan):
     return
@@ -212,7 +218,7 @@ def precompile_buckets(train_step: Callable, abstract: Any, source: data.BatchSo
   start = time.time()
   batches = [parallel.to_global(source.host_batch(s), mesh) for s in first_step.values()]
   with futures.ThreadPoolExecutor(len(batches)) as pool:
-    list(pool.map(lambda b: train_step.lower(abstract, b).compile(), batches))
+    list(pool.map(compile_batch, batches))
   logging.info("recommender: compiled the train step for history lengths %s in %.1fs",
                sorted(first_step), time.time() - start)
 
@@ -460,7 +466,8 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
   # ================================ Train loop ==================================================
   finished = progress.finished
   if not finished:
-    precompile_buckets(train_prog.train_step, abstract, source, mesh, steps_per_epoch)
+    precompile_buckets(lambda b: train_prog.train_step.lower(abstract, b).compile(), source,
+                       mesh, steps_per_epoch)
   prefetcher, batches = None, None
   try:
     with PreemptionWatch() as preemption:
