@@ -3,7 +3,7 @@
 Times the trainer's compiled update step (`recommender.train.train_programs`, one device) on
 pre-placed batches, paper size (T5 6+6, d_model 128, 4 heads, d_kv 64, d_ff 256, ReLU, dropout
 0.1, SIDs 3 x 256 + 256 collision codes, history 20 items x 4 tokens, batch 512). Histories
-follow Beauty's training-history lengths (`BEAUTY_LENGTHS`), so padding is as PAD-heavy as in
+follow Beauty's training-history lengths (`synthetic_inputs.BEAUTY_LENGTHS`), so padding is as PAD-heavy as in
 training. Variants (`--variants`):
 
 * `scatter`: embedding gradient by the gather's scatter-add (`recommender.embed_grad=scatter`),
@@ -50,11 +50,6 @@ from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.recommender.tokens import layout_from_config
 
-# Beauty training examples (leave-one-out, example_window 20, history cap 20) by history length
-# 1..19 items, measured with r3vae_jax.data from shared/data/amazon_beauty (116,259 examples,
-# 5.0 items on average).
-BEAUTY_LENGTHS = (22363, 22363, 15201, 10980, 8300, 6489, 5123, 4242, 3547, 2989, 2550, 2189,
-                  1927, 1720, 1507, 1366, 1248, 1136, 1019)
 VARIANTS = ("scatter", "base", "bf16", "nodropout", "bucketed", "bucketed_bf16")
 _BATCHES_PER_SHAPE = 3
 
@@ -86,15 +81,6 @@ def _config(variant: str, tiny: bool, batch: int) -> ml_collections.ConfigDict:
   if not variant.startswith("bucketed"):
     c.train.length_buckets = ()
   return c
-
-
-def _beauty_like_examples(items: int, max_history: int, seed: int) -> rec_data.Examples:
-  """As many examples as Beauty, with its history lengths, random items."""
-  lengths = np.repeat(np.arange(1, len(BEAUTY_LENGTHS) + 1), BEAUTY_LENGTHS)
-  rng = np.random.default_rng(seed)
-  history = rng.integers(0, items, (lengths.size, max_history)).astype(np.int32)
-  history[np.arange(max_history)[None, :] < (max_history - lengths)[:, None]] = -1
-  return rec_data.Examples(history, rng.integers(0, items, lengths.size).astype(np.int32))
 
 
 def _shape_batches(plan: Any, order: Any, max_items: int) -> dict[int, list[int]]:
@@ -169,7 +155,8 @@ def main(argv: list[str]) -> None:
   probe = _config("base", FLAGS.tiny, 16)
   table = synthetic_inputs.random_sid_table(np.random.default_rng(0), 12101, probe.sid.levels,
                                             probe.sid.codebook_size, probe.sid.max_collisions)
-  examples = _beauty_like_examples(len(table), probe.data.max_history, seed=1)
+  examples = synthetic_inputs.beauty_like_examples(len(table), probe.data.max_history,
+                                                  seed=1)
   first = _config(FLAGS.variants[0], FLAGS.tiny, FLAGS.batch if not FLAGS.tiny else 16)
   state0 = rec_train.train_programs(first, parallel.config_mesh(first), 1000).init()
   prepared = {v: _prepare(v, examples, table, state0) for v in FLAGS.variants}

@@ -4,6 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from r3vae_jax import quantize
+from r3vae_jax.recommender import data as rec_data
+
+# Beauty training examples (leave-one-out, example_window 20, history cap 20) by history length
+# 1..19 items, measured with r3vae_jax.data from shared/data/amazon_beauty (116,259 examples,
+# 5.0 items on average).
+BEAUTY_LENGTHS = (22363, 22363, 15201, 10980, 8300, 6489, 5123, 4242, 3547, 2989, 2550, 2189,
+                  1927, 1720, 1507, 1366, 1248, 1136, 1019)
 
 
 def random_sid_table(rng: np.random.Generator, items: int, levels: int, codebook: int,
@@ -56,3 +63,13 @@ def unit_vectors(items: int, dim: int, clusters: int = 64, seed: int = 0) -> np.
   centers /= np.linalg.norm(centers, axis=1, keepdims=True)
   x = centers[rng.integers(0, clusters, items)] + 0.5 * rng.standard_normal((items, dim)) / dim**.5
   return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def beauty_like_examples(items: int, max_history: int, seed: int) -> rec_data.Examples:
+  """As many training examples as Beauty, with its history lengths (`BEAUTY_LENGTHS`), random
+  items, left-padded to `max_history`."""
+  lengths = np.repeat(np.arange(1, len(BEAUTY_LENGTHS) + 1), BEAUTY_LENGTHS)
+  rng = np.random.default_rng(seed)
+  history = rng.integers(0, items, (lengths.size, max_history)).astype(np.int32)
+  history[np.arange(max_history)[None, :] < (max_history - lengths)[:, None]] = -1
+  return rec_data.Examples(history, rng.integers(0, items, lengths.size).astype(np.int32))

@@ -214,6 +214,56 @@ def make_train_step(tok_graph: Any, mdef: rec_state.ModelDef, tx: optax.Gradient
                  out_shardings=(state_shardings, rep), donate_argnums=0)
 
 
+@dataclasses.dataclass(frozen=True)
+class JointProgram:
+  """A joint run's initial train state and its jitted update step.
+
+  Attributes:
+    state: {"params": {tokenizer, recommender, sigma}, "opt", "usage", "step", "rng"}, on the
+      devices (`make_train_step`'s layout).
+    train_step: `make_train_step`'s `step(state, batch, vectors, table, decay_id)`.
+    tok_graph: the tokenizer's nnx graph (its parameters live in the state).
+    programs: the recommender's `rec_train.model_programs` (model definition, shardings,
+      constrained-beam `generate`).
+  """
+  state: dict[str, Any]
+  train_step: Callable[..., Any]
+  tok_graph: Any
+  programs: Any
+
+
+def joint_program(config: ml_collections.ConfigDict, cfg: joint.JointConfig,
+                  tokenizer: nnx.Module, mesh: jax.sharding.Mesh, total_steps: int
+                  ) -> JointProgram:
+  """The state a joint run starts from (`tokenizer`'s parameters, a fresh recommender, sigma at
+  `diger.sigma_init`, uniform usage, step 0) placed on `mesh`, and its update step for
+  `total_steps` steps (optimizer schedules, noise annealing)."""
+  sid = config.sid
+  rep = parallel.replicated(mesh)
+  tok_graph, tok_params = nnx.split(tokenizer)
+  programs = rec_train.model_programs(config, mesh)
+  tx = make_optimizer(config, total_steps)
+  params = {
+      "tokenizer": jax.device_put(nnx.to_pure_dict(tok_params), rep),
+      "recommender": jax.jit(programs.mdef.init_params,
+                             out_shardings=programs.param_shardings)(),
+      "sigma": jax.device_put(jnp.full((sid.levels,), config.diger.sigma_init, jnp.float32),
+                              rep)}
+  # Adam moments inherit their parameter's sharding; step counts (made from nothing) would land
+  # on one device, so they are replicated.
+  opt = jax.tree.map(lambda x: x if len(x.sharding.device_set) == mesh.size
+                     else jax.device_put(x, rep), jax.jit(tx.init)(params))
+  state = {"params": params, "opt": opt,
+           "usage": jax.device_put(jnp.full((sid.levels, sid.codebook_size),
+                                            1.0 / sid.codebook_size, jnp.float32), rep),
+           "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
+           "rng": jax.device_put(rec_state.seed_key_data(config.seed, config.diger.rng_impl),
+                                 rep)}
+  train_step = make_train_step(tok_graph, programs.mdef, tx, cfg, config,
+                               jax.tree.map(lambda x: x.sharding, state), mesh, total_steps)
+  return JointProgram(state, train_step, tok_graph, programs)
+
+
 # ---- SID table & evaluation --------------------------------------------------------------
 
 def build_table(tok_graph: Any, tok_params: Any, vectors: np.ndarray, mesh: jax.sharding.Mesh,
@@ -411,34 +461,13 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
                                                          t.length_buckets))
   steps_per_epoch = source.plan.steps_per_epoch
 
-  # ================================ Model & optimizer =========================================
+  # ================================ Model, optimizer, shard & transfer ========================
   tokenizer = load_pretrained_tokenizer(config, vectors, workdir)
-  tok_graph, tok_params = nnx.split(tokenizer)
-  programs = rec_train.model_programs(config, mesh)
-  mdef, layout = programs.mdef, programs.mdef.layout
-  tx = make_optimizer(config, t.epochs * steps_per_epoch)
-
-  # ================================ Shard & transfer ==========================================
-  params = {
-      "tokenizer": jax.device_put(nnx.to_pure_dict(tok_params), rep),
-      "recommender": jax.jit(mdef.init_params, out_shardings=programs.param_shardings)(),
-      "sigma": jax.device_put(jnp.full((sid.levels,), config.diger.sigma_init, jnp.float32),
-                              rep)}
-  # Adam moments inherit their parameter's sharding; step counts (made from nothing) would land
-  # on one device, so they are replicated.
-  opt = jax.tree.map(lambda x: x if len(x.sharding.device_set) == mesh.size
-                     else jax.device_put(x, rep), jax.jit(tx.init)(params))
-  state = {"params": params, "opt": opt,
-           "usage": jax.device_put(jnp.full((sid.levels, sid.codebook_size),
-                                            1.0 / sid.codebook_size, jnp.float32), rep),
-           "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
-           "rng": jax.device_put(rec_state.seed_key_data(config.seed, config.diger.rng_impl),
-                                 rep)}
+  prog = joint_program(config, cfg, tokenizer, mesh, t.epochs * steps_per_epoch)
+  tok_graph, programs, train_step = prog.tok_graph, prog.programs, prog.train_step
+  layout, state, params = programs.mdef.layout, prog.state, prog.state["params"]
   vectors_dev = jax.device_put(vectors, rep)
   decay_id = jax.device_put(noise.decay_index(cfg.decay), rep)
-  train_step = make_train_step(tok_graph, mdef, tx, cfg, config,
-                               jax.tree.map(lambda x: x.sharding, state), mesh,
-                               t.epochs * steps_per_epoch)
 
   # ================================ Load checkpoint ===========================================
   table, stats = build_table(tok_graph, params["tokenizer"], vectors, mesh, config)
