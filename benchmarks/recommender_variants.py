@@ -3,8 +3,8 @@
 Times the trainer's compiled update step (`recommender.train.train_programs`, one device) on
 pre-placed batches, paper size (T5 6+6, d_model 128, 4 heads, d_kv 64, d_ff 256, ReLU, dropout
 0.1, SIDs 3 x 256 + 256 collision codes, history 20 items x 4 tokens, batch 512). Histories
-follow Beauty's training-history lengths (`synthetic_inputs.BEAUTY_LENGTHS`), so padding is as PAD-heavy as in
-training. Variants (`--variants`):
+follow Beauty's training-history lengths (`synthetic_inputs.BEAUTY_LENGTHS`), so padding is as
+PAD-heavy as in training. Variants (`--variants`):
 
 * `scatter`: embedding gradient by the gather's scatter-add (`recommender.embed_grad=scatter`),
   every batch padded to 20 items: the step before today's changes, less the position-bias and
