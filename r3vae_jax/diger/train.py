@@ -3,7 +3,7 @@
   python -m r3vae_jax.main --config=r3vae_jax/configs/default.py:diger --workdir=DIR --mode=all
 
 Sections, top to bottom: config checks, pretrained tokenizer, model & optimizer, update step,
-SID table & evaluation, save, the train loop (mesh, input pipeline, shard & transfer, resume,
+SID table & evaluation, save, the train loop (mesh, input pipeline, model & transfer, resume,
 epochs).
 
 * Starts from the RQ-VAE of `config.diger.pretrain` (its best parameters in

@@ -219,7 +219,7 @@ def precompile_buckets(compile_batch: Callable[[Any], Any], source: Any, mesh: M
   batches = [parallel.to_global(source.host_batch(s), mesh) for s in first_step.values()]
   with futures.ThreadPoolExecutor(len(batches)) as pool:
     list(pool.map(compile_batch, batches))
-  logging.info("recommender: compiled the train step for history lengths %s in %.1fs",
+  logging.info("compiled the train step for history lengths %s in %.1fs",
                sorted(first_step), time.time() - start)
 
 
