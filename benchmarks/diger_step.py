@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import json
+import sys
 import time
 from typing import Any
 
@@ -122,7 +123,9 @@ def main(argv: list[str]) -> None:
                              repeats=FLAGS.repeats, iters=FLAGS.iters)
     per_width[width] = {**physics.xla_cost(compiled[width]),
                         "seconds_per_step": timing["seconds"], "timing": timing}
-  results: dict[str, Any] = {"environment": harness.environment(), "tiny": FLAGS.tiny,
+  results: dict[str, Any] = {"environment": harness.environment(),
+                             "command": " ".join(["python -m benchmarks.diger_step"] + sys.argv[1:]),
+                             "tiny": FLAGS.tiny,
                              "batch": config.train.batch_size, "compile_all_s": compile_s,
                              "per_width": {str(w): v for w, v in per_width.items()},
                              "variants": {}}
