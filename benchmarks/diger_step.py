@@ -124,7 +124,8 @@ def main(argv: list[str]) -> None:
     per_width[width] = {**physics.xla_cost(compiled[width]),
                         "seconds_per_step": timing["seconds"], "timing": timing}
   results: dict[str, Any] = {"environment": harness.environment(),
-                             "command": " ".join(["python -m benchmarks.diger_step"] + sys.argv[1:]),
+                             "command": " ".join(["python -m benchmarks.diger_step",
+                                                  *sys.argv[1:]]),
                              "tiny": FLAGS.tiny,
                              "batch": config.train.batch_size, "compile_all_s": compile_s,
                              "per_width": {str(w): v for w, v in per_width.items()},
