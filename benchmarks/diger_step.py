@@ -66,20 +66,6 @@ def _config(tiny: bool) -> ml_collections.ConfigDict:
   return c
 
 
-def _epoch_batches(plan: Any, source: diger_train.ItemBatchSource
-                   ) -> tuple[dict[int, list[dict]], dict[int, int]]:
-  """A few batches of epoch 0 per history width, and the epoch's batch count per width."""
-  batches: dict[int, list[dict]] = {}
-  counts: dict[int, int] = {}
-  for step in range(plan.steps_per_epoch):
-    batch = source.host_batch(step)
-    width = batch["history"].shape[1]
-    counts[width] = counts.get(width, 0) + 1
-    if len(batches.setdefault(width, [])) < _BATCHES_PER_SHAPE:
-      batches[width].append(batch)
-  return batches, counts
-
-
 def main(argv: list[str]) -> None:
   del argv
   start = time.perf_counter()
@@ -105,10 +91,13 @@ def main(argv: list[str]) -> None:
     buckets = config.train.length_buckets if variant == "bucketed" else ()
     plans[variant] = rec_data.make_plan(examples, config.train.batch_size, config.seed,
                                         tuple(buckets))
-    shapes, counts[variant] = _epoch_batches(plans[variant],
-                                             diger_train.ItemBatchSource(examples, plans[variant]))
-    for width, host_batches in shapes.items():
-      batches.setdefault(width, [parallel.to_global(b, mesh) for b in host_batches])
+    source = diger_train.ItemBatchSource(examples, plans[variant])
+    counts[variant] = {}
+    for width, steps in rec_data.steps_by_width(plans[variant]).items():
+      width = width or config.data.max_history
+      counts[variant][width] = len(steps)
+      batches.setdefault(width, [parallel.to_global(source.host_batch(s), mesh)
+                                 for s in steps[:_BATCHES_PER_SHAPE]])
   compile_start = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(len(batches)) as pool:
     compiled = dict(zip(batches, pool.map(

@@ -83,17 +83,6 @@ def _config(variant: str, tiny: bool, batch: int) -> ml_collections.ConfigDict:
   return c
 
 
-def _shape_batches(plan: Any, order: Any, max_items: int) -> dict[int, list[int]]:
-  """Steps of epoch 0 by the history length their batch is padded to (a few per shape)."""
-  steps: dict[int, list[int]] = {}
-  for step in range(plan.steps_per_epoch):
-    items = plan.history_items(step, order) or max_items
-    steps.setdefault(items, [])
-    if len(steps[items]) < _BATCHES_PER_SHAPE:
-      steps[items].append(step)
-  return steps
-
-
 def _program_key(config: ml_collections.ConfigDict, items: int) -> tuple[str, int]:
   """Programs that differ only in `train.length_buckets` are the same for one batch shape."""
   c = config.copy_and_resolve_references()
@@ -112,22 +101,19 @@ def _prepare(variant: str, examples: rec_data.Examples, table: np.ndarray, state
   mesh = parallel.config_mesh(config)
   plan = rec_data.make_plan(examples, config.train.batch_size, config.seed,
                             config.train.length_buckets)
-  max_items = config.data.max_history
   order = plan.order(0)
   prog = rec_train.train_programs(config, mesh, 1000)
   source = rec_data.BatchSource(examples, plan, layout_from_config(config).item_tokens(table),
                                 table)
-  shapes = {}
-  for items, steps in _shape_batches(plan, order, max_items).items():
-    batches = [parallel.to_global(source.host_batch(s), mesh) for s in steps]
+  shapes, counts, real = {}, {}, {}
+  for items, steps in rec_data.steps_by_width(plan).items():
+    items = items or config.data.max_history
+    batches = [parallel.to_global(source.host_batch(s), mesh)
+               for s in steps[:_BATCHES_PER_SHAPE]]
     shapes[items] = {"batches": batches, "key": _program_key(config, items),
                      "lower": lambda b=batches[0]: prog.train_step.lower(state, b)}
-  counts = {items: 0 for items in shapes}
-  real = {items: 0.0 for items in shapes}
-  for step in range(plan.steps_per_epoch):
-    items = plan.history_items(step, order) or max_items
-    counts[items] += 1
-    real[items] += float(plan.rows(step, order)[1].sum())
+    counts[items] = len(steps)
+    real[items] = sum(float(plan.rows(s, order)[1].sum()) for s in steps)
   return {"config": config, "shapes": shapes, "counts": counts, "real": real}
 
 

@@ -169,8 +169,7 @@ def test_precompile_buckets_compiles_every_bucket_shape_once_ahead_of_training()
   monitoring.register_event_duration_secs_listener(listen)
   try:
     abstract = jax.ShapeDtypeStruct((), np.int32)
-    train.precompile_buckets(lambda b: step.lower(abstract, b).compile(), source, mesh,
-                             plan.steps_per_epoch)
+    train.precompile_buckets(lambda b: step.lower(abstract, b).compile(), source, mesh)
     assert len(compiles) == 2  # buckets of 1 and 3 items
     for s in range(plan.steps_per_epoch):
       step(np.int32(0), parallel.to_global(source.host_batch(s), mesh))

@@ -500,7 +500,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   if epoch < t.epochs and bad_epochs < t.patience:
     rec_train.precompile_buckets(
         lambda b: train_step.lower(tree["state"], b, vectors_dev, tree["table"],
-                                   decay_id).compile(), source, mesh, steps_per_epoch)
+                                   decay_id).compile(), source, mesh)
   select, stopped = t.select_metric, "finished"
   with PreemptionWatch() as preemption:
     while epoch < t.epochs and bad_epochs < t.patience:

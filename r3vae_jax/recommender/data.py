@@ -271,6 +271,16 @@ def make_plan(examples: Examples, global_batch: int, seed: int | None,
   return BucketedPlan(lengths, global_batch, seed, buckets + (width,))
 
 
+def steps_by_width(plan: BatchPlan | BucketedPlan, epoch: int = 0) -> dict[int | None, list[int]]:
+  """The global steps of epoch `epoch` grouped by the history length (items) their batch is
+  padded to, in step order; one group, None (the full history), for a `BatchPlan`."""
+  order, first = plan.order(epoch), epoch * plan.steps_per_epoch
+  groups: dict[int | None, list[int]] = {}
+  for step in range(first, first + plan.steps_per_epoch):
+    groups.setdefault(plan.history_items(step, order), []).append(step)
+  return groups
+
+
 class PlanRows:
   """The rows of any global batch of a plan, with the epoch's order cached (a `BucketedPlan`'s
   order shuffles every bucket; steps of one epoch share it)."""

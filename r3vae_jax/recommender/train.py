@@ -193,8 +193,7 @@ def train_programs(config: ml_collections.ConfigDict, mesh: Mesh, total_steps: i
   return cached_program(key, build)
 
 
-def precompile_buckets(compile_batch: Callable[[Any], Any], source: Any, mesh: Mesh,
-                       steps_per_epoch: int) -> None:
+def precompile_buckets(compile_batch: Callable[[Any], Any], source: Any, mesh: Mesh) -> None:
   """Compiles the train step for every history-length bucket at once, before training.
 
   Each bucket is its own batch shape, so its own program; compiled lazily they would run one
@@ -205,14 +204,11 @@ def precompile_buckets(compile_batch: Callable[[Any], Any], source: Any, mesh: M
     compile_batch: compiles the train step for one global batch (e.g.
       `lambda b: step.lower(state, b).compile()`).
     source: has `plan` and `host_batch(step)` (`data.BatchSource`, DIGER's item batches).
-    mesh, steps_per_epoch: the run's.
+    mesh: the run's.
   """
   if not isinstance(source.plan, data.BucketedPlan):
     return
-  order = source.plan.order(0)
-  first_step = {}
-  for step in range(steps_per_epoch):
-    first_step.setdefault(source.plan.history_items(step, order), step)
+  first_step = {items: steps[0] for items, steps in data.steps_by_width(source.plan).items()}
   if len(first_step) < 2:
     return
   start = time.time()
@@ -467,7 +463,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
   finished = progress.finished
   if not finished:
     precompile_buckets(lambda b: train_prog.train_step.lower(abstract, b).compile(), source,
-                       mesh, steps_per_epoch)
+                       mesh)
   prefetcher, batches = None, None
   try:
     with PreemptionWatch() as preemption:
