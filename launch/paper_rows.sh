@@ -13,9 +13,10 @@
 # the host overlaps with the others' device work). Each row's log goes to OUTDIR/<row>.log (with
 # JOBS=1 also to the terminal). Rows share a
 # persistent XLA compilation cache ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so
-# seeds of one configuration compile once. ROW_TIMEOUT=S sends SIGTERM to a row after S seconds:
-# its trainer saves a checkpoint and stops, `--mode=all` evaluates the best one and writes
-# results.json (relaunching the row later trains on). Each row's validation and test rankings
+# seeds of one configuration compile once. ROW_TIMEOUT=S: S seconds after a row starts, its
+# trainer saves a checkpoint and stops (`config.train.stop_at`, as on SIGTERM), and `--mode=all`
+# still evaluates the best one and writes results.json (relaunching the row later trains on); a
+# SIGTERM instead would also cut an evaluation under way. Each row's validation and test rankings
 # are copied beside its JSON as <row>.{valid,test}_ranking.npz, for `python -m r3vae_jax.fuse`.
 set -euo pipefail
 out=$1; shift
@@ -50,10 +51,9 @@ run_row() {  # dataset tokenizer seed vectors
   name=$(row_name "$dataset" "$tokenizer" "$seed" "$vectors")
   local workdir=${WORKROOT:-/tmp/r3vae_rows}/$name
   echo "=== $dataset:$tokenizer:$seed${vectors:+:$vectors} -> $workdir"
-  local limit=()
-  [ -n "${ROW_TIMEOUT:-}" ] && limit=(timeout -s TERM "$ROW_TIMEOUT")
+  [ -n "${ROW_TIMEOUT:-}" ] && flags+=(--config.train.stop_at="$(( $(date +%s) + ROW_TIMEOUT ))")
   rm -f "$workdir/results.json"
-  "${limit[@]}" python3 -m r3vae_jax.main --config="r3vae_jax/configs/$dataset.py:$arg" \
+  python3 -m r3vae_jax.main --config="r3vae_jax/configs/$dataset.py:$arg" \
       --workdir="$workdir" --mode=all "${flags[@]}" "${extra[@]}" || echo "row $name: exit $?"
   if [ -f "$workdir/results.json" ]; then
     cp "$workdir/results.json" "$out/$name.json"

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import time
 
 import jax
 import numpy as np
@@ -14,6 +15,7 @@ from r3vae_jax.configs import default
 from r3vae_jax.data import splits as splits_lib
 from r3vae_jax.data import synthetic
 from r3vae_jax.diger import train as diger_train
+from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.tokenizer import sid_table
 
@@ -116,32 +118,53 @@ def test_rerun_resumes_without_training_again(synthetic_run):
   assert again["best_epoch"] == summary["best_epoch"]
 
 
-def test_sigterm_saves_the_best_epoch_so_far_and_a_relaunch_finishes(tmp_path):
-  """SIGTERM mid-epoch 2: the run stops before the next step with epoch 1 saved as the best
-  (diger/summary.json, the exported recommender), the handler is put back, and a relaunch
-  resumes after epoch 1 and trains to the end."""
+def test_sigterm_or_deadline_saves_the_best_epoch_so_far_and_a_relaunch_finishes(tmp_path):
+  """SIGTERM at the second step of epoch 2: the run stops before that step, with epoch 1 saved
+  as the best (diger/summary.json, the exported recommender) and the handler put back. A
+  relaunch whose `train.stop_at` has passed resumes after epoch 1 (the deadline is in no
+  fingerprint) and stops at once; one without a deadline trains epoch 2 and finishes."""
   config = small_config()
-  config.train.epochs = 2
+  config.train.update(dict(epochs=2, eval_every_epochs=1))
   inter, vectors = synthetic.make_synthetic(config.data.synthetic)
   splits = splits_lib.leave_one_out(inter.sequences)
+  train_ex = rec_data.train_examples(splits, config.data.max_history, config.train.example_window)
+  steps_per_epoch = rec_data.make_plan(train_ex, config.train.batch_size, config.seed,
+                                       config.train.length_buckets).steps_per_epoch
+  assert steps_per_epoch > 1
   workdir = str(tmp_path)
   handler_before = signal.getsignal(signal.SIGTERM)
-  steps = []
+  trained = []
 
   def sigterm_in_epoch_2(step):
-    steps.append(step)
-    if len(steps) > 1 and step == 2 * steps[-2] - steps[-2] + 1 and step > 1 and _epoch_2(step):
-      pass
+    trained.append(step)
+    if step == steps_per_epoch + 1:
+      assert signal.getsignal(signal.SIGTERM) != handler_before, "no SIGTERM handler installed"
+      os.kill(os.getpid(), signal.SIGTERM)
 
-  def _epoch_2(step):  # the first step index repeats its predecessor's epoch otherwise
-    return False
+  stopped = diger_train.train_diger(config, workdir, vectors, splits,
+                                    step_hook=sigterm_in_epoch_2)
+  assert stopped["stopped"] == "preempted" and stopped["best_epoch"] == 1
+  assert [h["epoch"] for h in stopped["history"]] == [0, 1]
+  assert trained == list(range(steps_per_epoch + 2))
+  assert signal.getsignal(signal.SIGTERM) == handler_before
+  with open(os.path.join(workdir, "diger", "summary.json"), encoding="utf-8") as f:
+    assert json.load(f)["best_epoch"] == 1
+  assert os.path.isdir(os.path.join(workdir, "diger", "model"))
 
-  del sigterm_in_epoch_2, _epoch_2
-  first = diger_train.train_diger(config, workdir + "/full", vectors, splits)
-  steps_per_epoch = first["history"][1]["train_steps"] if "train_steps" in first["history"][1] \
-      else None
-  assert steps_per_epoch is None or steps_per_epoch > 1
+  late = config.copy_and_resolve_references()
+  late.train.stop_at = time.time() - 1.0
+  trained.clear()
+  again = diger_train.train_diger(late, workdir, vectors, splits, step_hook=trained.append)
+  assert again["stopped"] == "preempted" and trained == [steps_per_epoch]
+  assert again["history"] == stopped["history"]
 
+  finished = diger_train.train_diger(config, workdir, vectors, splits)
+  assert finished["stopped"] == "finished"
+  assert [h["epoch"] for h in finished["history"]] == [0, 1, 2]
+  assert finished["history"][1] == stopped["history"][1]
+
+
+def test_bad_decay_is_a_clear_error(tmp_path):
   config = small_config("annealed")
   with pytest.raises(ValueError, match="config.diger.decay"):
     diger_train.train_diger(config, str(tmp_path), np.zeros((4, 2), np.float32),

@@ -3,8 +3,10 @@ JSON, log and ranking files (where the row wrote them) land in OUTDIR under a na
 the pipeline, so this checks the script alone)."""
 import os
 import pathlib
+import re
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -30,8 +32,9 @@ def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
   stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
   out, workroot = tmp_path / "out", tmp_path / "rows"
   env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WORKROOT": str(workroot),
-         "JOBS": jobs}
+         "JOBS": jobs, "ROW_TIMEOUT": "600"}
   env.pop("VECTORS_DIR", None)
+  started = int(time.time())
   subprocess.run(["bash", str(ROOT / "launch" / "paper_rows.sh"), str(out),
                   "beauty:r3vae+ema:0", "toys:rqvae:1:interactions-svd", "--", "--config.x=1"],
                  check=True, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -42,5 +45,8 @@ def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
   args = (workroot / "beauty_r3vae-ema_default_s0" / "args.txt").read_text()
   assert "--config=r3vae_jax/configs/beauty.py:r3vae+ema " in args
   assert "--config.seed=0" in args and "--config.x=1" in args
+  # ROW_TIMEOUT becomes the trainer's deadline (Unix seconds), so the row still evaluates.
+  stop_at = int(re.search(r"--config\.train\.stop_at=(\d+)", args).group(1))
+  assert started + 600 <= stop_at <= int(time.time()) + 600
   args = (workroot / "toys_rqvae_interactions-svd_s1" / "args.txt").read_text()
   assert "--config=r3vae_jax/configs/toys.py:rqvae,interactions-svd " in args

@@ -11,6 +11,7 @@ reuse the step compiled by the sharding test (`train.train_programs` caches prog
 import json
 import os
 import signal
+import time
 
 import jax
 import numpy as np
@@ -138,6 +139,12 @@ def test_train_crash_sigterm_resume_evaluate(setup, tmp_path, dropout):
   assert preempted["finished"] == "preempted" and preempted["step"] == 10
   assert os.path.isdir(os.path.join(workdir, "recommender", "checkpoints", "10"))
   assert signal.getsignal(signal.SIGTERM) == handler_before
+  # A passed deadline (train.stop_at, in no fingerprint) stops a relaunch before any step.
+  late = config.copy_and_resolve_references()
+  late.train.stop_at = time.time() - 1.0
+  trained = []
+  stopped = train.train_recommender(late, workdir, table, splits, step_hook=trained.append)
+  assert stopped["finished"] == "preempted" and stopped["step"] == 10 and not trained
   resumed = train.train_recommender(config, workdir, table, splits)
   assert resumed["finished"] == "epochs" and resumed["step"] == expected["step"]
   assert resumed["best_valid"] == expected["best_valid"]

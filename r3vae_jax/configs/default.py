@@ -190,6 +190,10 @@ def base_config() -> ml_collections.ConfigDict:
   # data.max_history is always the last bucket; () = every batch padded to max_history). Beauty
   # histories average 5 of 20 items: (4, 8, 12) pads to 7 on average, 3 compiled shapes more.
   c.train.length_buckets = (4, 8, 12)
+  # stop_at: Unix time (s) after which training stops as on SIGTERM (checkpoint saved; `--mode=all`
+  # then evaluates the best epoch); 0 = no deadline. launch/paper_rows.sh sets it from ROW_TIMEOUT.
+  # Not part of any checkpoint fingerprint: a relaunch with a later deadline resumes.
+  c.train.stop_at = 0.0
 
   # eval.exclude_seen: drop the user's whole history from the ranking before Recall/NDCG@K,
   # as RecBoard/freerec do when no user repeats an item (true of the Amazon 5-core files).

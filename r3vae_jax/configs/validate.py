@@ -185,6 +185,7 @@ FIELDS: dict[str, Check] = {
         r"(ndcg|recall)@[1-9][0-9]*", v) else "ndcg@K or recall@K"),
     "train.prefetch": _int(0),
     "train.fsdp_min_size": _int(0),
+    "train.stop_at": _float(0.0),              # Unix time; 0 = no deadline
     "eval.beam_size": _POSITIVE,
     "eval.ks": _ints(1),
     "eval.batch_size": _POSITIVE,

@@ -502,7 +502,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
         lambda b: train_step.lower(tree["state"], b, vectors_dev, tree["table"],
                                    decay_id).compile(), source, mesh)
   select, stopped = t.select_metric, "finished"
-  with PreemptionWatch() as preemption:
+  with PreemptionWatch(t.stop_at) as preemption:
     while epoch < t.epochs and bad_epochs < t.patience:
       start = time.time()
       state, table_dev = tree["state"], tree["table"]
@@ -584,6 +584,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
 
 def _fingerprint(config: ml_collections.ConfigDict, vectors: np.ndarray) -> str:
   sections = {k: config[k].to_dict() for k in ("diger", "recommender", "sid", "train", "data")}
+  del sections["train"]["stop_at"]  # a deadline, not a setting: relaunches with another resume
   return io.fingerprint_json({**sections, "seed": config.seed,
                               "pretrain": config[config.diger.pretrain].to_dict(),
                               "vectors": io.fingerprint_array(vectors)})

@@ -466,7 +466,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
                        mesh)
   prefetcher, batches = None, None
   try:
-    with PreemptionWatch() as preemption:
+    with PreemptionWatch(t.stop_at) as preemption:
       while not progress.finished:
         if progress.validated_epochs < step // steps_per_epoch:
           end_epoch()
