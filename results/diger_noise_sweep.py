@@ -7,6 +7,8 @@ joint recommender's validation NDCG@10 (CPU, minutes). Writes results/diger_nois
       python results/diger_noise_sweep.py results/diger_tokschedule_slice_cpu_s0.json
   DIGER_SWEEP=freeze DIGER_EPOCHS=12 DIGER_RECOMMENDER_SCHEDULE=cosine DIGER_SEED=0 \
       python results/diger_noise_sweep.py results/diger_freeze_slice_cpu_s0.json
+  DIGER_SWEEP=toklr DIGER_EPOCHS=12 DIGER_RECOMMENDER_SCHEDULE=cosine DIGER_SEED=0 \
+      python results/diger_noise_sweep.py results/diger_toklr_slice_cpu_s0.json
 
 DIGER_SWEEP picks the settings (comma-separated keys of SWEEPS; default "noise"); the
 fixed-table baseline always runs. DIGER_EPOCHS (default 4), DIGER_RECOMMENDER_SCHEDULE
@@ -87,6 +89,11 @@ SWEEPS = {
     # movement costs, apart from the noise
     "nonoise": [setting("none", True, 0.0, 1e-5, reader_codes="greedy", detach_codes=True,
                         tokenizer_schedule="follow")],
+    # variant diger+detached_follow at smaller tokenizer rates: how far the codes move (share of
+    # items whose SID differs from the pretrained one) against what the recommender scores
+    "toklr": [setting("frequency", True, 0.1, lr, reader_codes="greedy", detach_codes=True,
+                      noise_anneal_fraction=0.5, tokenizer_schedule="follow")
+              for lr in (1e-5, 1e-6, 1e-7)],
     # diagnostic: a frozen tokenizer (lr 1e-12, no noise) makes the joint trainer a fixed-table
     # one; any gap to the fixed-table baseline is the trainer's, not the moving codes'
     "frozen": [setting("none", False, 0.0, 1e-12, reader_codes="greedy", detach_codes=True)],
@@ -172,6 +179,10 @@ def main(out_path: str, sweeps: str = "noise") -> None:
           "train_rec_ce": [h.get("train_rec_ce") for h in history],
           "collision_rate": [h["collision_rate"] for h in history],
           "max_group_size": [h["max_group_size"] for h in history],
+          "best_epoch": summary["best_epoch"],
+          # share of items whose saved (best-epoch) SID differs from the pretrained table's
+          "sid_changed": float(np.mean(np.any(np.load(os.path.join(
+              workdir, "tokenizer", "sid_table.npy")) != table, axis=1))),
           "seconds": time.time() - start}
       print(name, result["runs"][name], flush=True)
       io.write_json(out_path, result)
