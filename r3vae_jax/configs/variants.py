@@ -72,6 +72,13 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # `freeze_id_encoder: true`). CPU slice, detached_follow at tokenizer lr 1e-5, 3 seeds:
     # validation N@10 0.0509 vs 0.0475 unfrozen (results/README.md, session 9).
     "frozen_encoder": (DIGER, {"diger.freeze_encoder": True}),
+    # The joint tokenizer at 1/100 of DIGER's rate. Adam moves a parameter by about lr per step
+    # whatever its scale, and our RQ-VAE's codewords are small (LastFM MiniLM: per-coordinate RMS
+    # 0.023 / 0.0073 / 0.0049 at levels 1-3), so at 1e-5 DIGER rewrites 84% of LastFM's SIDs in
+    # 720 steps. CPU slice, detached_follow, seed 0: validation N@10 0.0473 / 0.0516 / 0.0545 at
+    # lr 1e-5 / 1e-6 / 1e-7 with 54 / 24 / 3% of the SIDs moved; fixed table 0.0565
+    # (results/README.md, session 16).
+    "tokenizer_lr_1e-7": (DIGER, {"diger.tokenizer_lr": 1e-7}),
 }
 
 
