@@ -213,3 +213,24 @@ def test_fusion_weights_scores_validations_choice_on_test(tmp_path):
   assert study["test_at_chosen"] == 1.0 and study["test_at_uniform"] == pytest.approx(second)
   with pytest.raises(SystemExit, match="two ranking prefixes"):
     fusion_weights.study_pair(str(tmp_path / "a"))
+
+
+def test_code_drift_level_stats_by_hand(tmp_path):
+  """Two items, two levels of three codewords. Level 1: item (0,0) is 1 from codeword (1,0) and
+  sqrt(10) from (3,1); item (3,0) is 1 from (3,1) and 2 from (1,0): margins sqrt(10)-1 and 1; the
+  used codewords' coordinates 1,0,3,1 have RMS sqrt(2.75). Level 2: residuals (-1,0) and (0,-1)
+  sit on their codewords, sqrt(2) from the other used one; RMS sqrt(0.5)."""
+  drift = _load("diger_code_drift")
+  latents = np.array([[0.0, 0.0], [3.0, 0.0]])
+  books = np.array([[[1.0, 0.0], [3.0, 1.0], [10.0, 10.0]],
+                    [[-1.0, 0.0], [0.0, -1.0], [5.0, 5.0]]])
+  codes = np.array([[0, 0], [1, 1]])
+  first, second = drift.level_stats(latents, books, codes)
+  assert first["codeword_rms"] == pytest.approx(np.sqrt(2.75))
+  assert first["margin_median"] == pytest.approx((np.sqrt(10) - 1 + 1) / 2)
+  assert first["margin_p10"] == pytest.approx(1 + 0.1 * (np.sqrt(10) - 2))
+  assert second["codeword_rms"] == pytest.approx(np.sqrt(0.5))
+  assert second["margin_median"] == pytest.approx(np.sqrt(2))
+  io.write_json(str(tmp_path / "config.json"), {"tokenizer": "rqvae"})
+  with pytest.raises(io.ArtifactError, match="expected a DIGER run"):
+    drift.drift(str(tmp_path))
