@@ -584,7 +584,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
 
 def _fingerprint(config: ml_collections.ConfigDict, vectors: np.ndarray) -> str:
   sections = {k: config[k].to_dict() for k in ("diger", "recommender", "sid", "train", "data")}
-  del sections["train"]["stop_at"]  # a deadline, not a setting: relaunches with another resume
+  sections["train"].pop("stop_at", None)  # a deadline, not a setting: relaunches resume
   return io.fingerprint_json({**sections, "seed": config.seed,
                               "pretrain": config[config.diger.pretrain].to_dict(),
                               "vectors": io.fingerprint_array(vectors)})
