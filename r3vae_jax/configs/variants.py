@@ -70,7 +70,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "warmup": (RQVAE_BASED, {"rqvae.warmup_steps": 300}),
     # DIGER's joint phase moves only the codebooks and the decoder (RecBoard's DIGER config,
     # `freeze_id_encoder: true`). CPU slice, detached_follow at tokenizer lr 1e-5, 3 seeds:
-    # validation N@10 0.0509 vs 0.0475 unfrozen (results/README.md, session 9).
+    # validation N@10 0.0509 vs 0.0475 unfrozen (results/README.md, session 9). LastFM at paper
+    # size, one seed: test N@10 0.0478 vs 0.0454 unfrozen, 98% of the fixed table (session 16).
     "frozen_encoder": (DIGER, {"diger.freeze_encoder": True}),
     # The joint tokenizer at 1/100 of DIGER's rate. Adam moves a parameter by about lr per step
     # whatever its scale, and our RQ-VAE's codewords are small (LastFM MiniLM: per-coordinate RMS
