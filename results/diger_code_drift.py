@@ -22,6 +22,7 @@ import os
 import sys
 
 from flax import nnx
+import jax
 import ml_collections
 import numpy as np
 
@@ -31,14 +32,6 @@ from r3vae_jax import parallel
 from r3vae_jax.diger import train as diger_train
 from r3vae_jax.tokenizer import sid_table as sid_lib
 from r3vae_jax.tokenizer import train as tok_train
-
-
-def _leaves(tree):
-  if isinstance(tree, dict):
-    for value in tree.values():
-      yield from _leaves(value)
-  else:
-    yield np.asarray(tree)
 
 
 def level_stats(latents: np.ndarray, books: np.ndarray, codes: np.ndarray) -> list[dict]:
@@ -95,8 +88,9 @@ def drift(workdir: str) -> dict:
     stats["code_changed"] = float(np.mean(codes_pre[:, level] != codes_final[:, level]))
     stats["prefix_changed"] = float(np.mean(np.any(
         codes_pre[:, :level + 1] != codes_final[:, :level + 1], axis=1)))
-  encoder_pre = list(_leaves(pre_params["encoder"]))
-  delta = [a - b for a, b in zip(_leaves(final_params["encoder"]), encoder_pre)]
+  encoder_pre = [np.asarray(x) for x in jax.tree.leaves(pre_params["encoder"])]
+  encoder_final = [np.asarray(x) for x in jax.tree.leaves(final_params["encoder"])]
+  delta = [a - b for a, b in zip(encoder_final, encoder_pre)]
   table_pre = sid_lib.make_sid_table(codes_pre, config.sid.max_collisions)
   table_final = io.read_npy(os.path.join(workdir, diger_train.DIGER_DIR, "sid_table.npy"))
   return {"workdir": workdir, "variant": config.get("variant"), "seed": config.seed,
