@@ -19,9 +19,11 @@ Override any of them: --config.train.lr=5e-4.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+import threading
 import time
 
 from absl import app
@@ -203,8 +205,54 @@ _STAGES = {"prepare": _stage_prepare, "vectors": _stage_vectors, "tokenize": _st
 
 
 # Per-stage wall times of every `--mode=all` launch in a workdir, so that a run stopped by
-# time and launched again reports the time of all its launches.
+# time, or killed, and launched again reports the time of all its launches.
 _WALL_TIME_FILE = "wall_time.json"
+_WALL_TIME_EVERY_S = 30.0  # how often the stage under way is written (a killed launch's record)
+
+
+class _StageClock:
+  """This launch's per-stage wall times ({stage: seconds}), written to `path` with the earlier
+  launches' each time a stage ends, and every `every` seconds with the stage under way, so that a
+  launch that is killed (SIGKILL, the OOM killer) or dies in a stage still counts its time up to
+  the last write."""
+
+  def __init__(self, path: str, earlier: list[dict], every: float):
+    self.path, self.wall = path, {}
+    self.launches = earlier + [self.wall]  # `wall` fills in stage by stage
+    self._lock = threading.Lock()
+    self._stage, self._start = None, 0.0
+    self._stop = threading.Event()
+    self._beat = threading.Thread(target=self._write_every, args=(every,), daemon=True)
+
+  def __enter__(self) -> "_StageClock":
+    self._beat.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._stop.set()
+    self._beat.join()
+
+  @contextlib.contextmanager
+  def stage(self, name: str):
+    with self._lock:
+      self._stage, self._start = name, time.perf_counter()
+    try:
+      yield
+    finally:
+      with self._lock:
+        self._write()
+        self._stage = None
+
+  def _write(self) -> None:  # with the lock held
+    from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+    self.wall[self._stage] = round(time.perf_counter() - self._start, 2)
+    io.write_json(self.path, {"launches": self.launches})
+
+  def _write_every(self, every: float) -> None:
+    while not self._stop.wait(every):
+      with self._lock:
+        if self._stage is not None:
+          self._write()
 
 
 def _earlier_launches(workdir) -> list[dict]:
@@ -240,15 +288,15 @@ def run_all(config, workdir) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   commit = io.source_commit()  # at the start: the code that runs, not a later checkout's
-  wall, out = {}, {}
+  out = {}
   launches = _earlier_launches(workdir)
-  every_launch = launches + [wall]  # `wall` fills in stage by stage
-  for name in ("prepare", "vectors", "tokenize", "train", "evaluate"):
-    logging.info("==== stage %s ====", name)
-    start = time.perf_counter()
-    out[name] = _STAGES[name](config, workdir)
-    wall[name] = round(time.perf_counter() - start, 2)
-    io.write_json(os.path.join(workdir, _WALL_TIME_FILE), {"launches": every_launch})
+  with _StageClock(os.path.join(workdir, _WALL_TIME_FILE), launches,
+                   _WALL_TIME_EVERY_S) as clock:
+    for name in ("prepare", "vectors", "tokenize", "train", "evaluate"):
+      logging.info("==== stage %s ====", name)
+      with clock.stage(name):
+        out[name] = _STAGES[name](config, workdir)
+  wall, every_launch = clock.wall, clock.launches
   versions = {}
   for mod in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint"):
     try:

@@ -1,8 +1,10 @@
 """What `main` records about a run: the wall time of every launch in a workdir (a run stopped by
-time, or killed, and launched again trains on, and its results JSON counts both launches), and
-the SID table's transition lift beside the tokenizer's metrics."""
+time, or killed, and launched again trains on, and its results JSON counts both launches, the
+killed one up to its last record), and the SID table's transition lift beside the tokenizer's
+metrics."""
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -39,7 +41,8 @@ def test_a_relaunch_sums_the_wall_time_of_every_launch(tmp_path, monkeypatch):
   with pytest.raises(Killed):
     main.run_all(config, workdir)
   killed = io.read_json(os.path.join(workdir, "wall_time.json"))["launches"]
-  assert [sorted(w) for w in killed] == [["prepare", "tokenize", "vectors"]]  # up to the death
+  # Up to the death, the stage it died in included.
+  assert [sorted(w) for w in killed] == [["prepare", "tokenize", "train", "vectors"]]
   assert not os.path.exists(os.path.join(workdir, "results.json"))
 
   monkeypatch.setattr(main, "_STAGES", fake_stages())
@@ -53,6 +56,26 @@ def test_a_relaunch_sums_the_wall_time_of_every_launch(tmp_path, monkeypatch):
         sum(w.get(stage, 0.0) for w in launches), abs=0.02)
   with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
     assert json.load(f)["wall_time_s"] == second["wall_time_s"]
+
+
+def test_the_stage_under_way_is_written_while_it_runs(tmp_path, monkeypatch):
+  """A launch killed where no Python code runs (SIGKILL, the OOM killer) leaves the record the
+  clock wrote last: the stage under way, timed up to that write."""
+  seen = {}
+  stages = fake_stages()
+  finished_train = stages["train"]
+
+  def slow_train(config, workdir):
+    time.sleep(0.5)  # several beats of the clock
+    seen["record"] = io.read_json(os.path.join(workdir, "wall_time.json"))["launches"]
+    return finished_train(config, workdir)
+
+  monkeypatch.setattr(main, "_STAGES", {**stages, "train": slow_train})
+  monkeypatch.setattr(main, "_WALL_TIME_EVERY_S", 0.05)
+  results = main.run_all(default.get_config("rqkmeans"), str(tmp_path))
+  (during,) = seen["record"]
+  assert sorted(during) == ["prepare", "tokenize", "train", "vectors"]
+  assert 0.2 <= during["train"] <= results["wall_time_s"]["train"]
 
 
 def test_one_launch_has_no_per_launch_list(tmp_path, monkeypatch):
