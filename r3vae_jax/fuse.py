@@ -38,10 +38,11 @@ SOURCE_KEYS = ("dataset", "tokenizer", "variant", "vectors", "seed", "device", "
 
 def run_source(path: str) -> dict | None:
   """What the results JSON of the run behind the ranking file `path` says about it (dataset,
-  tokenizer, variant, vectors, seed, device, commit, wall_time_s, epochs), or None where there is
-  none: `<row>.json` beside `<row>.<split>_ranking.npz` (`launch/paper_rows.sh`), or the
-  workdir's `results.json` (`--mode=all`). `results` is relative (to the working directory)
-  where `path` is, so a committed fusion JSON names no machine's folders."""
+  tokenizer, variant, vectors, seed, device, commit, wall_time_s, epochs, example_window), or
+  None where there is none: `<row>.json` beside `<row>.<split>_ranking.npz`
+  (`launch/paper_rows.sh`), or the workdir's `results.json` (`--mode=all`). `results` is relative
+  (to the working directory) where `path` is, so a committed fusion JSON names no machine's
+  folders."""
   folder, name = os.path.split(os.path.abspath(path))
   row = re.fullmatch(r"(.+)\.(valid|test)(_ensemble)?_ranking\.npz", name)
   if row:
@@ -54,7 +55,8 @@ def run_source(path: str) -> dict | None:
   if not isinstance(result, dict) or result.get("kind") != "experiment":
     return None
   source = {k: result[k] for k in SOURCE_KEYS if k in result}
-  source["epochs"] = result.get("config", {}).get("train", {}).get("epochs")
+  train = result.get("config", {}).get("train", {})
+  source["epochs"], source["example_window"] = train.get("epochs"), train.get("example_window")
   source["results"] = candidate if os.path.isabs(path) else os.path.relpath(candidate)
   return source
 

@@ -8,9 +8,9 @@ each file is replaced (written to a temporary file, then renamed); a file withou
 is an error and is left as it was.
 
 Rows: dataset × tokenizer[+variant] × vector source × recommender epochs (`train.epochs`), with
-runs on the CPU (`device` "cpu") apart from accelerator runs; ours as mean ± std over seeds,
-beside the
-R3-VAE paper's numbers and the public PyTorch re-implementation's (docs/spec.md). A run with
+runs on the CPU (`device` "cpu") apart from accelerator runs, and runs whose training examples are
+not the last 20 items of each sequence (`train.example_window`) labelled and apart; ours as
+mean ± std over seeds, beside the R3-VAE paper's numbers and the public PyTorch re-implementation's (docs/spec.md). A run with
 `train.ensemble_size` K > 1 gives two rows: its first member alone, and "tokenizer ensemble×K"
 (all members decoding together; the wall time is the whole run's). A fusion JSON
 (`python -m r3vae_jax.fuse --output=...` on test rankings of M seeds of one row) gives a row
@@ -65,11 +65,30 @@ def _ensemble_view(r):
   return {**r, "metrics": metrics, "train": {**r["train"], "best_epoch": epochs}}
 
 
+# Commits whose DIGER trainer ignored `train.example_window` and trained on whole sequences
+# whatever it said (fixed in c9bc00f): the session-7 DIGER rows.
+_DIGER_WHOLE_SEQUENCES = {"f2ae303"}
+
+
+def _examples(r):
+  """"" for the fixed-table protocol's training examples (the last 20 items of each training
+  sequence, `train.example_window` 20), else what the run used, as a label suffix: runs that
+  differ in it are rows of their own (every DIGER variant trains on whole sequences)."""
+  window = r["config"]["train"].get("example_window") if "config" in r else r.get(
+      "example_window")
+  if r.get("tokenizer") == "diger" and str(r.get("commit", "")).split("+")[0] in \
+      _DIGER_WHOLE_SEQUENCES:
+    window = 0
+  if window in (None, 20):
+    return ""
+  return " (whole sequences)" if window == 0 else f" (last {window} items)"
+
+
 def _row_key(r):
-  """(dataset, tokenizer[+variant], vectors, recommender epochs, "cpu" or "accelerator") of a
-  results JSON or of a fusion JSON's source: runs on the CPU are rows of their own (their wall
-  times are another machine's)."""
-  tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "")
+  """(dataset, tokenizer[+variant][ (examples)], vectors, recommender epochs, "cpu" or
+  "accelerator") of a results JSON or of a fusion JSON's source: runs on the CPU are rows of
+  their own (their wall times are another machine's)."""
+  tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "") + _examples(r)
   epochs = r["epochs"] if "epochs" in r else r["config"]["train"]["epochs"]
   platform = "cpu" if str(r.get("device", "")).lower() == "cpu" else "accelerator"
   return r["dataset"], tokenizer, r["vectors"], epochs, platform

@@ -66,6 +66,33 @@ def test_cpu_runs_are_a_row_of_their_own(results_dir):
       ("60", "1", "0.0410", "TestGPU |")]
 
 
+def test_runs_on_other_training_examples_are_a_labelled_row_of_their_own(results_dir):
+  """The same row and seed trained on whole sequences (`train.example_window` 0, as the DIGER
+  variants) or on the last 20 items (the fixed-table protocol) must not merge into two seeds."""
+  whole = _result(0, 40, 0.0300)
+  whole["config"]["train"]["example_window"] = 0
+  last20 = _result(1, 40, 0.0310)
+  last20["config"]["train"]["example_window"] = 20
+  (results_dir / "whole_s0.json").write_text(json.dumps(whole))
+  (results_dir / "last20_s1.json").write_text(json.dumps(last20))
+  rows = [line.split(" | ") for line in make_table.table(str(results_dir)).splitlines()[2:]]
+  assert [(r[1], r[3], r[4], r[8]) for r in rows] == [
+      ("r3vae", "40", "3", "0.0357 ± 0.0042"),  # a_s0, a_s1 (no field: 20) and last20_s1
+      ("r3vae", "60", "1", "0.0410"),
+      ("r3vae (whole sequences)", "40", "1", "0.0300")]
+  assert rows[2][9] == "0.0716 / 0.0393"  # still beside its tokenizer's references
+
+
+def test_diger_runs_of_a_commit_that_ignored_the_window_count_as_whole_sequences(tmp_path):
+  runs = [{**_result(seed, 40, 0.03), "tokenizer": "diger", "commit": commit}
+          for seed, commit in ((0, "f2ae303"), (1, "f2ae303+dirty"), (2, "abc1234"))]
+  for run in runs:
+    run["config"]["train"]["example_window"] = 20
+    (tmp_path / f"d_s{run['seed']}.json").write_text(json.dumps(run))
+  rows = [line.split(" | ") for line in make_table.table(str(tmp_path)).splitlines()[2:]]
+  assert [(r[1], r[4]) for r in rows] == [("diger", "1"), ("diger (whole sequences)", "2")]
+
+
 def _fusion(sources, ndcg10, split="test"):
   fused = {"recall@5": 0.05, "recall@10": 0.08, "ndcg@5": 0.035, "ndcg@10": ndcg10}
   return {"kind": "fusion", "split": split, "fused": fused, "members": [], "sources": [
