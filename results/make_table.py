@@ -10,7 +10,8 @@ is an error and is left as it was.
 Rows: dataset × tokenizer[+variant] × vector source × recommender epochs (`train.epochs`), with
 runs on the CPU (`device` "cpu") apart from accelerator runs, and runs whose training examples are
 not the last 20 items of each sequence (`train.example_window`) labelled and apart; ours as
-mean ± std over seeds, beside the R3-VAE paper's numbers and the public PyTorch re-implementation's (docs/spec.md). A run with
+mean ± std over seeds, beside the R3-VAE paper's numbers and the public PyTorch
+re-implementation's (docs/spec.md). A run with
 `train.ensemble_size` K > 1 gives two rows: its first member alone, and "tokenizer ensemble×K"
 (all members decoding together; the wall time is the whole run's). A fusion JSON
 (`python -m r3vae_jax.fuse --output=...` on test rankings of M seeds of one row) gives a row
@@ -71,9 +72,9 @@ _DIGER_WHOLE_SEQUENCES = {"f2ae303"}
 
 
 def _examples(r):
-  """"" for the fixed-table protocol's training examples (the last 20 items of each training
-  sequence, `train.example_window` 20), else what the run used, as a label suffix: runs that
-  differ in it are rows of their own (every DIGER variant trains on whole sequences)."""
+  """The row label's suffix for the run's training examples: empty for the fixed-table protocol
+  (the last 20 items of each training sequence, `train.example_window` 20), else what the run
+  used; runs that differ in it are rows of their own (every DIGER variant uses whole sequences)."""
   window = r["config"]["train"].get("example_window") if "config" in r else r.get(
       "example_window")
   if r.get("tokenizer") == "diger" and str(r.get("commit", "")).split("+")[0] in \
