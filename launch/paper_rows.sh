@@ -11,9 +11,9 @@
 #
 # JOBS=N runs N rows at once on the same accelerator (each gets 1/N of its memory; compiling on
 # the host overlaps with the others' device work; with a cold XLA cache keep N <= 3: six rows
-# compiling at once on a 16-core host took over 6 minutes for their first step). Each row's log goes to OUTDIR/<row>.log (with
-# JOBS=1 also to the terminal). Rows share a
-# persistent XLA compilation cache ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so
+# compiling at once on a 16-core host took over 6 minutes for their first step). Each row's log
+# goes to OUTDIR/<row>.log (with JOBS=1 also to the terminal). Rows share a persistent XLA
+# compilation cache ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so
 # seeds of one configuration compile once. ROW_TIMEOUT=S: S seconds after a row starts, its
 # trainer saves a checkpoint and stops (`config.train.stop_at`, as on SIGTERM), and `--mode=all`
 # still evaluates the best one and writes results.json (relaunching the row later trains on); a
