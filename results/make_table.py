@@ -25,6 +25,8 @@ import sys
 
 import numpy as np
 
+from r3vae_jax.configs.variants import PAPER_ABLATIONS
+
 # R@10 / N@10 from the R3-VAE paper (spec.md), and the public PyTorch re-implementation
 # (5 seeds, maxlen 20; spec.md), keyed by (dataset, tokenizer).
 PAPER = {("beauty", "r3vae"): (0.0716, 0.0393), ("sports", "r3vae"): (0.0412, 0.0217),
@@ -35,14 +37,14 @@ REIMPL = {("beauty", "rqvae"): (0.0669, 0.0371), ("beauty", "rqkmeans"): (0.0683
           ("sports", "rqvae"): (None, 0.0206), ("sports", "r3vae"): (None, 0.0229),
           ("sports", "diger"): (None, 0.0207), ("toys", "rqvae"): (None, 0.0342),
           ("toys", "r3vae"): (None, 0.0374), ("toys", "diger"): (None, 0.0326)}
-# Variants of a published setting (the published setting itself, or ours on top of it): their
-# rows sit beside its references.
-AS_PUBLISHED = {"diger+detached": "diger", "diger+detached_follow": "diger",
-                "diger+detached_follow+sinkhorn": "diger", "rqvae+sinkhorn": "rqvae",
-                "diger+detached_follow+centered": "diger", "rqvae+centered": "rqvae",
-                "rqvae+last_table": "rqvae", "diger+detached_follow+last_table": "diger",
-                "rqvae+warmup+last_table": "rqvae",
-                "diger+detached_follow+warmup+last_table": "diger"}
+
+
+def _published(tokenizer: str) -> str:
+  """The published method a row sits beside: its base tokenizer ("diger+detached_follow" ->
+  "diger", "r3vae fused×2" -> "r3vae"), ours on top of it included; "" for the R3-VAE
+  paper's ablations, which remove a part of the method."""
+  base, *variants = tokenizer.split(" ")[0].split("+")
+  return "" if set(variants) & set(PAPER_ABLATIONS) else base
 
 
 def _fmt(values):
@@ -137,7 +139,7 @@ def table(directory: str) -> str:
            "|" + "---|" * 16]
   for (dataset, tok, vec, max_epochs, _), runs in sorted(rows.items()):
     test = [r["metrics"]["test"] for r in runs]
-    key = (dataset, AS_PUBLISHED.get(tok.split(" ")[0], tok.split(" ")[0]))
+    key = (dataset, _published(tok))
     wall = [sum(r["wall_time_s"].values()) for r in runs]
     train = [r["wall_time_s"].get("train", 0) for r in runs]
     # DIGER JSONs of session 7 hold the pretrained table under sid_metrics, the tested

@@ -261,3 +261,16 @@ def test_code_drift_level_stats_by_hand(tmp_path):
   io.write_json(str(tmp_path / "config.json"), {"tokenizer": "rqvae"})
   with pytest.raises(io.ArtifactError, match="expected a DIGER run"):
     drift.drift(str(tmp_path))
+
+
+def test_variants_sit_beside_their_method_and_ablations_beside_none(tmp_path):
+  rows = {"diger": ("diger", "detached_follow+tokenizer_lr_1e-7"),
+          "r3vae_ema": ("r3vae", "ema"), "r3vae_no_sc": ("r3vae", "no_sc")}
+  for name, (tokenizer, variant) in rows.items():
+    run = {**_result(0, 60, 0.0361), "tokenizer": tokenizer, "variant": variant}
+    (tmp_path / f"{name}.json").write_text(json.dumps(run))
+  cells = {row[1]: (row[9], row[10]) for row in (
+      line.split(" | ") for line in make_table.table(str(tmp_path)).splitlines()[2:])}
+  assert cells["diger+detached_follow+tokenizer_lr_1e-7"] == ("– / –", "0.0664 / 0.0365")
+  assert cells["r3vae+ema"] == ("0.0716 / 0.0393", "0.0710 / 0.0390")
+  assert cells["r3vae+no_sc"] == ("– / –", "– / –")

@@ -14,6 +14,9 @@ R3VAE = ("r3vae",)
 FIXED_TABLE = ("rqkmeans", "rqvae", "r3vae")  # the recommender trainer (not DIGER's joint one)
 DIGER = ("diger",)
 RQVAE_BASED = ("rqvae", "diger")  # the RQ-VAE row and DIGER, which starts from an RQ-VAE
+# The R3-VAE paper's ablations each remove a component: a row with one of them is not the
+# published method, so the results table sets no published numbers beside it.
+PAPER_ABLATIONS = ("no_ref", "straight_through", "no_sc", "no_pd")
 
 # DIGER as the released code and the re-implementation run it: the recommender reads the
 # noiseless codes and its loss does not reach the tokenizer (results/README.md, session 6), the
