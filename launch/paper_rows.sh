@@ -10,11 +10,15 @@
 # minilm-text) instead of running the text encoder. Extra flags after `--` go to every row.
 #
 # JOBS=N runs N rows at once on the same accelerator (each gets 1/N of its memory; compiling on
-# the host overlaps with the others' device work; with a cold XLA cache keep N <= 3: six rows
-# compiling at once on a 16-core host took over 6 minutes for their first step). Each row's log
-# goes to OUTDIR/<row>.log (with JOBS=1 also to the terminal). Rows share a persistent XLA
-# compilation cache ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so
-# seeds of one configuration compile once. ROW_TIMEOUT=S: S seconds after a row starts, its
+# the host overlaps with the others' device work). Each row's log goes to OUTDIR/<row>.log (with
+# JOBS=1 also to the terminal). Rows share a persistent XLA compilation cache
+# ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so seeds of one configuration compile
+# once, provided they do not all compile at the same time: on a cold cache, six rows (session 17)
+# and then three DIGER rows (session 18) compiling at once on one H100 trained nothing in over
+# 6 minutes, while one DIGER row alone compiles its step in ~2.5 minutes. So with JOBS > 1 the
+# first row runs alone until its trainer has logged its first epoch (or it ended), then the
+# others start (STAGGER=0: all at once). ROW_TIMEOUT=S: S seconds after a row starts (for the
+# rows of the first batch, after the first row starts), its
 # trainer saves a checkpoint and stops (`config.train.stop_at`, as on SIGTERM), and `--mode=all`
 # still evaluates the best one and writes results.json (relaunching the row later trains on); a
 # SIGTERM instead would also cut an evaluation under way. Each row's validation and test rankings
@@ -28,6 +32,7 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$out"
 jobs_max=${JOBS:-1}
+started=0
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-${WORKROOT:-/tmp/r3vae_rows}/xla_cache}
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-1}
 if [ "$jobs_max" -gt 1 ]; then
@@ -39,8 +44,12 @@ row_name() {  # dataset tokenizer seed vectors -> a file name of [A-Za-z0-9._-] 
   echo "${1}_${tokenizer}_${4:-default}_s${3}"
 }
 
-run_row() {  # dataset tokenizer seed vectors
-  local dataset=$1 tokenizer=$2 seed=$3 vectors=$4
+first_epoch_logged() {  # log -> whether the recommender or DIGER trainer finished an epoch
+  grep -qE "recommender: epoch 1 took|diger epoch 1:" "$1" 2>/dev/null
+}
+
+run_row() {  # dataset tokenizer seed vectors [start: Unix time ROW_TIMEOUT counts from]
+  local dataset=$1 tokenizer=$2 seed=$3 vectors=$4 start=${5:-$(date +%s)}
   local arg=$tokenizer${vectors:+,$vectors}
   local flags=(--config.seed="$seed")
   local npy=${VECTORS_DIR:-}/${dataset}_minilm.npy
@@ -52,7 +61,7 @@ run_row() {  # dataset tokenizer seed vectors
   name=$(row_name "$dataset" "$tokenizer" "$seed" "$vectors")
   local workdir=${WORKROOT:-/tmp/r3vae_rows}/$name
   echo "=== $dataset:$tokenizer:$seed${vectors:+:$vectors} -> $workdir"
-  [ -n "${ROW_TIMEOUT:-}" ] && flags+=(--config.train.stop_at="$(( $(date +%s) + ROW_TIMEOUT ))")
+  [ -n "${ROW_TIMEOUT:-}" ] && flags+=(--config.train.stop_at="$(( start + ROW_TIMEOUT ))")
   rm -f "$workdir/results.json"
   python3 -m r3vae_jax.main --config="r3vae_jax/configs/$dataset.py:$arg" \
       --workdir="$workdir" --mode=all "${flags[@]}" "${extra[@]}" || echo "row $name: exit $?"
@@ -76,7 +85,14 @@ for row in "${rows[@]}"; do
     continue
   fi
   while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
-  run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}" \
-      > "$out/$(row_name "$dataset" "$tokenizer" "$seed" "${vectors:-}").log" 2>&1 &
+  log=$out/$(row_name "$dataset" "$tokenizer" "$seed" "${vectors:-}").log
+  started=$((started + 1)); start=""  # the first batch's deadlines count from its first row
+  if [ "$started" -le "$jobs_max" ]; then
+    batch_start=${batch_start:-$(date +%s)}; start=$batch_start
+  fi
+  run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}" "$start" > "$log" 2>&1 &
+  if [ "$started" = 1 ] && [ "${STAGGER:-1}" = 1 ]; then  # the first row compiles alone
+    while kill -0 $! 2>/dev/null && ! first_epoch_logged "$log"; do sleep 1; done
+  fi
 done
 wait

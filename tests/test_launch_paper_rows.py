@@ -50,3 +50,42 @@ def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
   assert started + 600 <= stop_at <= int(time.time()) + 600
   args = (workroot / "toys_rqvae_interactions-svd_s1" / "args.txt").read_text()
   assert "--config=r3vae_jax/configs/toys.py:rqvae,interactions-svd " in args
+
+
+EPOCH_STUB = """#!/usr/bin/env bash
+for arg in "$@"; do
+  case $arg in --workdir=*) workdir=${arg#--workdir=} ;; esac
+done
+mkdir -p "$workdir"
+date +%s.%N > "$workdir/started"
+echo "$*" > "$workdir/args.txt"
+sleep 1
+date +%s.%N > "$workdir/epoch_logged"
+echo "I1205 diger epoch 1: rec_ce 3.9 (70s)"
+sleep 1
+echo '{"kind": "experiment"}' > "$workdir/results.json"
+"""
+
+
+@pytest.mark.parametrize("stagger", ["1", "0"])
+def test_first_row_compiles_alone_then_the_batch_shares_its_deadline(tmp_path, stagger):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  stub = bin_dir / "python3"
+  stub.write_text(EPOCH_STUB)
+  stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+  workroot = tmp_path / "rows"
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WORKROOT": str(workroot),
+         "JOBS": "2", "ROW_TIMEOUT": "600", "STAGGER": stagger,
+         "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.45"}
+  env.pop("VECTORS_DIR", None)
+  subprocess.run(["bash", str(ROOT / "launch" / "paper_rows.sh"), str(tmp_path / "out"),
+                  "beauty:diger:0", "beauty:diger:1", "beauty:diger:2"],
+                 check=True, env=env, cwd=ROOT, capture_output=True, text=True)
+  rows = [workroot / f"beauty_diger_default_s{seed}" for seed in range(3)]
+  first_epoch = float((rows[0] / "epoch_logged").read_text())
+  second_start = float((rows[1] / "started").read_text())
+  assert (second_start >= first_epoch) == (stagger == "1")
+  stop_at = [int(re.search(r"stop_at=(\d+)", (r / "args.txt").read_text()).group(1))
+             for r in rows]
+  assert stop_at[0] == stop_at[1] < stop_at[2]  # the third row waited for a free slot
