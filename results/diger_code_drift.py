@@ -53,6 +53,15 @@ def level_stats(latents: np.ndarray, books: np.ndarray, codes: np.ndarray) -> li
   return out
 
 
+def leaves_by_path(tree) -> dict[str, np.ndarray]:
+  """A parameter tree's leaves keyed by their path ("layers/0/kernel"), every key as a string:
+  a restored checkpoint keys a module list's entries '0', '1', ..., the live module 0, 1, ..."""
+  def name(key):
+    return str(getattr(key, "key", getattr(key, "idx", key)))
+  return {"/".join(name(k) for k in path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def drift(workdir: str) -> dict:
   """The module docstring's measures for one DIGER workdir."""
   config = ml_collections.ConfigDict(io.read_json(os.path.join(workdir, "config.json")))
@@ -88,9 +97,12 @@ def drift(workdir: str) -> dict:
     stats["code_changed"] = float(np.mean(codes_pre[:, level] != codes_final[:, level]))
     stats["prefix_changed"] = float(np.mean(np.any(
         codes_pre[:, :level + 1] != codes_final[:, :level + 1], axis=1)))
-  encoder_pre = [np.asarray(x) for x in jax.tree.leaves(pre_params["encoder"])]
-  encoder_final = [np.asarray(x) for x in jax.tree.leaves(final_params["encoder"])]
-  delta = [a - b for a, b in zip(encoder_final, encoder_pre)]
+  encoder_pre = leaves_by_path(pre_params["encoder"])
+  encoder_final = leaves_by_path(final_params["encoder"])
+  if encoder_pre.keys() != encoder_final.keys():
+    raise io.ArtifactError(f"{model_dir}: encoder parameters {sorted(encoder_final)}, expected "
+                           f"the pretrained tokenizer's {sorted(encoder_pre)}")
+  delta = [encoder_final[k] - encoder_pre[k] for k in encoder_pre]
   table_pre = sid_lib.make_sid_table(codes_pre, config.sid.max_collisions)
   table_final = io.read_npy(os.path.join(workdir, diger_train.DIGER_DIR, "sid_table.npy"))
   return {"workdir": workdir, "variant": config.get("variant"), "seed": config.seed,
@@ -98,7 +110,7 @@ def drift(workdir: str) -> dict:
           "freeze_encoder": config.diger.freeze_encoder,
           "best_epoch": restored[2].get("best_epoch"),
           "encoder_shift": float(np.sqrt(sum(np.sum(d ** 2) for d in delta))
-                                 / np.sqrt(sum(np.sum(x ** 2) for x in encoder_pre))),
+                                 / np.sqrt(sum(np.sum(x ** 2) for x in encoder_pre.values()))),
           "sid_changed": float(np.mean(np.any(table_pre != table_final, axis=1))),
           "levels": levels}
 

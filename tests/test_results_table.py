@@ -274,3 +274,15 @@ def test_variants_sit_beside_their_method_and_ablations_beside_none(tmp_path):
   assert cells["diger+detached_follow+tokenizer_lr_1e-7"] == ("– / –", "0.0664 / 0.0365")
   assert cells["r3vae+ema"] == ("0.0716 / 0.0393", "0.0710 / 0.0390")
   assert cells["r3vae+no_sc"] == ("– / –", "– / –")
+
+
+def test_code_drift_pairs_encoder_leaves_by_path_not_by_order():
+  """Keys 2 and 10 sort one way as ints and the other as strings ('10' < '2'): the restored
+  checkpoint's string keys must still pair with the live module's int keys."""
+  drift = _load("diger_code_drift")
+  live = {"layers": {2: {"kernel": np.full(2, 2.0)}, 10: {"kernel": np.full(2, 10.0)}}}
+  restored = {"layers": {"10": {"kernel": np.full(2, 10.5)}, "2": {"kernel": np.full(2, 2.5)}}}
+  pre, final = drift.leaves_by_path(live), drift.leaves_by_path(restored)
+  assert pre.keys() == final.keys() == {"layers/2/kernel", "layers/10/kernel"}
+  for key in pre:
+    np.testing.assert_allclose(final[key] - pre[key], 0.5)
