@@ -105,8 +105,8 @@ def test_fusions_of_one_rows_seeds_are_a_row(results_dir):
   fusions = {"f01": _fusion([(0, 40), (1, 40)], 0.0420), "f12": _fusion([(1, 40), (2, 40)], 0.0440),
              "mixed": _fusion([(0, 40), (0, 60)], 0.05),  # two rows: not a row of the table
              "valid": _fusion([(0, 40), (1, 40)], 0.05, split="valid")}
-  for name, fusion in fusions.items():
-    (results_dir / f"{name}.json").write_text(json.dumps(fusion))
+  for name, fused_run in fusions.items():
+    (results_dir / f"{name}.json").write_text(json.dumps(fused_run))
   lines = make_table.table(str(results_dir)).splitlines()
   assert len(lines) == 5
   fused = next(line for line in lines if "fused" in line).split(" | ")
