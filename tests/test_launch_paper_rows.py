@@ -23,21 +23,28 @@ case $workdir in *beauty*) mkdir -p "$workdir/recommender"; echo r > "$workdir/r
 """
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
+def _run_rows(tmp_path, stub_text: str, args: list[str], **env_vars: str):
+  """Runs `launch/paper_rows.sh tmp_path/out ARGS` with `stub_text` as `python3` and
+  ROW_TIMEOUT=600; returns (OUTDIR, WORKROOT)."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   stub = bin_dir / "python3"
-  stub.write_text(STUB)
+  stub.write_text(stub_text)
   stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
   out, workroot = tmp_path / "out", tmp_path / "rows"
   env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WORKROOT": str(workroot),
-         "JOBS": jobs, "ROW_TIMEOUT": "600"}
+         "ROW_TIMEOUT": "600", **env_vars}
   env.pop("VECTORS_DIR", None)
-  started = int(time.time())
-  subprocess.run(["bash", str(ROOT / "launch" / "paper_rows.sh"), str(out),
-                  "beauty:r3vae+ema:0", "toys:rqvae:1:interactions-svd", "--", "--config.x=1"],
+  subprocess.run(["bash", str(ROOT / "launch" / "paper_rows.sh"), str(out), *args],
                  check=True, env=env, cwd=ROOT, capture_output=True, text=True)
+  return out, workroot
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
+  started = int(time.time())
+  out, workroot = _run_rows(tmp_path, STUB, ["beauty:r3vae+ema:0", "toys:rqvae:1:interactions-svd",
+                                             "--", "--config.x=1"], JOBS=jobs)
   names = sorted(p.name for p in out.iterdir())
   assert names == ["beauty_r3vae-ema_default_s0.json", "beauty_r3vae-ema_default_s0.log",
                    "beauty_r3vae-ema_default_s0.test_ranking.npz",
@@ -69,19 +76,9 @@ echo '{"kind": "experiment"}' > "$workdir/results.json"
 
 @pytest.mark.parametrize("stagger", ["1", "0"])
 def test_first_row_compiles_alone_then_the_batch_shares_its_deadline(tmp_path, stagger):
-  bin_dir = tmp_path / "bin"
-  bin_dir.mkdir()
-  stub = bin_dir / "python3"
-  stub.write_text(EPOCH_STUB)
-  stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
-  workroot = tmp_path / "rows"
-  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WORKROOT": str(workroot),
-         "JOBS": "2", "ROW_TIMEOUT": "600", "STAGGER": stagger,
-         "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.45"}
-  env.pop("VECTORS_DIR", None)
-  subprocess.run(["bash", str(ROOT / "launch" / "paper_rows.sh"), str(tmp_path / "out"),
-                  "beauty:diger:0", "beauty:diger:1", "beauty:diger:2"],
-                 check=True, env=env, cwd=ROOT, capture_output=True, text=True)
+  _, workroot = _run_rows(tmp_path, EPOCH_STUB,
+                          ["beauty:diger:0", "beauty:diger:1", "beauty:diger:2"], JOBS="2",
+                          STAGGER=stagger, XLA_PYTHON_CLIENT_MEM_FRACTION="0.45")
   rows = [workroot / f"beauty_diger_default_s{seed}" for seed in range(3)]
   first_epoch = float((rows[0] / "epoch_logged").read_text())
   second_start = float((rows[1] / "started").read_text())
