@@ -1,5 +1,6 @@
-"""launch/paper_rows.sh: row arguments become main's config argument, and each row's results
-JSON, log and ranking files (where the row wrote them) land in OUTDIR under a name of plain characters (a stub `python3` stands in for
+"""launch/paper_rows.sh: row arguments become main's config argument, each row's results JSON,
+log and ranking files (where the row wrote them) land in OUTDIR under a name of plain characters,
+and with JOBS > 1 the first row runs alone until its first epoch (a stub `python3` stands in for
 the pipeline, so this checks the script alone)."""
 import os
 import pathlib
