@@ -44,8 +44,9 @@ row_name() {  # dataset tokenizer seed vectors -> a file name of [A-Za-z0-9._-] 
   echo "${1}_${tokenizer}_${4:-default}_s${3}"
 }
 
-first_epoch_logged() {  # log -> whether the recommender or DIGER trainer finished an epoch
-  grep -qE "recommender: epoch 1 took|diger epoch 1:" "$1" 2>/dev/null
+epoch_logged() {  # log -> whether the recommender or DIGER trainer has finished an epoch (of
+  # this launch: a relaunch resumes at a later epoch; DIGER's "epoch 0" line comes before training)
+  grep -qE "recommender: epoch [0-9]+ took|diger epoch [1-9][0-9]*:" "$1" 2>/dev/null
 }
 
 run_row() {  # dataset tokenizer seed vectors [start: Unix time ROW_TIMEOUT counts from]
@@ -92,7 +93,7 @@ for row in "${rows[@]}"; do
   fi
   run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}" "$start" > "$log" 2>&1 &
   if [ "$started" = 1 ] && [ "${STAGGER:-1}" = 1 ]; then  # the first row compiles alone
-    while kill -0 $! 2>/dev/null && ! first_epoch_logged "$log"; do sleep 1; done
+    while kill -0 $! 2>/dev/null && ! epoch_logged "$log"; do sleep 1; done
   fi
 done
 wait

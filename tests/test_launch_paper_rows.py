@@ -61,25 +61,33 @@ def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
 
 
 EPOCH_STUB = """#!/usr/bin/env bash
+# At once DIGER's epoch-0 line (logged before training), after 2.5 s $EPOCH_LINE (a finished
+# epoch; a relaunch resumes at a later one), after 3 s the end (the script polls every second).
 for arg in "$@"; do
   case $arg in --workdir=*) workdir=${arg#--workdir=} ;; esac
 done
 mkdir -p "$workdir"
 date +%s.%N > "$workdir/started"
 echo "$*" > "$workdir/args.txt"
-sleep 1
+echo "I1205 train.py:495] diger epoch 0 (pretrained rqvae): usage [0.4 0.9 0.7]"
+sleep 2.5
 date +%s.%N > "$workdir/epoch_logged"
-echo "I1205 diger epoch 1: rec_ce 3.9 (70s)"
-sleep 1
+echo "$EPOCH_LINE"
+sleep 0.5
 echo '{"kind": "experiment"}' > "$workdir/results.json"
 """
 
 
-@pytest.mark.parametrize("stagger", ["1", "0"])
-def test_first_row_compiles_alone_then_the_batch_shares_its_deadline(tmp_path, stagger):
+@pytest.mark.parametrize("stagger,epoch_line", [
+    ("1", "I1205 train.py:562] diger epoch 37: rec_ce 2.1 (7s)"),
+    ("1", "I1205 train.py:451] recommender: epoch 1 took 14.67s: train step 3.99s"),
+    ("0", "I1205 train.py:562] diger epoch 1: rec_ce 3.9 (70s)")])
+def test_first_row_compiles_alone_then_the_batch_shares_its_deadline(tmp_path, stagger,
+                                                                      epoch_line):
   _, workroot = _run_rows(tmp_path, EPOCH_STUB,
                           ["beauty:diger:0", "beauty:diger:1", "beauty:diger:2"], JOBS="2",
-                          STAGGER=stagger, XLA_PYTHON_CLIENT_MEM_FRACTION="0.45")
+                          STAGGER=stagger, XLA_PYTHON_CLIENT_MEM_FRACTION="0.45",
+                          EPOCH_LINE=epoch_line)
   rows = [workroot / f"beauty_diger_default_s{seed}" for seed in range(3)]
   first_epoch = float((rows[0] / "epoch_logged").read_text())
   second_start = float((rows[1] / "started").read_text())
