@@ -56,10 +56,8 @@ def level_stats(latents: np.ndarray, books: np.ndarray, codes: np.ndarray) -> li
 def leaves_by_path(tree) -> dict[str, np.ndarray]:
   """A parameter tree's leaves keyed by their path ("layers/0/kernel"), every key as a string:
   a restored checkpoint keys a module list's entries '0', '1', ..., the live module 0, 1, ..."""
-  def name(key):
-    return str(getattr(key, "key", getattr(key, "idx", key)))
-  return {"/".join(name(k) for k in path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def drift(workdir: str) -> dict:

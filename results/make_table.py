@@ -73,12 +73,16 @@ def _ensemble_view(r):
 _DIGER_WHOLE_SEQUENCES = {"f2ae303"}
 
 
+def _train_field(r, name):
+  """`config.train.<name>` of a results JSON, or the field of a fusion JSON's source."""
+  return r["config"]["train"].get(name) if "config" in r else r.get(name)
+
+
 def _examples(r):
-  """The row label's suffix for the run's training examples: empty for the fixed-table protocol
-  (the last 20 items of each training sequence, `train.example_window` 20), else what the run
-  used; runs that differ in it are rows of their own (every DIGER variant uses whole sequences)."""
-  window = r["config"]["train"].get("example_window") if "config" in r else r.get(
-      "example_window")
+  """The row label's suffix for the run's training examples: empty for the protocol's (the last
+  20 items of each training sequence, `train.example_window` 20), else what the run used; runs
+  that differ in it are rows of their own (the DIGER variants default to whole sequences)."""
+  window = _train_field(r, "example_window")
   if r.get("tokenizer") == "diger" and str(r.get("commit", "")).split("+")[0] in \
       _DIGER_WHOLE_SEQUENCES:
     window = 0
@@ -92,7 +96,7 @@ def _row_key(r):
   "accelerator") of a results JSON or of a fusion JSON's source: runs on the CPU are rows of
   their own (their wall times are another machine's)."""
   tokenizer = r["tokenizer"] + (f"+{r['variant']}" if r.get("variant") else "") + _examples(r)
-  epochs = r["epochs"] if "epochs" in r else r["config"]["train"]["epochs"]
+  epochs = _train_field(r, "epochs")
   platform = "cpu" if str(r.get("device", "")).lower() == "cpu" else "accelerator"
   return r["dataset"], tokenizer, r["vectors"], epochs, platform
 
