@@ -81,7 +81,8 @@ def _train_field(r, name):
 def _examples(r):
   """The row label's suffix for the run's training examples: empty for the protocol's (the last
   20 items of each training sequence, `train.example_window` 20), else what the run used; runs
-  that differ in it are rows of their own (the DIGER variants default to whole sequences)."""
+  that differ in it are rows of their own (the DIGER rows before session 18 trained on whole
+  sequences)."""
   window = _train_field(r, "example_window")
   if r.get("tokenizer") == "diger" and str(r.get("commit", "")).split("+")[0] in \
       _DIGER_WHOLE_SEQUENCES:

@@ -174,6 +174,29 @@ def test_config_variants_compose():
     default.get_config("diger+detached+detached_follow")
 
 
+_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
+
+
+@pytest.mark.parametrize("row,arg", [
+    ("beauty_diger-detached_follow-tokenizer_lr_1e-7_minilm_window20_s0", "npy"),
+    ("sports_diger-detached_follow-tokenizer_lr_1e-7_interactions-svd_window20_s0",
+     "interactions-svd"),
+    ("toys_diger-detached_follow-last_table-tokenizer_lr_1e-7_interactions-svd_window20_s0",
+     "interactions-svd")])
+def test_diger_rows_rebuild_from_their_variant_alone(row, arg):
+  """README's DIGER commands name only the variant: it rebuilds the recorded rows' training,
+  DIGER, tokenizer and SID settings (they passed `--config.train.example_window=20`, now the
+  variants' default), leaving out the deadline and epochs, which a command passes."""
+  recorded = json.loads((_RESULTS / f"{row}.json").read_text())
+  module = importlib.import_module(f"r3vae_jax.configs.{recorded['dataset']}")
+  built = json.loads(json.dumps(module.get_config(
+      f"diger+{recorded['variant']},{arg}").to_dict()))
+  for section in ("train", "diger", "rqvae", "sid", "recommender", "eval"):
+    for field, value in recorded["config"][section].items():
+      if (section, field) not in (("train", "stop_at"), ("train", "epochs")):
+        assert built[section][field] == value, (row, section, field)
+
+
 @pytest.mark.parametrize("status,want", [("", "abc1234"), (" M r3vae_jax/main.py", "abc1234+dirty")])
 def test_source_commit_marks_a_tree_that_differs_from_its_commit(monkeypatch, status, want):
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
