@@ -15,9 +15,12 @@
 # ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so seeds of one configuration compile
 # once, provided they do not all compile at the same time: on a cold cache, six rows (session 17)
 # and then three DIGER rows (session 18) compiling at once on one H100 trained nothing in over
-# 6 minutes, while one DIGER row alone compiles its step in ~2.5 minutes. So with JOBS > 1 the
-# first row runs alone until its trainer has logged its first epoch (or it ended), then the
-# others start (STAGGER=0: all at once). ROW_TIMEOUT=S: S seconds after a row starts (for the
+# 6 minutes, while one DIGER row alone compiles its step in ~2.5 minutes, and two first rows of
+# different datasets compiling at once took ~5 minutes each (session 19). So with JOBS > 1 the
+# first row of each program (dataset:tokenizer[+variant]:vectors; seeds share programs) runs
+# without another row starting until its trainer has logged its first epoch (or it ended): one
+# cold compilation at a time, while the seeds of compiled programs start from the cache
+# (STAGGER=0: all at once). ROW_TIMEOUT=S: S seconds after a row starts (for the
 # rows of the first batch, after the first row starts), its
 # trainer saves a checkpoint and stops (`config.train.stop_at`, as on SIGTERM), and `--mode=all`
 # still evaluates the best one and writes results.json (relaunching the row later trains on); a
@@ -33,6 +36,7 @@ done
 mkdir -p "$out"
 jobs_max=${JOBS:-1}
 started=0
+compiled="|"  # |-separated programs whose first row has logged an epoch (or ended)
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-${WORKROOT:-/tmp/r3vae_rows}/xla_cache}
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-1}
 if [ "$jobs_max" -gt 1 ]; then
@@ -92,8 +96,10 @@ for row in "${rows[@]}"; do
     batch_start=${batch_start:-$(date +%s)}; start=$batch_start
   fi
   run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}" "$start" > "$log" 2>&1 &
-  if [ "$started" = 1 ] && [ "${STAGGER:-1}" = 1 ]; then  # the first row compiles alone
+  program="$dataset:$tokenizer:${vectors:-}"
+  if [[ $compiled != *"|$program|"* ]] && [ "${STAGGER:-1}" = 1 ]; then  # compiles alone
     while kill -0 $! 2>/dev/null && ! epoch_logged "$log"; do sleep 1; done
   fi
+  compiled+="$program|"
 done
 wait

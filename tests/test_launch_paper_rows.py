@@ -1,7 +1,7 @@
 """launch/paper_rows.sh: row arguments become main's config argument, each row's results JSON,
 log and ranking files (where the row wrote them) land in OUTDIR under a name of plain characters,
-and with JOBS > 1 the first row runs alone until its first epoch (a stub `python3` stands in for
-the pipeline, so this checks the script alone)."""
+and with JOBS > 1 the first row of each program runs alone until its first epoch (a stub `python3`
+stands in for the pipeline, so this checks the script alone)."""
 import os
 import pathlib
 import re
@@ -95,3 +95,19 @@ def test_first_row_compiles_alone_then_the_batch_shares_its_deadline(tmp_path, s
   stop_at = [int(re.search(r"stop_at=(\d+)", (r / "args.txt").read_text()).group(1))
              for r in rows]
   assert stop_at[0] == stop_at[1] < stop_at[2]  # the third row waited for a free slot
+
+
+def test_each_programs_first_row_compiles_alone_while_compiled_seeds_run(tmp_path):
+  """Two programs (datasets) of two seeds each: one cold compilation at a time, and the first
+  program's second seed does not wait for the second program's compilation."""
+  _, workroot = _run_rows(tmp_path, EPOCH_STUB,
+                          ["beauty:diger:0", "beauty:diger:1", "toys:diger:0", "toys:diger:1"],
+                          JOBS="4", XLA_PYTHON_CLIENT_MEM_FRACTION="0.225",
+                          EPOCH_LINE="I1205 train.py:562] diger epoch 1: rec_ce 3.9 (70s)")
+  times = {(d, s): {n: float((workroot / f"{d}_diger_default_s{s}" / n).read_text())
+                    for n in ("started", "epoch_logged")} for d in ("beauty", "toys")
+           for s in (0, 1)}
+  beauty_epoch, toys_epoch = times["beauty", 0]["epoch_logged"], times["toys", 0]["epoch_logged"]
+  assert times["toys", 0]["started"] >= beauty_epoch
+  assert beauty_epoch <= times["beauty", 1]["started"] < toys_epoch
+  assert times["toys", 1]["started"] >= toys_epoch
