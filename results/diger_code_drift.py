@@ -29,6 +29,7 @@ import numpy as np
 from r3vae_jax import checkpoint
 from r3vae_jax import io
 from r3vae_jax import parallel
+from r3vae_jax import quantize
 from r3vae_jax.diger import train as diger_train
 from r3vae_jax.tokenizer import sid_table as sid_lib
 from r3vae_jax.tokenizer import train as tok_train
@@ -74,42 +75,45 @@ def drift(workdir: str) -> dict:
   vectors = np.asarray(io.read_npy(os.path.join(workdir, "vectors.npy")), np.float32)
   pretrained = diger_train.load_pretrained_tokenizer(config, vectors, workdir)
   graphdef, pre_params = nnx.split(pretrained)
-  pre_params = nnx.to_pure_dict(pre_params)
+  # As host arrays: restored ones sit on one device, and `encode` spreads the items over the
+  # mesh (several devices on a multi-GPU host).
+  pre_params = jax.tree.map(np.asarray, nnx.to_pure_dict(pre_params))
   restored = checkpoint.restore(checkpoint.make_manager(model_dir, keep=1, async_save=False),
                                 None)
   if restored is None:
     raise io.ArtifactError(f"{model_dir}: no checkpoint")
-  final_params = restored[1]["tokenizer"]
+  final_params = jax.tree.map(np.asarray, restored[1]["tokenizer"])
   mesh = parallel.config_mesh(config)
   codes_pre, _ = tok_train.encode(graphdef, pre_params, vectors, mesh)
   codes_final, _ = tok_train.encode(graphdef, final_params, vectors, mesh)
   books_pre = np.asarray(pre_params["codebooks"])
   books_final = np.asarray(final_params["codebooks"])
   latents = np.asarray(pretrained.encode(vectors))
+  table_pre = sid_lib.make_sid_table(codes_pre, config.sid.max_collisions)
+  table_final = io.read_npy(os.path.join(workdir, diger_train.DIGER_DIR, "sid_table.npy"))
+  changes = quantize.sid_changes(codes_pre, codes_final, codes_pre.shape[1])
   levels = level_stats(latents, books_pre, codes_pre)
   for level, stats in enumerate(levels):
     used = np.unique(codes_pre[:, level])
     before, after = books_pre[level, used], books_final[level, used]
     stats["codeword_shift_median"] = float(np.median(
         np.linalg.norm(after - before, axis=1) / np.linalg.norm(before, axis=1)))
-    stats["code_changed"] = float(np.mean(codes_pre[:, level] != codes_final[:, level]))
-    stats["prefix_changed"] = float(np.mean(np.any(
-        codes_pre[:, :level + 1] != codes_final[:, :level + 1], axis=1)))
+    stats["code_changed"] = changes["code_changed"][level]
+    stats["prefix_changed"] = changes["prefix_changed"][level]
   encoder_pre = leaves_by_path(pre_params["encoder"])
   encoder_final = leaves_by_path(final_params["encoder"])
   if encoder_pre.keys() != encoder_final.keys():
     raise io.ArtifactError(f"{model_dir}: encoder parameters {sorted(encoder_final)}, expected "
                            f"the pretrained tokenizer's {sorted(encoder_pre)}")
   delta = [encoder_final[k] - encoder_pre[k] for k in encoder_pre]
-  table_pre = sid_lib.make_sid_table(codes_pre, config.sid.max_collisions)
-  table_final = io.read_npy(os.path.join(workdir, diger_train.DIGER_DIR, "sid_table.npy"))
   return {"workdir": workdir, "variant": config.get("variant"), "seed": config.seed,
           "tokenizer_lr": config.diger.tokenizer_lr,
           "freeze_encoder": config.diger.freeze_encoder,
           "best_epoch": restored[2].get("best_epoch"),
           "encoder_shift": float(np.sqrt(sum(np.sum(d ** 2) for d in delta))
                                  / np.sqrt(sum(np.sum(x ** 2) for x in encoder_pre.values()))),
-          "sid_changed": float(np.mean(np.any(table_pre != table_final, axis=1))),
+          "sid_changed": quantize.sid_changes(table_pre, table_final,
+                                              codes_pre.shape[1])["sid_changed"],
           "levels": levels}
 
 

@@ -187,3 +187,15 @@ def test_transition_lift_is_one_for_codes_unrelated_to_the_sequences():
   # pair agrees, and two independent draws agree with chance about 1/4.
   blocks = [125 * rng.integers(0, 4) + rng.integers(0, 125, size=50) for _ in range(400)]
   assert 3.5 < quantize.transition_lift(np.arange(500)[:, None] // 125, blocks)[0] < 4.5
+
+
+def test_sid_changes_by_hand():
+  # Four items, two levels and a collision token. Item 1 changes its level-2 code, item 2 its
+  # level-1 code only, item 3 only its collision token.
+  before = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 1]])
+  after = np.array([[0, 0, 0], [0, 2, 0], [2, 0, 0], [1, 1, 0]])
+  changes = quantize.sid_changes(before, after, levels=2)
+  assert changes == {"sid_changed": 0.75, "code_changed": [0.25, 0.25],
+                     "prefix_changed": [0.25, 0.5]}
+  with pytest.raises(ValueError, match="one shape"):
+    quantize.sid_changes(before, after[:3], levels=2)

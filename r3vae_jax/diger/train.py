@@ -431,7 +431,8 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
 
   Returns:
     {"decay", "stopped" ("finished" | "preempted"), "best_epoch", "valid" (metrics of the best
-    epoch), "sid_metrics" (of the saved table), "history": one dict per epoch (0 = the
+    epoch), "sid_metrics" (of the saved table), "sid_changes" (`quantize.sid_changes` of the
+    pretrained table against the saved one), "history": one dict per epoch (0 = the
     pretrained tokenizer) with usage_per_level, perplexity_per_level, collision_rate,
     max_group_size, reconstruction_mse, sigma, table_valid, train_* (epoch means of the step
     metrics: loss, rec, rec_ce, ce_per_level, recon, vq, accuracy, noisy_fraction, noise_factor,
@@ -471,6 +472,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
 
   # ================================ Load checkpoint ===========================================
   table, stats = build_table(tok_graph, params["tokenizer"], vectors, mesh, config)
+  pretrained_table = table
   if table is None:
     raise ValueError(f"diger: the pretrained {config.diger.pretrain} puts "
                      f"{stats['max_group_size']} items on one code tuple, more than "
@@ -577,7 +579,11 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   summary = {"decay": cfg.decay, "stopped": stopped, "best_epoch": best_epoch,
              "valid": {k[len("valid_"):]: v for k, v in best_record.items()
                        if k.startswith("valid_")},
-             "sid_metrics": stats, "history": history}
+             "sid_metrics": stats, "history": history,
+             "sid_changes": quantize.sid_changes(pretrained_table, table, config.sid.levels)}
+  logging.info("diger: %.1f%% of the items' SIDs differ from the pretrained %s's (codes per "
+               "level %s)", 100 * summary["sid_changes"]["sid_changed"], config.diger.pretrain,
+               _fmt(summary["sid_changes"]["code_changed"]))
   save_final(workdir, best, table, summary, config, vectors, best_epoch * steps_per_epoch, mesh)
   return summary
 

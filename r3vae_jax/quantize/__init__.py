@@ -30,6 +30,7 @@ from r3vae_jax.quantize.sid_metrics import group_centres
 from r3vae_jax.quantize.sid_metrics import perplexity_per_level
 from r3vae_jax.quantize.sid_metrics import preference_discrimination
 from r3vae_jax.quantize.sid_metrics import semantic_cohesion
+from r3vae_jax.quantize.sid_metrics import sid_changes
 from r3vae_jax.quantize.sid_metrics import sid_report
 from r3vae_jax.quantize.sid_metrics import soft_group_centres
 from r3vae_jax.quantize.sid_metrics import soft_preference_discrimination

@@ -20,6 +20,10 @@ Definitions (`v̂ = v / ||v||`; a "group" = the items sharing a code tuple):
   distinct items that follow each other in a sequence, `P(prefix_l(a) = prefix_l(b))` divided
   by `sum_c P_a(c) P_b(c)`, the same probability for a and b drawn independently from the
   pairs' two prefix distributions. 1 = the table ignores what users consume together.
+* Changes between two tables of the same items (host numpy; e.g. DIGER's pretrained and final
+  SIDs): per level, the share of items whose code differs (`code_changed`) and whose prefix up
+  to that level differs (`prefix_changed`); `sid_changed`, the share whose whole row differs
+  (collision token included).
 
 Differentiable (soft) variants, for the R3-VAE regulariser `L_metric = -SC + PD`, take
 assignment probabilities `W [B, K]` (e.g. the rating weights of one level) instead of codes:
@@ -192,6 +196,28 @@ def transition_lift(codes: np.ndarray, sequences: list[np.ndarray]) -> np.ndarra
     chance = np.dot(np.bincount(pa, minlength=n), np.bincount(pb, minlength=n)) / a.size ** 2
     lifts[level - 1] = np.mean(pa == pb) / chance if chance > 0 else 0.0
   return lifts
+
+
+def sid_changes(before: np.ndarray, after: np.ndarray, levels: int) -> dict[str, Any]:
+  """How two SID tables of the same items differ (module docstring).
+
+  Args:
+    before, after: int `[N, C]` tables (codes in the first `levels` columns, e.g. `[N, L+1]`
+      SID tables with their collision token).
+    levels: code levels to compare one by one.
+
+  Returns:
+    {"sid_changed": float, "code_changed": [levels floats], "prefix_changed": [levels floats]}.
+  """
+  before, after = np.asarray(before), np.asarray(after)
+  if before.shape != after.shape or before.ndim != 2 or not 0 < levels <= before.shape[1]:
+    raise ValueError(f"sid_changes: tables {before.shape} and {after.shape} with {levels} levels; "
+                     "expected two [N, C] tables of one shape and 0 < levels <= C")
+  differs = before != after
+  return {"sid_changed": float(np.mean(np.any(differs, axis=1))),
+          "code_changed": [float(np.mean(differs[:, level])) for level in range(levels)],
+          "prefix_changed": [float(np.mean(np.any(differs[:, :level + 1], axis=1)))
+                             for level in range(levels)]}
 
 
 @jax.jit
