@@ -45,6 +45,9 @@ def test_notebook_runs_offline_on_cpu(tmp_path):
   for stage in ("data", "vectors.npy", "tokenizer", "recommender", "results.json"):
     assert (tmp_path / "demo" / "r3vae" / stage).exists(), stage
   assert (tmp_path / "demo" / "rqvae" / "tokenizer" / "sid_metrics.json").exists()
+  diger = json.loads((tmp_path / "demo" / "diger" / "results.json").read_text())
+  assert diger["tokenizer"] == "diger" and diger["variant"] == "detached_follow"
+  assert "SIDs that differ from the pretrained RQ-VAE" in text and text.count("test recall@10=") == 2
   # The popularity prior: alpha chosen on validation from the grid, its test metrics beside the
   # plain protocol's (the grid's alpha 0 is the plain beam order).
   metrics = json.loads((tmp_path / "demo" / "r3vae" / "results.json").read_text())["metrics"]
