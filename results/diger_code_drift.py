@@ -10,8 +10,9 @@ tokenizer/<pretrain>_ckpt and the best epoch's diger/model), per SID level:
 - `margin_median` / `margin_p10`: over the items, distance to the second-nearest codeword minus
   distance to the nearest (pretrained tokenizer, that level's residual);
 - `codeword_shift_median`: median over those codewords of |c_final - c_pretrained| / |c_pretrained|;
-- `code_changed`: share of items whose code at this level differs between the two tokenizers, and
-  `prefix_changed`: share whose codes up to this level differ.
+- `code_changed`: share of items whose code at this level differs between the pretrained
+  tokenizer's table and the saved one (the best epoch's tokenizer), and `prefix_changed`: share
+  whose codes up to this level differ (`quantize.sid_changes`).
 
 Plus `encoder_shift` (|W_final - W_pretrained| / |W_pretrained| over all encoder weights) and
 `sid_changed` (share of items whose saved SID, collision token included, differs from the one the
@@ -75,23 +76,22 @@ def drift(workdir: str) -> dict:
   vectors = np.asarray(io.read_npy(os.path.join(workdir, "vectors.npy")), np.float32)
   pretrained = diger_train.load_pretrained_tokenizer(config, vectors, workdir)
   graphdef, pre_params = nnx.split(pretrained)
-  # As host arrays: restored ones sit on one device, and `encode` spreads the items over the
+  # As host arrays: restored, they sit on one device, and `encode` spreads the items over the
   # mesh (several devices on a multi-GPU host).
   pre_params = jax.tree.map(np.asarray, nnx.to_pure_dict(pre_params))
   restored = checkpoint.restore(checkpoint.make_manager(model_dir, keep=1, async_save=False),
                                 None)
   if restored is None:
     raise io.ArtifactError(f"{model_dir}: no checkpoint")
-  final_params = jax.tree.map(np.asarray, restored[1]["tokenizer"])
+  final_params = restored[1]["tokenizer"]
   mesh = parallel.config_mesh(config)
   codes_pre, _ = tok_train.encode(graphdef, pre_params, vectors, mesh)
-  codes_final, _ = tok_train.encode(graphdef, final_params, vectors, mesh)
   books_pre = np.asarray(pre_params["codebooks"])
   books_final = np.asarray(final_params["codebooks"])
   latents = np.asarray(pretrained.encode(vectors))
   table_pre = sid_lib.make_sid_table(codes_pre, config.sid.max_collisions)
   table_final = io.read_npy(os.path.join(workdir, diger_train.DIGER_DIR, "sid_table.npy"))
-  changes = quantize.sid_changes(codes_pre, codes_final, codes_pre.shape[1])
+  changes = quantize.sid_changes(table_pre, table_final, codes_pre.shape[1])
   levels = level_stats(latents, books_pre, codes_pre)
   for level, stats in enumerate(levels):
     used = np.unique(codes_pre[:, level])
@@ -112,8 +112,7 @@ def drift(workdir: str) -> dict:
           "best_epoch": restored[2].get("best_epoch"),
           "encoder_shift": float(np.sqrt(sum(np.sum(d ** 2) for d in delta))
                                  / np.sqrt(sum(np.sum(x ** 2) for x in encoder_pre.values()))),
-          "sid_changed": quantize.sid_changes(table_pre, table_final,
-                                              codes_pre.shape[1])["sid_changed"],
+          "sid_changed": changes["sid_changed"],
           "levels": levels}
 
 

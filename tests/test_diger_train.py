@@ -1,8 +1,6 @@
 """DIGER joint training end to end on a small synthetic catalogue (8 fake devices)."""
-import importlib.util
 import json
 import os
-import pathlib
 import signal
 import time
 
@@ -20,6 +18,7 @@ from r3vae_jax.diger import train as diger_train
 from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import train as rec_train
 from r3vae_jax.tokenizer import sid_table
+from conftest import load_results_script
 
 
 def small_config(decay: str = "frequency"):
@@ -293,13 +292,9 @@ def test_results_json_describes_the_table_the_recommender_was_tested_on(tmp_path
   vectors = np.load(tmp_path / "vectors.npy")
   assert results["vectors_fingerprint"] == io.fingerprint_array(vectors)
   # The trainer's count of moved SIDs agrees with results/diger_code_drift.py, which encodes
-  # the items again with the pretrained checkpoint and the saved model.
-  spec = importlib.util.spec_from_file_location(
-      "diger_code_drift", pathlib.Path(__file__).parents[1] / "results" / "diger_code_drift.py")
-  drift_script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(drift_script)
+  # the items again with the pretrained checkpoint.
   io.write_json(str(tmp_path / "config.json"), config.to_dict())  # as the command line writes
-  drift = drift_script.drift(str(tmp_path))
+  drift = load_results_script("diger_code_drift").drift(str(tmp_path))
   changes = results["train"]["sid_changes"]
   assert changes["sid_changed"] == drift["sid_changed"] > 0  # 7 of 240 items here
   assert changes["code_changed"] == [level["code_changed"] for level in drift["levels"]]

@@ -17,6 +17,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "bad_inputs"))
 import corpus  # pylint: disable=g-import-not-at-top,wrong-import-position
 import reliability_harness as rh  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from conftest import REPO  # pylint: disable=wrong-import-position
 from r3vae_jax.configs import default, validate, variants  # pylint: disable=wrong-import-position
 
 _NAMES = [case.name for case in corpus.CASES]
@@ -174,7 +175,7 @@ def test_config_variants_compose():
     default.get_config("diger+detached+detached_follow")
 
 
-_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
+_RESULTS = REPO / "results"
 
 
 @pytest.mark.parametrize("row,arg", [

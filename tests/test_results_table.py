@@ -1,7 +1,6 @@
 """results/make_table.py: rows per (dataset, tokenizer, vectors, epochs), mean ± std over seeds,
 fusions of one row's seeds as their own row (results/fuse_pairs.py makes them), and the in-place
 rewrite between markers."""
-import importlib.util
 import json
 import os
 
@@ -11,16 +10,7 @@ import pytest
 from r3vae_jax import io
 from r3vae_jax.recommender import fusion
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "results", "make_table.py")
-
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(_PATH),
-                                                                   f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
+from conftest import load_results_script as _load
 
 make_table, fuse_pairs = _load("make_table"), _load("fuse_pairs")
 
