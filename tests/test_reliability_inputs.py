@@ -180,6 +180,7 @@ _RESULTS = REPO / "results"
 
 @pytest.mark.parametrize("row,arg", [
     ("beauty_diger-detached_follow-tokenizer_lr_1e-7_minilm_window20_s0", "npy"),
+    ("beauty_diger-detached_follow-warmup-last_table-tokenizer_lr_1e-7_minilm_window20_s0", "npy"),
     ("sports_diger-detached_follow-tokenizer_lr_1e-7_interactions-svd_window20_s0",
      "interactions-svd"),
     ("toys_diger-detached_follow-last_table-tokenizer_lr_1e-7_interactions-svd_window20_s0",

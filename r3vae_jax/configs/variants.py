@@ -24,8 +24,9 @@ PAPER_ABLATIONS = ("no_ref", "straight_through", "no_sc", "no_pd")
 # 0 over the first half of training. With raw logits at scale 1 the noisy VQ targets scattered
 # the codes on full data (Beauty collisions 0.10 -> 0.71, test N@10 0.0161; this setting: 0.09,
 # 0.0272; results/README.md, session 7). Training examples are the fixed-table rows' (the last
-# 20 items, `train.example_window`): with them and `tokenizer_lr_1e-7` the rows reach 99 / 108 /
-# 108% of the reference on Beauty / Sports / Toys (results/README.md, sessions 18-19). The
+# 20 items, `train.example_window`): with them and `tokenizer_lr_1e-7` the rows reach 105 / 108 /
+# 108% of the reference on Beauty / Sports / Toys, Beauty from the `warmup+last_table` RQ-VAE
+# table and Toys from `last_table` (results/README.md, sessions 18-20). The
 # released code, and our DIGER rows before session 18, train on whole sequences
 # (`--config.train.example_window=0`).
 _DETACHED = {"diger.detach_codes": True, "diger.reader_codes": "greedy",
