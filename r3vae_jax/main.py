@@ -279,6 +279,12 @@ def _summed(launches: list[dict]) -> dict:
   return total
 
 
+# Environment variables that change how XLA runs a row, recorded in results.json: XLA_FLAGS (e.g.
+# --xla_gpu_deterministic_ops=true) and the share of GPU memory (launch/paper_rows.sh sets it when
+# rows share a GPU, so it marks wall times measured beside other rows).
+_XLA_ENVIRONMENT = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+
+
 def run_all(config, workdir) -> dict:
   """Runs every stage in order and writes workdir/results.json (docs/results.md shape).
 
@@ -318,6 +324,8 @@ def run_all(config, workdir) -> dict:
       **({"wall_time_s_per_launch": every_launch} if launches else {}),
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
       "commit": commit, "versions": versions, "command": " ".join(sys.argv),
+      "xla_environment": {name: os.environ[name] for name in _XLA_ENVIRONMENT
+                          if name in os.environ},
   }
   io.write_json(os.path.join(workdir, "results.json"), results)
   print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s"

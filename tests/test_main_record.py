@@ -85,6 +85,20 @@ def test_one_launch_has_no_per_launch_list(tmp_path, monkeypatch):
   assert set(results["wall_time_s"]) == {"prepare", "vectors", "tokenize", "train", "evaluate"}
 
 
+def test_the_xla_environment_of_a_run_is_recorded(tmp_path, monkeypatch):
+  """XLA_FLAGS and the GPU memory share (set when rows share a GPU) land in results.json; unset
+  ones are left out."""
+  monkeypatch.setattr(main, "_STAGES", fake_stages())
+  monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+  results = main.run_all(default.get_config("rqkmeans"), str(tmp_path))
+  assert results["xla_environment"] == {"XLA_FLAGS": "--xla_gpu_deterministic_ops=true"}
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.3")
+  monkeypatch.delenv("XLA_FLAGS")
+  results = main.run_all(default.get_config("rqkmeans"), str(tmp_path / "shared"))
+  assert results["xla_environment"] == {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}
+
+
 @pytest.mark.parametrize("content", ['{"launches": 3}', '[1, 2]',
                                      '{"launches": [{"train": "long"}]}'])
 def test_a_damaged_wall_time_file_is_named(tmp_path, monkeypatch, content):
