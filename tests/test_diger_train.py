@@ -123,9 +123,15 @@ def test_sigterm_or_deadline_saves_the_best_epoch_so_far_and_a_relaunch_finishes
   """SIGTERM at the second step of epoch 2: the run stops before that step, with epoch 1 saved
   as the best (diger/summary.json, the exported recommender) and the handler put back. A
   relaunch whose `train.stop_at` has passed resumes after epoch 1 (the deadline is in no
-  fingerprint) and stops at once; one without a deadline trains epoch 2 and finishes."""
+  fingerprint) and stops at once; one without a deadline trains epoch 2 and finishes, with the
+  history (training losses, codes, validation), SID table and SID changes of a run never
+  stopped. The settings are the DIGER rows' (detached reader, the tokenizer's rate following the
+  recommender's schedule, noise annealed by step), which stop at a deadline and resume."""
   config = small_config()
-  config.train.update(dict(epochs=2, eval_every_epochs=1))
+  variant = default.get_config("diger+detached_follow")
+  config.diger.update(variant.diger.to_dict())
+  config.train.update(dict(epochs=2, eval_every_epochs=1,
+                           example_window=variant.train.example_window))
   inter, vectors = synthetic.make_synthetic(config.data.synthetic)
   splits = splits_lib.leave_one_out(inter.sequences)
   train_ex = rec_data.train_examples(splits, config.data.max_history, config.train.example_window)
@@ -163,6 +169,18 @@ def test_sigterm_or_deadline_saves_the_best_epoch_so_far_and_a_relaunch_finishes
   assert finished["stopped"] == "finished"
   assert [h["epoch"] for h in finished["history"]] == [0, 1, 2]
   assert finished["history"][1] == stopped["history"][1]
+
+  whole_dir = str(tmp_path / "never_stopped")
+  whole = diger_train.train_diger(config, whole_dir, vectors, splits)
+
+  def without_time(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+  assert without_time(finished["history"]) == without_time(whole["history"])
+  assert (finished["best_epoch"], finished["sid_changes"]) == (whole["best_epoch"],
+                                                               whole["sid_changes"])
+  np.testing.assert_array_equal(np.load(os.path.join(workdir, "diger", "sid_table.npy")),
+                                np.load(os.path.join(whole_dir, "diger", "sid_table.npy")))
 
 
 def test_bad_decay_is_a_clear_error(tmp_path):
