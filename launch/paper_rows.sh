@@ -97,9 +97,11 @@ for row in "${rows[@]}"; do
   fi
   run_row "$dataset" "$tokenizer" "$seed" "${vectors:-}" "$start" > "$log" 2>&1 &
   program="$dataset:$tokenizer:${vectors:-}"
-  if [[ $compiled != *"|$program|"* ]] && [ "${STAGGER:-1}" = 1 ]; then  # compiles alone
-    while kill -0 $! 2>/dev/null && ! epoch_logged "$log"; do sleep 1; done
+  if [[ $compiled != *"|$program|"* ]]; then
+    if [ "${STAGGER:-1}" = 1 ]; then  # compiles alone
+      while kill -0 $! 2>/dev/null && ! epoch_logged "$log"; do sleep 1; done
+    fi
+    compiled+="$program|"
   fi
-  compiled+="$program|"
 done
 wait

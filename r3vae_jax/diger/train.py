@@ -472,11 +472,11 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
 
   # ================================ Load checkpoint ===========================================
   table, stats = build_table(tok_graph, params["tokenizer"], vectors, mesh, config)
-  pretrained_table = table
   if table is None:
     raise ValueError(f"diger: the pretrained {config.diger.pretrain} puts "
                      f"{stats['max_group_size']} items on one code tuple, more than "
                      f"config.sid.max_collisions={sid.max_collisions}: no SID table")
+  pretrained_table = table
   manager = checkpoint.make_manager(os.path.join(out_dir, "ckpt"), keep=t.checkpoint_keep)
   log = rec_train.MetricsLog(os.path.join(out_dir, METRICS_FILE))
   fingerprint = _fingerprint(config, vectors)
