@@ -20,7 +20,6 @@ vectors of their training part, 2 x 32 codes, one 8-epoch RQ-VAE shared by every
 d32, history 8), 4 joint epochs, recommender lr 1e-3 constant, validation every epoch. Baseline:
 the same recommender trained on the RQ-VAE's fixed SID table for 4 epochs.
 """
-import json
 import os
 import shutil
 import sys
