@@ -198,7 +198,8 @@ def headline(rows: dict) -> str:
       cells = [name]
       for dataset in DATASETS:
         _, runs = _pick(rows, dataset, *spec[dataset])
-        seeds = f" ({len(runs)})" if runs else ""
+        counted = sum(split in r["metrics"] for r in runs)
+        seeds = f" ({counted})" if counted else ""
         cells += [_metric(runs, split, "ndcg@10") + seeds, _metric(runs, split, "recall@10")]
       lines.append("| " + " | ".join(cells) + " |")
       if split == "test":
