@@ -1,6 +1,6 @@
 """Sharded recommender training and decoding on every device of one host, against one device.
 
-  python -m benchmarks.multi_device --out=$OUT/multi_gpu.json     # a multi-GPU host (issue 11)
+  python -m benchmarks.multi_device --out=$OUT/multi_gpu.json     # a multi-GPU host
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \
       python -m benchmarks.multi_device --tiny --out=/tmp/md.json  # CPU, 8 fake devices
 

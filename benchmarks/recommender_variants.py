@@ -1,4 +1,4 @@
-"""Recommender training step time, variant by variant (issue 10: where the step time goes).
+"""Recommender training step time, variant by variant: where the step time goes.
 
 Times the trainer's compiled update step (`recommender.train.train_programs`, one device) on
 pre-placed batches, paper size (T5 6+6, d_model 128, 4 heads, d_kv 64, d_ff 256, ReLU, dropout

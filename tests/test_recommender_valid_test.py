@@ -1,4 +1,4 @@
-"""Validation inside training vs the evaluate path used for the test split (GitHub issue 9).
+"""Validation inside training vs the evaluate path used for the test split.
 
 On a real Beauty slice: the validation split scored through `evaluate_recommender` (the path
 that scores the test split) on the restored best checkpoint equals the validation line that

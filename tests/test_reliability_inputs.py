@@ -1,4 +1,4 @@
-"""Bad inputs through the command line (issue 13, item 4) and config validation.
+"""Bad inputs through the command line and config validation.
 
 Every case of tests/bad_inputs/corpus.py runs `r3vae_jax.main` in its own process (forked by
 tests/bad_inputs/run_main.py, all in one batch) and must exit != 0 with exactly one `error:`
