@@ -31,7 +31,7 @@ RESULTS_MD = os.path.join("docs", "results.md")
 START, END = "<!-- results-table -->", "<!-- /results-table -->"
 DATASETS = ("beauty", "sports", "toys")
 
-# R@10 / N@10 published for the method a row implements (docs/spec.md): the R3-VAE paper's
+# R@10 / N@10 published for the method a row implements: the R3-VAE paper's
 # table, and the public PyTorch re-implementation (5 seeds, maxlen 20) where the paper has none.
 PAPER = {("beauty", "r3vae"): (0.0716, 0.0393), ("sports", "r3vae"): (0.0412, 0.0217),
          ("toys", "r3vae"): (0.0657, 0.0368), ("beauty", "rqkmeans"): (0.0639, 0.0347),
@@ -227,14 +227,16 @@ NDCG@K over all users, the checkpoint chosen by validation NDCG@10. Mean ± samp
 
 Columns: `epochs` is the recommender's training length; `training examples` says which part of
 each training sequence made the examples; `paper` is the R3-VAE paper's table (its TIGER row is
-RQ-KMeans), `re-impl.` the public PyTorch re-implementation (docs/spec.md); `collisions` the SID
+RQ-KMeans), `re-impl.` the public PyTorch re-implementation (`MTandHJ/RecBoard`); `collisions` the SID
 table's collision rate; `best epoch per seed` (* = cut by a time limit); `wall s` the whole run
 (of it training). "fused×M" rows mix the beams of M seeds of one row (`python -m r3vae_jax.fuse`);
 rows on `cpu` ran on a 2-core CPU. Each JSON holds its full command, commit and device.
 
-To rerun a row: `launch/paper_rows.sh OUT <dataset>:<method>:<seed>[:<vectors>] [-- overrides]`,
-then `python experiments/fuse_pairs.py OUT results` for the fused rows and
-`python results/make_tables.py` for this file.
+To rerun a row: `launch/paper_rows.sh OUT <dataset>:<method>:<seed>[:<vectors>] [-- overrides]`
+(each JSON's `command` is the exact one). It writes the row's JSON, its log and its validation and
+test rankings (`OUT/<row>.{valid,test}_ranking.npz`, kept out of the repository); then
+`python experiments/fuse_pairs.py OUT results` writes the fused rows from those rankings and
+`python results/make_tables.py` rewrites this file and README.md's headline table.
 
 """
 
