@@ -5,8 +5,9 @@ a row's seeds when it has three or more.
 
 ROWS_DIR holds `<row>_s<seed>.json` with `<row>_s<seed>.test_ranking.npz` beside it; for each row
 with two or more seeds, each pair a < b is fused on test (`python -m r3vae_jax.fuse`) and written
-to OUT_DIR (default ROWS_DIR) as `<row>_fused_s<a>+<b>.json`, which `results/make_tables.py` shows as the
-row "tokenizer fused×2"; with M >= 3 seeds also `<row>_fused_s<a>+<b>+...json` ("fused×M").
+to OUT_DIR (default ROWS_DIR) as `<row>_fused_s<a>+<b>.json`, which `results/make_tables.py`
+shows as the row "<method> fused×2"; with M >= 3 seeds also `<row>_fused_s<a>+<b>+...json`
+("fused×M").
 """
 import collections
 import itertools

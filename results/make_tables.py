@@ -227,8 +227,8 @@ NDCG@K over all users, the checkpoint chosen by validation NDCG@10. Mean ± samp
 
 Columns: `epochs` is the recommender's training length; `training examples` says which part of
 each training sequence made the examples; `paper` is the R3-VAE paper's table (its TIGER row is
-RQ-KMeans), `re-impl.` the public PyTorch re-implementation (`MTandHJ/RecBoard`); `collisions` the SID
-table's collision rate; `best epoch per seed` (* = cut by a time limit); `wall s` the whole run
+RQ-KMeans), `re-impl.` the public PyTorch re-implementation (`MTandHJ/RecBoard`);
+`collisions` the SID table's collision rate; `best epoch per seed` (* = cut by a time limit); `wall s` the whole run
 (of it training). "fused×M" rows mix the beams of M seeds of one row (`python -m r3vae_jax.fuse`);
 rows on `cpu` ran on a 2-core CPU. Each JSON holds its full command, commit and device.
 
