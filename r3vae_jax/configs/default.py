@@ -167,8 +167,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       batch_size=512, lr=1e-3, weight_decay=1e-3, warmup_steps=0, schedule="cosine",
       epochs=40, patience=10, clip_norm=0.0, eval_every_epochs=5, checkpoint_keep=2,
-      log_every_steps=100, nonfinite="raise", example_window=20,  # nonfinite: raise | skip
-      ema_decay=0.0))  # > 0: validate and export the parameters' moving average (ema.py)
+      log_every_steps=100, nonfinite="raise", example_window=20))  # nonfinite: raise | skip
   # Recommender trainer (engineer C): checkpoint_every_steps = extra mid-epoch checkpoints
   # (0: at epoch ends only); select_metric = validation metric for early stopping and the best
   # checkpoint; prefetch = batches prepared ahead on a host thread; fsdp_min_size = parameters
@@ -177,15 +176,6 @@ def base_config() -> ml_collections.ConfigDict:
   # threefry2x32.
   c.train.update(dict(checkpoint_every_steps=0, select_metric="ndcg@10", prefetch=2,
                       fsdp_min_size=2**18, rng_impl="rbg"))
-  # ensemble_size: K > 1 trains K recommenders on the one SID table (seeds seed + 1000 k) and
-  # also scores them decoding together, their per-level log-probabilities averaged in one beam
-  # search (recommender/ensemble.py; results: metrics.{valid,test}_ensemble, test_members).
-  c.train.ensemble_size = 1
-  # label_smoothing: weight eps of smoothed SID targets (0 = hard targets); smoothing_support:
-  # level (every code of the level) | siblings (the codes that continue the target's prefix in
-  # the SID trie; recommender/smoothing.py). CPU proxy, 3 seeds: eps 0.1 lowers test N@10 by
-  # 1.9% (siblings) and 1.5% (level) (results/README.md, session 10).
-  c.train.update(dict(label_smoothing=0.0, smoothing_support="siblings"))
   # length_buckets: each training batch holds histories of one length bucket, padded to it (items;
   # data.max_history is always the last bucket; () = every batch padded to max_history). Beauty
   # histories average 5 of 20 items: (4, 8, 12) pads to 7 on average, 3 compiled shapes more.
@@ -197,12 +187,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # eval.exclude_seen: drop the user's whole history from the ranking before Recall/NDCG@K,
   # as RecBoard/freerec do when no user repeats an item (true of the Amazon 5-core files).
-  # eval.popularity_alphas: weights of the popularity prior tried on the validation split at
-  # evaluation (recommender/popularity.py); the test split is also scored with the chosen one
-  # (results: metrics.test_popularity), beside the plain beam order. () = off.
   c.eval = ml_collections.ConfigDict(dict(beam_size=20, ks=(5, 10), batch_size=1024,
-                                          exclude_seen=True,
-                                          popularity_alphas=(0.0, 0.1, 0.25, 0.5, 1.0, 2.0)))
+                                          exclude_seen=True))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   return c
