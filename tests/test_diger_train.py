@@ -17,7 +17,7 @@ from r3vae_jax.data import splits as splits_lib
 from r3vae_jax.data import synthetic
 from r3vae_jax.diger import train as diger_train
 from r3vae_jax.recommender import data as rec_data
-from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender import evaluation as rec_evaluation
 from r3vae_jax.tokenizer import sid_table
 from conftest import load_results_script
 
@@ -109,7 +109,7 @@ def test_saved_table_recommender_and_tokenizer_belong_together(synthetic_run):
   assert len(np.unique(table, axis=0)) == len(table) == 240
   assert os.path.isdir(os.path.join(workdir, "diger", "model"))
   # --mode=evaluate's path reads the exported recommender with the saved table: same ranking.
-  valid = rec_train.evaluate_recommender(config, workdir, table, splits, split="valid")
+  valid = rec_evaluation.evaluate_recommender(config, workdir, table, splits, split="valid")
   assert valid["ndcg@10"] == pytest.approx(summary["valid"]["ndcg@10"], abs=1e-6)
 
 

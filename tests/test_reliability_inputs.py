@@ -137,8 +137,6 @@ def test_bad_config_argument_is_named(arg, message):
     ("train.select_metric", "mrr@10", r"config\.train\.select_metric: expected ndcg@K"),
     ("train.select_metric", "ndcg@20", r"config\.train\.select_metric: expected K in"),
     ("rqvae.hidden", (64, 0), r"config\.rqvae\.hidden: expected a list of ints >= 1"),
-    ("train.ema_decay", 1.0, r"config\.train\.ema_decay: expected a finite number >= 0 and < 1"),
-    ("train.ensemble_size", 0, r"config\.train\.ensemble_size: expected an int >= 1, got 0"),
     ("train.stop_at", -1.0, r"config\.train\.stop_at: expected a finite number >= 0"),
 ])
 def test_validate_names_the_field(field, value, message):
