@@ -129,7 +129,7 @@ def tokenizer_lr_schedule(config: ml_collections.ConfigDict, rec_schedule: optax
   recommender's schedule scaled by `tokenizer_lr / train.lr` (same warm-up and decay, peak
   `tokenizer_lr`), so the codes stop moving when the recommender can no longer follow them. At
   a constant tokenizer rate the full-data rows' training loss rose again once the recommender's
-  cosine rate had decayed (results/README.md, session 7).
+  cosine rate had decayed (docs/experiments.md).
   """
   d = config.diger
   if d.tokenizer_schedule == "follow":
