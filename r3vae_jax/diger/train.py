@@ -497,26 +497,15 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
       if t.nonfinite == "raise" and not math.isfinite(float(means["loss"])):
         raise FloatingPointError(f"diger: non-finite loss in epoch {epoch} ({means['loss']})")
 
-      # ---- evals: the epoch's SID table, its statistics, validation over it -------------------
-      new_table, stats = build_table(tok_graph, state["params"]["tokenizer"], vectors, mesh,
-                                     config)
-      evaluated = epoch % t.eval_every_epochs == 0 or epoch == t.epochs
-      valid = (validate(generate, state["params"]["recommender"], new_table, layout, valid_ex,
-                        config, mesh) if evaluated and new_table is not None else {})
-      record = {"epoch": epoch, **{f"train_{k}": _floats(v) for k, v in means.items()}, **stats,
-                "sigma": _floats(state["params"]["sigma"]), "table_valid": new_table is not None,
-                **{f"valid_{k}": v for k, v in valid.items()}, "seconds": time.time() - start}
+      new_table, valid, record = _evaluate_epoch(
+          tok_graph, generate, state, means, epoch, vectors, layout, valid_ex, config, mesh)
+      record["seconds"] = time.time() - start
       history.append(record)
       stage.metrics.write(record)
+      evaluated = epoch % t.eval_every_epochs == 0 or epoch == t.epochs
       improved = evaluated and progress.record_validation(
           valid or None, select, epoch, epoch * steps_per_epoch, t.patience)
       progress.end_epoch(epoch, t.epochs)
-      if new_table is None:
-        logging.warning("diger epoch %d: %d items share one code tuple, more than "
-                        "config.sid.max_collisions=%d: no valid SID table this epoch; training "
-                        "goes on with the last valid table, and this epoch is not validated and "
-                        "cannot be the best", epoch, stats["max_group_size"],
-                        config.sid.max_collisions)
       tree = {"state": state, "best": _copy(state["params"]) if improved else tree["best"],
               "table": tree["table"] if new_table is None else jax.device_put(new_table, rep)}
       checkpoint.save(manager, epoch, tree, resume.make_meta(
@@ -527,22 +516,61 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   stage.close()
 
   # ================================ Save ======================================================
-  best_epoch = progress.best_epoch
+  summary = _summary(tok_graph, tree["best"], progress.best_epoch, history, stopped,
+                     pretrained_table, vectors, cfg, config, mesh)
+  save_final(workdir, tree["best"], summary.pop("table"), summary, config, vectors,
+             progress.best_epoch * steps_per_epoch, mesh)
+  return summary
+
+
+def _evaluate_epoch(tok_graph: Any, generate: Callable, state: dict[str, Any],
+                    means: dict[str, np.ndarray], epoch: int, vectors: np.ndarray, layout: Any,
+                    valid_ex: rec_data.Examples, config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh
+                    ) -> tuple[np.ndarray | None, dict[str, float], dict[str, Any]]:
+  """The epoch's SID table, its statistics and validation over it (every
+  `train.eval_every_epochs` epochs and the last, when the table is valid).
+
+  Returns:
+    (the table or None when collapsed, validation metrics or {}, the epoch's history record
+    without "seconds").
+  """
+  t = config.train
+  table, stats = build_table(tok_graph, state["params"]["tokenizer"], vectors, mesh, config)
+  evaluated = epoch % t.eval_every_epochs == 0 or epoch == t.epochs
+  valid = (validate(generate, state["params"]["recommender"], table, layout, valid_ex, config,
+                    mesh) if evaluated and table is not None else {})
+  if table is None:
+    logging.warning("diger epoch %d: %d items share one code tuple, more than "
+                    "config.sid.max_collisions=%d: no valid SID table this epoch; training "
+                    "goes on with the last valid table, and this epoch is not validated and "
+                    "cannot be the best", epoch, stats["max_group_size"],
+                    config.sid.max_collisions)
+  record = {"epoch": epoch, **{f"train_{k}": _floats(v) for k, v in means.items()}, **stats,
+            "sigma": _floats(state["params"]["sigma"]), "table_valid": table is not None,
+            **{f"valid_{k}": v for k, v in valid.items()}}
+  return table, valid, record
+
+
+def _summary(tok_graph: Any, best: dict[str, Any], best_epoch: int, history: list[dict],
+             stopped: str, pretrained_table: np.ndarray, vectors: np.ndarray,
+             cfg: joint.JointConfig, config: ml_collections.ConfigDict,
+             mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """`train_diger`'s summary of the best epoch, with its SID table under "table"."""
   if best_epoch == 0:
     logging.warning("diger: no epoch was validated with a valid SID table; saving the pretrained "
                     "%s and the recommender as initialised (epoch 0)", config.diger.pretrain)
-  best = tree["best"]
   table, stats = build_table(tok_graph, best["tokenizer"], vectors, mesh, config)
   best_record = next(h for h in history if h["epoch"] == best_epoch)
   summary = {"decay": cfg.decay, "stopped": stopped, "best_epoch": best_epoch,
              "valid": {k[len("valid_"):]: v for k, v in best_record.items()
                        if k.startswith("valid_")},
              "sid_metrics": stats, "history": history,
-             "sid_changes": quantize.sid_changes(pretrained_table, table, config.sid.levels)}
+             "sid_changes": quantize.sid_changes(pretrained_table, table, config.sid.levels),
+             "table": table}
   logging.info("diger: %.1f%% of the items' SIDs differ from the pretrained %s's (codes per "
                "level %s)", 100 * summary["sid_changes"]["sid_changed"], config.diger.pretrain,
                _fmt(summary["sid_changes"]["code_changed"]))
-  save_final(workdir, best, table, summary, config, vectors, best_epoch * steps_per_epoch, mesh)
   return summary
 
 
