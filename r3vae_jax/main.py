@@ -123,7 +123,7 @@ def _stage_tokenize(config, workdir):
   table, metrics = api.fit_tokenizer(config, vectors, workdir)
   # Per prefix length: how much more often consecutive training items share the prefix than
   # independent items do; the table statistic that tracked the recommenders' test NDCG@10 best
-  # in a screen of 15 tables (results/README.md, "What a SID table's statistics say").
+  # in a screen of 15 tables (docs/experiments.md).
   lift = quantize.transition_lift(table[:, :config.sid.levels], spl.train)
   return {**metrics, "transition_lift": [None if math.isnan(v) else float(v) for v in lift]}
 
