@@ -152,7 +152,7 @@ def test_bucketed_batches_are_the_full_batches_cut_to_the_bucket():
     data.make_batch(ex, np.arange(len(ex)), np.ones(len(ex)), item_tokens, SID, 1)
 
 
-def test_precompile_buckets_compiles_every_bucket_shape_once_ahead_of_training():
+def test_precompile_compiles_every_bucket_shape_once_ahead_of_training():
   from jax._src import monitoring  # pylint: disable=g-import-not-at-top
   from r3vae_jax.training import compile as compile_lib  # pylint: disable=g-import-not-at-top
   ex = data.train_examples(_splits(), max_history=3)
