@@ -296,7 +296,7 @@ def run_all(config, workdir) -> dict:
       else {"sid_metrics": out["tokenize"]}
   results = {
       "kind": "experiment", "dataset": config.dataset, "tokenizer": config.tokenizer,
-      "variant": config.variant, "vectors": out["vectors"]["source"],
+      "preset": config.preset, "variant": config.variant, "vectors": out["vectors"]["source"],
       "vectors_fingerprint": out["vectors"]["fingerprint"], "seed": config.seed,
       "config": config.to_dict(),
       "data_stats": out["prepare"], "metrics": out["evaluate"], **sid,
