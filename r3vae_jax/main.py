@@ -20,6 +20,7 @@ Override any of them: --config.train.lr=5e-4.
 from __future__ import annotations
 
 import contextlib
+import logging as std_logging
 import math
 import os
 import sys
@@ -29,10 +30,11 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "r3vae_jax/configs/default.py", "Config file, optionally `path:tokenizer`.")
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Config NAME[:ARG] of r3vae_jax/configs (default, beauty, sports, toys, "
+    "lastfm, ml1m; ARG = preset[+ablation][,vectors]) or a config file PATH[:ARG]. Default: the "
+    "workdir's saved config.json for every mode but prepare and all, else `default`.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every artifact of the run.")
 _MODE = flags.DEFINE_enum(
     "mode", "all", ["prepare", "vectors", "tokenize", "train", "evaluate", "all", "recommend"],
@@ -42,6 +44,15 @@ _ITEMS = flags.DEFINE_list("items", None, "recommend: a history as item ids inst
 _TOP_K = flags.DEFINE_integer("top_k", 10, "recommend: how many items to print.")
 _FUSE = flags.DEFINE_list("fuse", None, "recommend: other trained workdirs of the same dataset "
                           "whose beams are mixed with --workdir's (late fusion, uniform weights).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Also print the INFO logs of the libraries "
+                             "(orbax, JAX) and absl's full log prefix.")
+_PROFILE_STEPS = flags.DEFINE_list(
+    "profile_steps", None, "train: A,B writes a jax.profiler trace of recommender (or DIGER) "
+    "steps A..B-1 to WORKDIR/profile (open with TensorBoard's profile plugin or Perfetto).")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# `--config.FIELD=VALUE` overrides of this command line, in order (parse_flags fills it).
+_OVERRIDES: list[tuple[str, str]] = []
 
 
 def _stage_prepare(config, workdir):
@@ -136,12 +147,15 @@ def _with_tokenizer(config, name):
 
 
 def _stage_train(config, workdir):
+  from r3vae_jax.training import profile  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   if config.tokenizer == "diger":
     from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
-    return diger_train.train_diger(config, workdir, _load_vectors(workdir, inter.num_items), spl)
+    return diger_train.train_diger(config, workdir, _load_vectors(workdir, inter.num_items), spl,
+                                   step_hook=profile.hook())
   from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
-  return train.train_recommender(config, workdir, _load_sid_table(workdir, inter.num_items), spl)
+  return train.train_recommender(config, workdir, _load_sid_table(workdir, inter.num_items), spl,
+                                 step_hook=profile.hook())
 
 
 def _stage_evaluate(config, workdir):
@@ -155,9 +169,14 @@ def _stage_evaluate(config, workdir):
   for split, m in metrics.items():
     if not isinstance(m, dict):
       continue
-    print(split, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())
-                          if isinstance(v, (int, float))))
+    print(split, format_metrics(m))
   return metrics
+
+
+def format_metrics(metrics: dict) -> str:
+  """`k=v` pairs, sorted: counts (users, step) as ints, measurements with 4 decimals."""
+  from r3vae_jax.training import progress  # pylint: disable=g-import-not-at-top
+  return progress.format_metrics(metrics)
 
 
 def _stage_recommend(config, workdir):
@@ -307,38 +326,121 @@ def run_all(config, workdir) -> dict:
       "xla_environment": {name: os.environ[name] for name in _XLA_ENVIRONMENT
                           if name in os.environ},
   }
+  results["popularity"] = _popularity(config, workdir)  # the baseline beside the metrics
   io.write_json(os.path.join(workdir, "results.json"), results)
+  from r3vae_jax import summary  # pylint: disable=g-import-not-at-top
+  summary.print_summary(results, workdir, results["popularity"], tuple(config.eval.ks))
   print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s"
         + (f" ({sum(results['wall_time_s'].values()):.1f}s over {len(every_launch)} launches)"
            if launches else ""))
   return results
 
 
+def _popularity(config, workdir) -> dict:
+  """{split: Recall/NDCG@K} of ranking the most popular training items first."""
+  from r3vae_jax import summary  # pylint: disable=g-import-not-at-top
+  _, spl = _load_data(workdir)
+  return {split: summary.popularity_metrics(spl, split, tuple(config.eval.ks),
+                                            config.eval.exclude_seen)
+          for split in ("valid", "test")}
+
+
+def _usage(message: str) -> None:
+  """A usage mistake: one `error:` line (advice first), no help dump, exit 2."""
+  _fail(message)
+
+
+def _workdir_config(workdir: str):
+  """The config a run in `workdir` saved (config.json, else results.json), or None."""
+  from r3vae_jax import api  # pylint: disable=g-import-not-at-top
+  return api.saved_config(workdir)
+
+
+def resolve_config(spec: str | None, overrides, workdir: str, mode: str):
+  """The run's config: `spec` (configs.load), else the workdir's saved config for every mode
+  but prepare and all, else `default`; then the `--config.FIELD=VALUE` overrides."""
+  from r3vae_jax import configs  # pylint: disable=g-import-not-at-top
+  config = None
+  if spec is None and mode not in ("prepare", "all"):
+    config = _workdir_config(workdir)
+    if config is None and mode in ("evaluate", "recommend"):
+      raise configs.ConfigError(
+          f"give --config=NAME or train in this workdir first: {workdir} holds no config.json "
+          "(--mode=all writes it)")
+  if config is None:
+    config = configs.load(spec or "default")
+  configs.apply_overrides(config, overrides)
+  return config
+
+
+class _LibraryFilter(std_logging.Filter):
+  """Passes this package's records and every warning; hides other libraries' INFO (orbax, JAX)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
+
+
+def setup_logging(verbose: bool) -> None:
+  """Quiet output unless `verbose`: this package's INFO lines with a short time prefix, other
+  libraries' warnings and errors only."""
+  handler = logging.get_absl_handler()
+  if verbose:
+    return
+  handler.addFilter(_LibraryFilter())
+  handler.python_handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s",
+                                                            "%H:%M:%S"))
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _usage(f"pass every option as --flag=value; unexpected arguments: {' '.join(argv[1:])}")
   from r3vae_jax import io, parallel  # pylint: disable=g-import-not-at-top
   from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
-  config, workdir = _CONFIG.value, _WORKDIR.value
+    _usage("add --workdir=DIR, the folder of the run's files (e.g. --workdir=/tmp/r3vae)")
+  if _MODE.value == "recommend" and _USER.value is None and not _ITEMS.value:
+    _usage("add --user=N (a user index) or --items=i1,i2,... to --mode=recommend")
+  setup_logging(_VERBOSE.value)
+  workdir = _WORKDIR.value
   try:
+    from r3vae_jax import configs  # pylint: disable=g-import-not-at-top
+    try:
+      config = resolve_config(_CONFIG.value, _OVERRIDES, workdir, _MODE.value)
+    except configs.ConfigError as e:
+      _fail(f"flags: {e}")
     validate.validate(config)
     parallel.initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
-    if _MODE.value == "all":
-      run_all(config, workdir)
-    elif _MODE.value == "recommend":
-      _stage_recommend(config, workdir)
-    else:
-      _STAGES[_MODE.value](config, workdir)
+    with _profiler(workdir):
+      if _MODE.value == "all":
+        run_all(config, workdir)
+      elif _MODE.value == "recommend":
+        _stage_recommend(config, workdir)
+      else:
+        _STAGES[_MODE.value](config, workdir)
     if _MODE.value != "recommend":  # The config of the run, for later stages and the API.
       io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   except (io.ArtifactError, ValueError, OSError, FloatingPointError) as e:
     # One clear line and a non-zero exit, no traceback from deep inside JAX; a failed stage
     # leaves the files already in the workdir as they were.
-    logging.error("%s failed: %s", _MODE.value, e)
+    if _VERBOSE.value:
+      logging.error("%s failed: %s", _MODE.value, e)
     _fail(f"{_MODE.value}: {e}")
+
+
+def _profiler(workdir: str):
+  """`--profile_steps=A,B`: a jax.profiler trace of training steps A..B-1 (training.profile)."""
+  if not _PROFILE_STEPS.value:
+    return contextlib.nullcontext()
+  from r3vae_jax.training import profile  # pylint: disable=g-import-not-at-top
+  try:
+    start, stop = (int(v) for v in _PROFILE_STEPS.value)
+  except ValueError:
+    start = stop = -1
+  if not 0 <= start < stop:
+    _usage(f"write --profile_steps=A,B with 0 <= A < B (training steps); got "
+           f"{','.join(_PROFILE_STEPS.value)}")
+  return profile.StepTrace(os.path.join(workdir, "profile"), start, stop)
 
 
 def _fail(message: str) -> None:
@@ -346,23 +448,43 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """(argv without them, [(field, value)]) of the `--config.FIELD=VALUE` (or
+  `--config.FIELD VALUE`) arguments, in order."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config.") and i > 0:
+      field, sep, value = arg[len("--config."):].partition("=")
+      if not sep:
+        if i + 1 >= len(argv):
+          _usage(f"write {arg}=VALUE: {arg} has no value")
+        value, i = argv[i + 1], i + 1
+      overrides.append((field, value))
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing; a bad flag, config file or `--config.*` override is one error line."""
+  """absl flag parsing; `--config.*` overrides are kept for `resolve_config`. A bad flag is one
+  error line, without the help text."""
+  rest, overrides = split_overrides(argv)
+  _OVERRIDES[:] = overrides
   try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:  # ml_collections: an override of no config field.
-    while e.args and isinstance(e.args[0], BaseException):
-      e = e.args[0]
-    _fail(f"flags: no such config field {e.args[0] if e.args else e}")
-  except Exception as e:  # pylint: disable=broad-except  # a config file may raise anything.
-    # ml_collections puts a config file's traceback in the message: keep only its last line.
-    head, _, trace = str(e).partition("Traceback (most recent call last):")
-    message = head + (trace.strip().splitlines()[-1] if trace.strip() else "")
-    _fail(f"flags: {type(e).__name__ + ': ' if not isinstance(e, flags.Error) else ''}{message}")
+    return flags.FLAGS(rest)
+  except flags.Error as e:
+    name = str(e).split("'")[1] if str(e).count("'") >= 2 else ""
+    near = [f for f in flags.FLAGS if name and f.startswith(name[:3])] if name else []
+    hint = f"see --helpfull for the flags ({', '.join('--' + f for f in near[:3])}...): " \
+        if near else "see --help for the flags: "
+    _fail(f"{hint}{e}")
+    return []
 
 
 def run() -> None:
-  """The command line entry point (`python -m r3vae_jax.main`)."""
+  """The command line entry point (`python -m r3vae_jax.main`, `r3vae`)."""
   app.run(main, flags_parser=parse_flags)
 
 
