@@ -20,9 +20,11 @@ Override any of them: --config.train.lr=5e-4.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging as std_logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -384,7 +386,7 @@ def setup_logging(verbose: bool) -> None:
   """Quiet output unless `verbose`: this package's INFO lines with a short time prefix, other
   libraries' warnings and errors only."""
   handler = logging.get_absl_handler()
-  if verbose:
+  if verbose or any(isinstance(f, _LibraryFilter) for f in handler.filters):
     return
   handler.addFilter(_LibraryFilter())
   handler.python_handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s",
@@ -402,6 +404,7 @@ def main(argv):
     _usage("add --user=N (a user index) or --items=i1,i2,... to --mode=recommend")
   setup_logging(_VERBOSE.value)
   workdir = _WORKDIR.value
+  profiler = _profiler(workdir)
   try:
     from r3vae_jax import configs  # pylint: disable=g-import-not-at-top
     try:
@@ -411,7 +414,7 @@ def main(argv):
     validate.validate(config)
     parallel.initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
-    with _profiler(workdir):
+    with profiler:
       if _MODE.value == "all":
         run_all(config, workdir)
       elif _MODE.value == "recommend":
@@ -475,11 +478,10 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(rest)
   except flags.Error as e:
-    name = str(e).split("'")[1] if str(e).count("'") >= 2 else ""
-    near = [f for f in flags.FLAGS if name and f.startswith(name[:3])] if name else []
-    hint = f"see --helpfull for the flags ({', '.join('--' + f for f in near[:3])}...): " \
-        if near else "see --help for the flags: "
-    _fail(f"{hint}{e}")
+    names = re.findall(r"flag '-*([\w.-]+)'", str(e))
+    near = difflib.get_close_matches(names[0], list(flags.FLAGS), n=1) if names else []
+    hint = f"did you mean --{near[0]}? " if near else ""
+    _fail(f"{hint}{str(e).split('. Did you mean')[0]} (r3vae --help lists the flags)")
     return []
 
 

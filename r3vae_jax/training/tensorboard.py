@@ -55,3 +55,26 @@ class TensorBoardWriter:
     if self._writer is not None:
       self._writer.close()
       self._writer = None
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} of every event file in `logdir`, in file order (for tests and
+  notebooks; TensorBoard itself reads the same files)."""
+  import os  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out: dict[str, list[tuple[int, float]]] = {}
+  for name in sorted(os.listdir(logdir)):
+    if not name.startswith("events.out.tfevents"):
+      continue
+    with open(os.path.join(logdir, name), "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):  # TFRecord: u64 length, u32 crc, payload, u32 crc
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      payload = data[pos + 12:pos + 12 + length]
+      pos += 12 + length + 4
+      event = event_pb2.Event.FromString(payload)
+      for value in event.summary.value:
+        out.setdefault(value.tag, []).append((int(event.step), float(value.simple_value)))
+  return out
