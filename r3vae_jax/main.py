@@ -1,6 +1,6 @@
 """The command line: every stage of the pipeline as an absl app mode.
 
-  python -m r3vae_jax.main --config=r3vae_jax/configs/beauty.py:r3vae --workdir=DIR --mode=all
+  r3vae --config=beauty:r3vae --workdir=DIR --mode=all     # or python -m r3vae_jax.main ...
 
 Modes (each reads and writes files in --workdir, so any stage can be rerun alone):
   prepare    read the dataset (config.data), 5-core filter, write data/ and print statistics
@@ -8,14 +8,20 @@ Modes (each reads and writes files in --workdir, so any stage can be rerun alone
   tokenize   vectors -> SID table tokenizer/sid_table.npy + sid_metrics.json (config.tokenizer)
   train      train the T5 recommender on the SID table (config.tokenizer=diger: joint training)
   evaluate   constrained beam search on validation and test; writes eval.json
-  all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json
+  all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json and
+             prints the metrics beside the popularity baseline's
   recommend  top-K items for --user (or --items=i1,i2,...) from a trained workdir
              (--fuse=DIR,...: mixed with other runs of the dataset, late fusion)
 
-Main config fields: dataset, tokenizer (rqkmeans|rqvae|r3vae|diger), data.*, vectors.source,
-sid.levels / sid.codebook_size, <tokenizer>.* (epochs, lr, ...), recommender.* (T5 sizes),
-train.* (batch_size, lr, epochs, patience), eval.beam_size / eval.ks, mesh.data / mesh.model.
-Override any of them: --config.train.lr=5e-4.
+--config is NAME[:ARG] of r3vae_jax/configs (default, beauty, sports, toys, lastfm, ml1m) or a
+config file PATH[:ARG]; without it, every mode but prepare and all uses the workdir's saved
+config.json (so `r3vae --mode=recommend --workdir=DIR --user=2` works from any directory), and
+prepare/all use `default`. Main config fields: dataset, tokenizer (rqkmeans|rqvae|r3vae|diger),
+data.*, vectors.source, sid.levels / sid.codebook_size, <tokenizer>.* (epochs, lr, ...),
+recommender.* (T5 sizes), train.* (batch_size, lr, epochs, patience), eval.beam_size / eval.ks,
+mesh.data / mesh.model. Override any of them: --config.train.lr=5e-4.
+Output: this package's progress lines; --verbose adds the libraries' INFO logs (orbax, JAX).
+Curves: `tensorboard --logdir DIR` (event files in DIR/tensorboard/<stage>).
 """
 from __future__ import annotations
 
@@ -328,23 +334,21 @@ def run_all(config, workdir) -> dict:
       "xla_environment": {name: os.environ[name] for name in _XLA_ENVIRONMENT
                           if name in os.environ},
   }
-  results["popularity"] = _popularity(config, workdir)  # the baseline beside the metrics
   io.write_json(os.path.join(workdir, "results.json"), results)
-  from r3vae_jax import summary  # pylint: disable=g-import-not-at-top
-  summary.print_summary(results, workdir, results["popularity"], tuple(config.eval.ks))
   print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s"
         + (f" ({sum(results['wall_time_s'].values()):.1f}s over {len(every_launch)} launches)"
            if launches else ""))
   return results
 
 
-def _popularity(config, workdir) -> dict:
-  """{split: Recall/NDCG@K} of ranking the most popular training items first."""
+def print_summary(config, workdir, results) -> None:
+  """The metrics of `results` beside the popularity baseline's, the SIDs and the files."""
   from r3vae_jax import summary  # pylint: disable=g-import-not-at-top
   _, spl = _load_data(workdir)
-  return {split: summary.popularity_metrics(spl, split, tuple(config.eval.ks),
-                                            config.eval.exclude_seen)
-          for split in ("valid", "test")}
+  ks = tuple(config.eval.ks)
+  popularity = {split: summary.popularity_metrics(spl, split, ks, config.eval.exclude_seen)
+                for split in ("valid", "test")}
+  summary.print_summary(results, workdir, popularity, ks)
 
 
 def _usage(message: str) -> None:
@@ -416,7 +420,7 @@ def main(argv):
     os.makedirs(workdir, exist_ok=True)
     with profiler:
       if _MODE.value == "all":
-        run_all(config, workdir)
+        print_summary(config, workdir, run_all(config, workdir))
       elif _MODE.value == "recommend":
         _stage_recommend(config, workdir)
       else:
