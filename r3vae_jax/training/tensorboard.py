@@ -34,12 +34,13 @@ def scalars(record: dict) -> dict[str, float]:
 
 
 class TensorBoardWriter:
-  """Writes each record's scalars to an event file in `logdir` (process 0 only)."""
+  """Writes each record's scalars to an event file in `logdir` (process 0 only; a local folder:
+  a workdir in an object store, `scheme://...`, gets no event files)."""
 
   def __init__(self, logdir: str):
     self.logdir = logdir
     self._writer = None
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and "://" not in logdir:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._writer = SummaryWriter(logdir, flush_secs=10)
 
