@@ -1,0 +1,93 @@
+"""A baseline row end to end: prepare the dataset, fit, score both protocols, write results.json.
+
+  python -m r3vae_jax.baselines.run --config=r3vae_jax/baselines/config.py:beauty,sasrec \
+      --workdir=/tmp/beauty_sasrec --config.seed=0
+
+results.json has the generative rows' shape (docs/results.md) with `kind` "baseline" and
+`method`; `metrics` holds "valid"/"test" under `eval.exclude_seen` and
+"valid_full_ranking"/"test_full_ranking" with the ranking untouched (`scoring.as_results`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from r3vae_jax.baselines import config as baseline_config
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "r3vae_jax/baselines/config.py:dataset,method")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the row's files.")
+
+
+def fit_and_score(config, splits, num_items: int) -> tuple[dict, dict]:
+  """(metrics of `scoring.as_results`, training summary) of `config.method` on `splits`."""
+  from r3vae_jax.baselines import markov, popularity, scoring  # pylint: disable=g-import-not-at-top
+  ks, both = tuple(config.eval.ks), {}
+  if config.method == "sasrec":
+    from r3vae_jax.baselines import sasrec_train  # pylint: disable=g-import-not-at-top
+    model, summary = sasrec_train.train_sasrec(config, splits, num_items)
+    for split in ("valid", "test"):
+      both[split] = sasrec_train.evaluate_split(model, splits, split, ks,
+                                                config.sasrec.eval_batch_size)
+  else:
+    summary = {}
+    for split in ("valid", "test"):
+      history = getattr(splits, f"{split}_history")
+      score = (popularity.scorer(splits.train, num_items) if config.method == "popularity"
+               else markov.scorer(splits.train, history, num_items))
+      both[split] = scoring.evaluate_scores(score, history, getattr(splits, f"{split}_target"),
+                                            ks)
+  return scoring.as_results(both["valid"], both["test"], config.eval.exclude_seen), summary
+
+
+def run_all(config, workdir: str) -> dict:
+  """Prepares the data into `workdir/data`, fits and scores `config.method`, writes
+  `workdir/results.json` and returns it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data import dataset, pipeline, splits as splits_lib  # pylint: disable=g-import-not-at-top
+  commit = io.source_commit()
+  wall = {}
+  start = time.perf_counter()
+  inter = pipeline.prepare(config)
+  spl = splits_lib.leave_one_out(inter.sequences)
+  dataset.save_prepared(workdir, inter)
+  wall["prepare"] = round(time.perf_counter() - start, 2)
+  start = time.perf_counter()
+  metrics, summary = fit_and_score(config, spl, inter.num_items)
+  wall["fit_and_evaluate"] = round(time.perf_counter() - start, 2)
+  versions = {}
+  for mod in ("jax", "jaxlib", "flax", "optax"):
+    versions[mod] = __import__(mod).__version__
+  results = {
+      "kind": "baseline", "method": config.method, "dataset": config.dataset,
+      "seed": config.seed, "config": config.to_dict(), "data_stats": dataset.stats(inter),
+      "metrics": metrics, "train": summary, "wall_time_s": wall,
+      "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
+      "commit": commit, "versions": versions, "command": " ".join(sys.argv)}
+  io.write_json(os.path.join(workdir, "results.json"), results)
+  for split in ("test", "test_full_ranking"):
+    print(config.dataset, config.method, split,
+          " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics[split].items()) if k != "users"))
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value or _CONFIG.value is None:
+    raise app.UsageError("--config and --workdir are required")
+  config = _CONFIG.value
+  if config.get("method") not in baseline_config.METHODS:
+    raise app.UsageError(f"config.method must be one of {baseline_config.METHODS}")
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  run_all(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
