@@ -1,11 +1,12 @@
-"""A baseline row end to end: prepare the dataset, fit, score both protocols, write results.json.
+"""A baseline row end to end: prepare the dataset, fit, score both protocols, write results.
 
   python -m r3vae_jax.baselines.run --config=r3vae_jax/baselines/config.py:beauty,sasrec \
       --workdir=/tmp/beauty_sasrec --config.seed=0
 
-results.json has the generative rows' shape (docs/results.md) with `kind` "baseline" and
-`method`; `metrics` holds "valid"/"test" under `eval.exclude_seen` and
-"valid_full_ranking"/"test_full_ranking" with the ranking untouched (`scoring.as_results`).
+Writes `workdir/results.json`, or one `results_s<seed>.json` per seed when SASRec trains
+several side by side (`sasrec.num_seeds`). Each has the generative rows' shape (docs/results.md)
+with `kind` "baseline" and `method`; `metrics` holds "valid"/"test" under `eval.exclude_seen`
+and "valid_full_ranking"/"test_full_ranking" with the ranking untouched (`scoring.as_results`).
 """
 from __future__ import annotations
 
@@ -24,30 +25,31 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the row's files.")
 
 
-def fit_and_score(config, splits, num_items: int) -> tuple[dict, dict]:
-  """(metrics of `scoring.as_results`, training summary) of `config.method` on `splits`."""
+def fit_and_score(config, splits, num_items: int) -> list[tuple[dict, dict]]:
+  """Per seed: (metrics of `scoring.as_results`, training summary) of `config.method`."""
   from r3vae_jax.baselines import markov, popularity, scoring  # pylint: disable=g-import-not-at-top
-  ks, both = tuple(config.eval.ks), {}
+  ks = tuple(config.eval.ks)
   if config.method == "sasrec":
     from r3vae_jax.baselines import sasrec_train  # pylint: disable=g-import-not-at-top
-    model, summary = sasrec_train.train_sasrec(config, splits, num_items)
-    for split in ("valid", "test"):
-      both[split] = sasrec_train.evaluate_split(model, splits, split, ks,
-                                                config.sasrec.eval_batch_size)
-  else:
-    summary = {}
-    for split in ("valid", "test"):
-      history = getattr(splits, f"{split}_history")
-      score = (popularity.scorer(splits.train, num_items) if config.method == "popularity"
-               else markov.scorer(splits.train, history, num_items))
-      both[split] = scoring.evaluate_scores(score, history, getattr(splits, f"{split}_target"),
-                                            ks)
-  return scoring.as_results(both["valid"], both["test"], config.eval.exclude_seen), summary
+    graphdef, params, summaries = sasrec_train.train_sasrec(config, splits, num_items)
+    valid, test = (sasrec_train.evaluate_split(graphdef, params, splits, split, ks,
+                                               config.sasrec.max_len,
+                                               config.sasrec.eval_batch_size)
+                   for split in ("valid", "test"))
+    return [(scoring.as_results(v, t, config.eval.exclude_seen), summary)
+            for v, t, summary in zip(valid, test, summaries)]
+  both = {}
+  for split in ("valid", "test"):
+    history = getattr(splits, f"{split}_history")
+    score = (popularity.scorer(splits.train, num_items) if config.method == "popularity"
+             else markov.scorer(splits.train, history, num_items))
+    both[split] = scoring.evaluate_scores(score, history, getattr(splits, f"{split}_target"), ks)
+  return [(scoring.as_results(both["valid"], both["test"], config.eval.exclude_seen), {})]
 
 
-def run_all(config, workdir: str) -> dict:
-  """Prepares the data into `workdir/data`, fits and scores `config.method`, writes
-  `workdir/results.json` and returns it."""
+def run_all(config, workdir: str) -> list[dict]:
+  """Prepares the data into `workdir/data`, fits and scores `config.method`, writes the
+  results file of each seed (module docstring) and returns them."""
   import jax  # pylint: disable=g-import-not-at-top
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   from r3vae_jax.data import dataset, pipeline, splits as splits_lib  # pylint: disable=g-import-not-at-top
@@ -59,22 +61,26 @@ def run_all(config, workdir: str) -> dict:
   dataset.save_prepared(workdir, inter)
   wall["prepare"] = round(time.perf_counter() - start, 2)
   start = time.perf_counter()
-  metrics, summary = fit_and_score(config, spl, inter.num_items)
+  rows = fit_and_score(config, spl, inter.num_items)
   wall["fit_and_evaluate"] = round(time.perf_counter() - start, 2)
-  versions = {}
-  for mod in ("jax", "jaxlib", "flax", "optax"):
-    versions[mod] = __import__(mod).__version__
-  results = {
-      "kind": "baseline", "method": config.method, "dataset": config.dataset,
-      "seed": config.seed, "config": config.to_dict(), "data_stats": dataset.stats(inter),
-      "metrics": metrics, "train": summary, "wall_time_s": wall,
-      "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
-      "commit": commit, "versions": versions, "command": " ".join(sys.argv)}
-  io.write_json(os.path.join(workdir, "results.json"), results)
-  for split in ("test", "test_full_ranking"):
-    print(config.dataset, config.method, split,
-          " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics[split].items()) if k != "users"))
-  return results
+  versions = {mod: __import__(mod).__version__ for mod in ("jax", "jaxlib", "flax", "optax")}
+  out = []
+  for metrics, summary in rows:
+    seed = summary.get("seed", config.seed)
+    results = {
+        "kind": "baseline", "method": config.method, "dataset": config.dataset, "seed": seed,
+        "config": config.to_dict(), "data_stats": dataset.stats(inter), "metrics": metrics,
+        "train": summary, "wall_time_s": wall, "device": jax.devices()[0].device_kind,
+        "num_devices": jax.device_count(), "commit": commit, "versions": versions,
+        "command": " ".join(sys.argv)}
+    name = "results.json" if len(rows) == 1 else f"results_s{seed}.json"
+    io.write_json(os.path.join(workdir, name), results)
+    out.append(results)
+    for split in ("test", "test_full_ranking"):
+      print(config.dataset, config.method, f"seed {seed}", split,
+            " ".join(f"{key}={v:.4f}" for key, v in sorted(metrics[split].items())
+                     if key != "users"))
+  return out
 
 
 def main(argv):

@@ -67,12 +67,12 @@ def rank_both(scores: jax.Array, seen: jax.Array, depth: int) -> tuple[jax.Array
   return jax.lax.top_k(scores, depth)[1], jax.lax.top_k(masked, depth)[1]
 
 
-def evaluate_split(model: sasrec.SASRec, splits: Splits, split: str, ks: Sequence[int],
-                   batch_size: int) -> dict[str, dict[str, float | int]]:
-  """{"exclude_seen": metrics, "full_ranking": metrics} of `split` ("valid" | "test")."""
-  history, seen = _eval_inputs(splits, split, model.positions.shape[0])
+def evaluate_split(graphdef, params, splits: Splits, split: str, ks: Sequence[int],
+                   max_len: int, batch_size: int) -> list[dict[str, dict[str, float | int]]]:
+  """Per seed of the stacked `params` (leading seed axis): {"exclude_seen": metrics,
+  "full_ranking": metrics} of `split` ("valid" | "test"), histories cut to `max_len`."""
+  history, seen = _eval_inputs(splits, split, max_len)
   targets = np.asarray(getattr(splits, f"{split}_target"))
-  graphdef, params = nnx.split(model)
   ranked = _ranker(graphdef, max(ks))
   full, excl = [], []
   num_users = len(targets)
@@ -80,29 +80,27 @@ def evaluate_split(model: sasrec.SASRec, splits: Splits, split: str, ks: Sequenc
     take = np.minimum(np.arange(start, start + batch_size), num_users - 1)
     a, b = ranked(params, history[take], seen[take])
     n = min(batch_size, num_users - start)
-    full.append(np.asarray(a)[:n])
-    excl.append(np.asarray(b)[:n])
-  out = {}
-  for name, parts in (("exclude_seen", excl), ("full_ranking", full)):
-    out[name] = {**evaluate.ranking_metrics(np.concatenate(parts), targets, ks),
-                 "users": num_users}
-  return out
+    full.append(np.asarray(a)[:, :n])
+    excl.append(np.asarray(b)[:, :n])
+  full, excl = np.concatenate(full, 1), np.concatenate(excl, 1)
+  return [{name: {**evaluate.ranking_metrics(r[s], targets, ks), "users": num_users}
+           for name, r in (("exclude_seen", excl), ("full_ranking", full))}
+          for s in range(full.shape[0])]
 
 
 @functools.lru_cache(maxsize=8)
 def _ranker(graphdef, depth: int):
-  @jax.jit
   def ranked(params, history, seen):
     return rank_both(nnx.merge(graphdef, params)(history), seen, depth)
-  return ranked
+  return jax.jit(jax.vmap(ranked, in_axes=(0, None, None)))
 
 
 def _epoch_fn(graphdef, tx: optax.GradientTransformation, capacity: int):
-  """Jitted (params, opt_state, inputs, targets, order [batches, b], key) -> (params,
-  opt_state, mean loss)."""
+  """Jitted epoch of every seed side by side: (params, opt_state, inputs, targets, order,
+  key) -> (params, opt_state, mean loss [S]); params, opt_state, order [S, batches, b] and
+  key [S] carry a leading seed axis, the data is shared."""
 
-  @jax.jit
-  def run_epoch(params, opt_state, inputs, targets, order, key):
+  def one_seed(params, opt_state, inputs, targets, order, key):
     def step(carry, xs):
       params, opt_state = carry
       idx, k = xs
@@ -115,60 +113,81 @@ def _epoch_fn(graphdef, tx: optax.GradientTransformation, capacity: int):
     keys = jax.random.split(key, order.shape[0])
     (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (order, keys))
     return params, opt_state, jnp.mean(losses)
-  return run_epoch
+  return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, None, None, 0, 0)))
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def train_sasrec(config: ml_collections.ConfigDict, splits: Splits, num_items: int
-                 ) -> tuple[sasrec.SASRec, dict]:
-  """Trains on `splits.train`, keeps the best validation epoch.
+                 ) -> tuple[nnx.GraphDef, nnx.State, list[dict]]:
+  """Trains `config.sasrec.num_seeds` models (seeds `config.seed`, `config.seed + 1`, ...)
+  side by side on `splits.train` (one vmapped program); each keeps its own best validation
+  epoch. Training stops once every seed has gone `patience` validations without improvement,
+  after `epochs`, or at `config.train.stop_at` (Unix time, 0 = none).
 
   Returns:
-    (the model with the best epoch's parameters, summary: best_epoch, best_valid, epochs_run,
-    history [{epoch, loss, valid}], capacity, train_time_s).
+    (the model's graph, the best epoch's parameters of every seed stacked on a leading axis,
+    per seed a summary: seed, best_epoch, best_valid, epochs_run, finished, history [{epoch,
+    loss, valid}], capacity, seeds_trained_together, train_time_s).
   """
   c = config.sasrec
-  for field in ("batch_size", "epochs", "eval_every", "patience", "eval_batch_size"):
+  for field in ("batch_size", "epochs", "eval_every", "patience", "eval_batch_size",
+                "num_seeds"):
     if not isinstance(c[field], int) or c[field] < 1:
       raise ValueError(f"config.sasrec.{field} must be a positive int, got {c[field]!r}")
   start = time.perf_counter()
   main = "exclude_seen" if config.eval.exclude_seen else "full_ranking"
   metric, ks = config.train.select_metric, tuple(config.eval.ks)
-  model = sasrec.from_config(num_items, c, config.seed)
+  seeds = [config.seed + s for s in range(c.num_seeds)]
+  graphdef, _ = nnx.split(sasrec.from_config(num_items, c, seeds[0]))
+  params = _stack([nnx.split(sasrec.from_config(num_items, c, s))[1] for s in seeds])
   inputs, targets = training_arrays(splits.train, c.max_len)
   pad_row = np.full((1, c.max_len), -1, np.int32)
   inputs_d = jnp.asarray(np.concatenate([inputs, pad_row]))
   targets_d = jnp.asarray(np.concatenate([targets, pad_row]))
-  orders = epoch_orders(len(splits.train), c.batch_size, c.epochs, config.seed)
+  orders = np.stack([epoch_orders(len(splits.train), c.batch_size, c.epochs, s) for s in seeds])
   capacity = batch_capacity(targets, orders)
   tx = optax.adam(c.lr, b1=0.9, b2=0.98)
-  graphdef, params = nnx.split(model)
-  opt_state = tx.init(params)
+  opt_state = jax.vmap(tx.init)(params)
   run_epoch = _epoch_fn(graphdef, tx, capacity)
-  key = jax.random.key(config.seed)
-  best, best_params, best_epoch, stale, history = -1.0, params, 0, 0, []
-  epoch = 0
+  keys = jnp.stack([jax.random.key(s) for s in seeds])
+  best = np.full(len(seeds), -1.0)
+  best_epoch, stale = [0] * len(seeds), np.zeros(len(seeds), int)
+  best_params, history = params, [[] for _ in seeds]
+  epoch, finished = 0, "epochs"
   for epoch in range(1, c.epochs + 1):
-    params, opt_state, mean_loss = run_epoch(params, opt_state, inputs_d, targets_d,
-                                             jnp.asarray(orders[epoch - 1]),
-                                             jax.random.fold_in(key, epoch))
-    if epoch % c.eval_every and epoch != c.epochs:
+    params, opt_state, losses = run_epoch(params, opt_state, inputs_d, targets_d,
+                                          jnp.asarray(orders[:, epoch - 1]),
+                                          jax.vmap(jax.random.fold_in, (0, None))(keys, epoch))
+    deadline = bool(config.train.stop_at) and time.time() >= config.train.stop_at
+    if epoch % c.eval_every and epoch != c.epochs and not deadline:
       continue
-    mean_loss = float(mean_loss)
-    if not np.isfinite(mean_loss):
-      raise FloatingPointError(f"sasrec: training loss {mean_loss} at epoch {epoch}")
-    valid = evaluate_split(nnx.merge(graphdef, params), splits, "valid", ks, c.eval_batch_size)
-    history.append({"epoch": epoch, "loss": mean_loss, "valid": valid[main]})
-    logging.info("sasrec epoch %d loss %.4f valid %s=%.4f", epoch, mean_loss, metric,
-                 valid[main][metric])
-    if valid[main][metric] > best:
-      best, best_params, best_epoch, stale = valid[main][metric], params, epoch, 0
-    else:
-      stale += 1
-      if stale >= c.patience:
-        break
-  model = nnx.merge(graphdef, best_params)
-  summary = {"best_epoch": best_epoch, "best_valid": history[[h["epoch"] for h in history]
-                                                             .index(best_epoch)]["valid"],
-             "epochs_run": epoch, "history": history, "capacity": capacity,
-             "train_time_s": round(time.perf_counter() - start, 2)}
-  return model, summary
+    losses = np.asarray(losses)
+    if not np.all(np.isfinite(losses)):
+      raise FloatingPointError(f"sasrec: training loss {losses.tolist()} at epoch {epoch}")
+    valid = evaluate_split(graphdef, params, splits, "valid", ks, c.max_len, c.eval_batch_size)
+    improved = np.zeros(len(seeds), bool)
+    for s, v in enumerate(valid):
+      history[s].append({"epoch": epoch, "loss": float(losses[s]), "valid": v[main]})
+      logging.info("sasrec seed %d epoch %d loss %.4f valid %s=%.4f", seeds[s], epoch,
+                   losses[s], metric, v[main][metric])
+      improved[s] = v[main][metric] > best[s]
+      if improved[s]:
+        best[s], best_epoch[s], stale[s] = v[main][metric], epoch, 0
+      else:
+        stale[s] += 1
+    best_params = jax.tree.map(
+        lambda b, p: jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b),
+        best_params, params)
+    if deadline or np.all(stale >= c.patience):
+      finished = "deadline" if deadline else "early_stop"
+      break
+  train_time = round(time.perf_counter() - start, 2)
+  summaries = [{"seed": seed, "best_epoch": best_epoch[s],
+                "best_valid": [h["valid"] for h in history[s] if h["epoch"] == best_epoch[s]][0],
+                "epochs_run": epoch, "finished": finished, "history": history[s],
+                "capacity": capacity, "seeds_trained_together": len(seeds),
+                "train_time_s": train_time} for s, seed in enumerate(seeds)]
+  return graphdef, best_params, summaries
