@@ -15,7 +15,7 @@ from r3vae_jax.data import splits as splits_lib
 
 def _config(**overrides):
   c = baseline_config.sasrec_config()
-  c.update({**dict(d_model=16, max_len=8, dropout=0.0), **overrides})
+  c.update({**dict(d_model=16, max_len=8, dropout=0.0, num_blocks=1), **overrides})
   return c
 
 
@@ -24,7 +24,7 @@ _scores = nnx.jit(lambda model, history: model(history))
 
 
 def test_hidden_is_causal_and_ignores_padding():
-  model = sasrec.from_config(30, _config(), 0)
+  model = sasrec.from_config(30, _config(num_blocks=2), 0)
   a = jnp.array([[-1, -1, 3, 4, 5, 6, 7, 8]])
   b = a.at[0, -1].set(20)
   ha, hb = _hidden(model, a), _hidden(model, b)
@@ -79,7 +79,7 @@ def test_short_training_learns_a_successor_chain():
   spl = splits_lib.leave_one_out(seqs)
   config = ml_collections.ConfigDict(dict(
       seed=0, sasrec=_config(epochs=20, eval_every=10, batch_size=32, lr=1e-2, dropout=0.1,
-                     num_blocks=1, num_seeds=2),
+                     num_seeds=2),
       eval=dict(exclude_seen=False, ks=(1, 5)), train=dict(select_metric="ndcg@5", stop_at=0.0)))
   config.sasrec.eval_batch_size = 64
   graphdef, params, summaries = sasrec_train.train_sasrec(config, spl, 12)

@@ -23,6 +23,7 @@ from r3vae_jax.baselines import config as baseline_config
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "r3vae_jax/baselines/config.py:dataset,method")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the row's files.")
+_XLA_ENVIRONMENT = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_MEM_FRACTION")
 
 
 def fit_and_score(config, splits, num_items: int) -> list[tuple[dict, dict]]:
@@ -72,7 +73,10 @@ def run_all(config, workdir: str) -> list[dict]:
         "config": config.to_dict(), "data_stats": dataset.stats(inter), "metrics": metrics,
         "train": summary, "wall_time_s": wall, "device": jax.devices()[0].device_kind,
         "num_devices": jax.device_count(), "commit": commit, "versions": versions,
-        "command": " ".join(sys.argv)}
+        "command": " ".join(sys.argv),
+        # set when rows share a GPU: their wall times were measured side by side
+        "xla_environment": {name: os.environ[name] for name in _XLA_ENVIRONMENT
+                            if name in os.environ}}
     name = "results.json" if len(rows) == 1 else f"results_s{seed}.json"
     io.write_json(os.path.join(workdir, name), results)
     out.append(results)
