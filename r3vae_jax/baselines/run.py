@@ -53,7 +53,8 @@ def run_all(config, workdir: str) -> list[dict]:
   results file of each seed (module docstring) and returns them."""
   import jax  # pylint: disable=g-import-not-at-top
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.data import dataset, pipeline, splits as splits_lib  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data import dataset, pipeline  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data import splits as splits_lib  # pylint: disable=g-import-not-at-top
   commit = io.source_commit()
   wall = {}
   start = time.perf_counter()
