@@ -89,3 +89,18 @@ def test_as_results_names_the_protocols():
   assert got == {"valid": {"a": 1}, "test": {"a": 3}, "valid_full_ranking": {"a": 2},
                  "test_full_ranking": {"a": 4}}
   assert scoring.as_results(valid, test, exclude_seen=False)["test"] == {"a": 4}
+
+
+def test_a_popularity_row_end_to_end(tmp_path):
+  from r3vae_jax import io
+  from r3vae_jax.baselines import config as baseline_config, run
+  config = baseline_config.get_config("default,popularity")
+  config.eval.exclude_seen = True
+  (row,) = run.run_all(config, str(tmp_path))
+  saved = io.read_json(str(tmp_path / "results.json"))
+  assert saved["kind"] == "baseline" and saved["method"] == "popularity"
+  assert set(saved["metrics"]) == {"valid", "test", "valid_full_ranking", "test_full_ranking"}
+  users = saved["data_stats"]["users"]
+  for split in saved["metrics"].values():
+    assert split["users"] == users and 0 < split["ndcg@10"] <= split["recall@10"] <= 1
+  assert row["metrics"] == saved["metrics"]
