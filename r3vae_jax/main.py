@@ -9,6 +9,8 @@ Modes (each reads and writes files in --workdir, so any stage can be rerun alone
   train      train the T5 recommender on the SID table (config.tokenizer=diger: joint training)
   evaluate   constrained beam search on validation and test; writes eval.json
   all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json
+             (a baseline config, `beauty.py:sasrec` (popularity | markov | sasrec): prepare,
+             fit, both protocols; r3vae_jax/baselines)
   recommend  top-K items for --user (or --items=i1,i2,...) from a trained workdir
              (--fuse=DIR,...: mixed with other runs of the dataset, late fusion)
 
@@ -326,7 +328,12 @@ def main(argv):
     validate.validate(config)
     parallel.initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
-    if _MODE.value == "all":
+    if config.get("method"):  # a baseline row (`dataset.py:popularity|markov|sasrec`)
+      if _MODE.value != "all":
+        raise ValueError(f"config.method={config.method}: baseline rows run with --mode=all")
+      from r3vae_jax.baselines import run as baseline_run  # pylint: disable=g-import-not-at-top
+      baseline_run.run_all(config, workdir)
+    elif _MODE.value == "all":
       run_all(config, workdir)
     elif _MODE.value == "recommend":
       _stage_recommend(config, workdir)

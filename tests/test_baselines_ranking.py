@@ -1,13 +1,20 @@
 """Popularity and Markov baselines (baselines/popularity.py, markov.py) and their scoring under
 both protocols (baselines/scoring.py): hand-computed rankings and metrics, and agreement with the
 project's own seen-item removal (recommender/ranking.drop_seen)."""
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from r3vae_jax import evaluate
+from r3vae_jax import evaluate, io
 from r3vae_jax.baselines import markov, popularity, scoring
 from r3vae_jax.data import splits as splits_lib
 from r3vae_jax.recommender import ranking
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_top_items_orders_by_score_then_id():
@@ -91,16 +98,20 @@ def test_as_results_names_the_protocols():
   assert scoring.as_results(valid, test, exclude_seen=False)["test"] == {"a": 4}
 
 
-def test_a_popularity_row_end_to_end(tmp_path):
-  from r3vae_jax import io
-  from r3vae_jax.baselines import config as baseline_config, run
-  config = baseline_config.get_config("default,popularity")
-  config.eval.exclude_seen = True
-  (row,) = run.run_all(config, str(tmp_path))
+def test_a_markov_row_through_main(tmp_path):
+  # `--mode=all` with a baseline config: prepare, fit, both protocols, results.json.
+  command = [sys.executable, "-m", "r3vae_jax.main", "--config=r3vae_jax/configs/default.py:markov",
+             f"--workdir={tmp_path}", "--config.eval.exclude_seen=True"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  subprocess.run(command + ["--mode=all"], check=True, cwd=REPO, env=env, capture_output=True)
   saved = io.read_json(str(tmp_path / "results.json"))
-  assert saved["kind"] == "baseline" and saved["method"] == "popularity"
+  assert saved["kind"] == "baseline" and saved["method"] == saved["preset"] == "markov"
   assert set(saved["metrics"]) == {"valid", "test", "valid_full_ranking", "test_full_ranking"}
   users = saved["data_stats"]["users"]
   for split in saved["metrics"].values():
     assert split["users"] == users and 0 < split["ndcg@10"] <= split["recall@10"] <= 1
-  assert row["metrics"] == saved["metrics"]
+  other = subprocess.run(command + ["--mode=train"], cwd=REPO, env=env, capture_output=True,
+                         text=True)
+  assert other.returncode == 2
+  assert other.stderr.strip().splitlines()[-1] == (
+      "error: train: config.method=markov: baseline rows run with --mode=all")

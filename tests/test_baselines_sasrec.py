@@ -72,7 +72,7 @@ def test_rank_both_matches_numpy():
   np.testing.assert_array_equal(excl, scoring.top_items(scoring.mask_seen(scores, seen), 10))
 
 
-def test_short_training_learns_a_successor_chain():
+def test_short_training_learns_a_successor_chain(tmp_path):
   # Item i is always followed by i + 1 (mod 12): after training, the next item ranks first.
   rng = np.random.default_rng(0)
   seqs = [(rng.integers(0, 12) + np.arange(rng.integers(5, 9))) % 12 for _ in range(96)]
@@ -82,13 +82,14 @@ def test_short_training_learns_a_successor_chain():
                      num_seeds=2),
       eval=dict(exclude_seen=False, ks=(1, 5)), train=dict(select_metric="ndcg@5", stop_at=0.0)))
   config.sasrec.eval_batch_size = 64
-  graphdef, params, summaries = sasrec_train.train_sasrec(config, spl, 12)
+  graphdef, params, summaries = sasrec_train.train_sasrec(config, str(tmp_path), spl, 12)
   got = sasrec_train.evaluate_split(graphdef, params, spl, "test", (1, 5), 8, 64)
   assert len(got) == len(summaries) == 2 and [s["seed"] for s in summaries] == [0, 1]
   for seed_metrics, summary in zip(got, summaries):
     assert seed_metrics["full_ranking"]["recall@1"] > 0.9
     assert summary["best_epoch"] in (10, 20) and len(summary["history"]) == 2
     assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
+  assert len((tmp_path / "sasrec" / "metrics.jsonl").read_text().splitlines()) == 4
 
 
 def test_bad_sizes_are_one_clear_error():

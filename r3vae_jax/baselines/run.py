@@ -1,7 +1,6 @@
 """A baseline row end to end: prepare the dataset, fit, score both protocols, write results.
 
-  python -m r3vae_jax.baselines.run --config=r3vae_jax/baselines/config.py:beauty,sasrec \
-      --workdir=/tmp/beauty_sasrec --config.seed=0
+  python -m r3vae_jax.main --config=r3vae_jax/configs/beauty.py:sasrec --workdir=DIR --mode=all
 
 Writes `workdir/results.json`, or one `results_s<seed>.json` per seed when SASRec trains
 several side by side (`sasrec.num_seeds`). Each has the generative rows' shape (docs/results.md)
@@ -14,25 +13,17 @@ import os
 import sys
 import time
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
-
-from r3vae_jax.baselines import config as baseline_config
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "r3vae_jax/baselines/config.py:dataset,method")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the row's files.")
 _XLA_ENVIRONMENT = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_MEM_FRACTION")
 
 
-def fit_and_score(config, splits, num_items: int) -> list[tuple[dict, dict]]:
+def fit_and_score(config, workdir: str, splits, num_items: int) -> list[tuple[dict, dict]]:
   """Per seed: (metrics of `scoring.as_results`, training summary) of `config.method`."""
   from r3vae_jax.baselines import markov, popularity, scoring  # pylint: disable=g-import-not-at-top
   ks = tuple(config.eval.ks)
   if config.method == "sasrec":
     from r3vae_jax.baselines import sasrec_train  # pylint: disable=g-import-not-at-top
-    graphdef, params, summaries = sasrec_train.train_sasrec(config, splits, num_items)
+    graphdef, params, summaries = sasrec_train.train_sasrec(config, workdir, splits,
+                                                                     num_items)
     valid, test = (sasrec_train.evaluate_split(graphdef, params, splits, split, ks,
                                                config.sasrec.max_len,
                                                config.sasrec.eval_batch_size)
@@ -63,14 +54,15 @@ def run_all(config, workdir: str) -> list[dict]:
   dataset.save_prepared(workdir, inter)
   wall["prepare"] = round(time.perf_counter() - start, 2)
   start = time.perf_counter()
-  rows = fit_and_score(config, spl, inter.num_items)
+  rows = fit_and_score(config, workdir, spl, inter.num_items)
   wall["fit_and_evaluate"] = round(time.perf_counter() - start, 2)
   versions = {mod: __import__(mod).__version__ for mod in ("jax", "jaxlib", "flax", "optax")}
   out = []
   for metrics, summary in rows:
     seed = summary.get("seed", config.seed)
     results = {
-        "kind": "baseline", "method": config.method, "dataset": config.dataset, "seed": seed,
+        "kind": "baseline", "method": config.method, "preset": config.preset,
+        "dataset": config.dataset, "seed": seed,
         "config": config.to_dict(), "data_stats": dataset.stats(inter), "metrics": metrics,
         "train": summary, "wall_time_s": wall, "device": jax.devices()[0].device_kind,
         "num_devices": jax.device_count(), "commit": commit, "versions": versions,
@@ -87,18 +79,3 @@ def run_all(config, workdir: str) -> list[dict]:
                      if key != "users"))
   return out
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _WORKDIR.value or _CONFIG.value is None:
-    raise app.UsageError("--config and --workdir are required")
-  config = _CONFIG.value
-  if config.get("method") not in baseline_config.METHODS:
-    raise app.UsageError(f"config.method must be one of {baseline_config.METHODS}")
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  run_all(config, _WORKDIR.value)
-
-
-if __name__ == "__main__":
-  app.run(main)

@@ -1,16 +1,19 @@
-"""Training and full-ranking evaluation of SASRec (`sasrec.py`).
+"""Training and full-ranking evaluation of SASRec (`sasrec.py`) on the training core.
 
 One example per user and epoch, as in the paper: the last `max_len + 1` items of its training
 sequence, each position predicting the next item. Adam (b2 0.98); every `eval_every` epochs the
 validation split is ranked over all items and the epoch with the best validation
-`config.train.select_metric` (under the `eval.exclude_seen` protocol) is kept; training stops
-after `patience` evaluations without improvement. An epoch is one jitted `lax.scan` over its
-batches, with the batch orders of all epochs drawn up front from `config.seed`.
+`config.train.select_metric` (under the `eval.exclude_seen` protocol) is kept
+(`training.selection.Progress`, one per seed); training stops after `patience` validations
+without improvement. An epoch is one jitted `lax.scan` over its batches, with the batch orders
+of all epochs drawn up front from the seed. Records go to `workdir/sasrec/metrics.jsonl`
+(`training.stage`); SIGTERM or `config.train.stop_at` ends training at the next epoch, and the
+best epoch so far is evaluated (`training.preemption`). A row trains in about a minute on one
+GPU, so there are no checkpoints: a stopped row is not resumed.
 """
 from __future__ import annotations
 
 import functools
-import time
 from typing import Sequence
 
 from absl import logging
@@ -21,9 +24,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from r3vae_jax import evaluate
+from r3vae_jax import evaluate, io
 from r3vae_jax.baselines import sasrec
 from r3vae_jax.data.splits import Splits, pad_histories
+from r3vae_jax.training import preemption, selection
+from r3vae_jax.training import stage as stage_lib
 
 
 def training_arrays(train: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,12 +125,12 @@ def _stack(trees):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def train_sasrec(config: ml_collections.ConfigDict, splits: Splits, num_items: int
-                 ) -> tuple[nnx.GraphDef, nnx.State, list[dict]]:
+def train_sasrec(config: ml_collections.ConfigDict, workdir: str, splits: Splits,
+                 num_items: int) -> tuple[nnx.GraphDef, nnx.State, list[dict]]:
   """Trains `config.sasrec.num_seeds` models (seeds `config.seed`, `config.seed + 1`, ...)
   side by side on `splits.train` (one vmapped program); each keeps its own best validation
   epoch. Training stops once every seed has gone `patience` validations without improvement,
-  after `epochs`, or at `config.train.stop_at` (Unix time, 0 = none).
+  after `epochs`, or when asked to (module docstring).
 
   Returns:
     (the model's graph, the best epoch's parameters of every seed stacked on a leading axis,
@@ -137,7 +142,7 @@ def train_sasrec(config: ml_collections.ConfigDict, splits: Splits, num_items: i
                 "num_seeds"):
     if not isinstance(c[field], int) or c[field] < 1:
       raise ValueError(f"config.sasrec.{field} must be a positive int, got {c[field]!r}")
-  start = time.perf_counter()
+  stage = stage_lib.begin(workdir, "sasrec", {"config": io.fingerprint_json(c.to_dict())})
   main = "exclude_seen" if config.eval.exclude_seen else "full_ranking"
   metric, ks = config.train.select_metric, tuple(config.eval.ks)
   seeds = [config.seed + s for s in range(c.num_seeds)]
@@ -153,41 +158,40 @@ def train_sasrec(config: ml_collections.ConfigDict, splits: Splits, num_items: i
   opt_state = jax.vmap(tx.init)(params)
   run_epoch = _epoch_fn(graphdef, tx, capacity)
   keys = jnp.stack([jax.random.key(s) for s in seeds])
-  best = np.full(len(seeds), -1.0)
-  best_epoch, stale = [0] * len(seeds), np.zeros(len(seeds), int)
+  progress = [selection.Progress() for _ in seeds]
   best_params, history = params, [[] for _ in seeds]
-  epoch, finished = 0, "epochs"
-  for epoch in range(1, c.epochs + 1):
-    params, opt_state, losses = run_epoch(params, opt_state, inputs_d, targets_d,
-                                          jnp.asarray(orders[:, epoch - 1]),
-                                          jax.vmap(jax.random.fold_in, (0, None))(keys, epoch))
-    deadline = bool(config.train.stop_at) and time.time() >= config.train.stop_at
-    if epoch % c.eval_every and epoch != c.epochs and not deadline:
-      continue
-    losses = np.asarray(losses)
-    if not np.all(np.isfinite(losses)):
-      raise FloatingPointError(f"sasrec: training loss {losses.tolist()} at epoch {epoch}")
-    valid = evaluate_split(graphdef, params, splits, "valid", ks, c.max_len, c.eval_batch_size)
-    improved = np.zeros(len(seeds), bool)
-    for s, v in enumerate(valid):
-      history[s].append({"epoch": epoch, "loss": float(losses[s]), "valid": v[main]})
-      logging.info("sasrec seed %d epoch %d loss %.4f valid %s=%.4f", seeds[s], epoch,
-                   losses[s], metric, v[main][metric])
-      improved[s] = v[main][metric] > best[s]
-      if improved[s]:
-        best[s], best_epoch[s], stale[s] = v[main][metric], epoch, 0
-      else:
-        stale[s] += 1
-    best_params = jax.tree.map(
-        lambda b, p: jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b),
-        best_params, params)
-    if deadline or np.all(stale >= c.patience):
-      finished = "deadline" if deadline else "early_stop"
-      break
-  train_time = round(time.perf_counter() - start, 2)
-  summaries = [{"seed": seed, "best_epoch": best_epoch[s],
-                "best_valid": [h["valid"] for h in history[s] if h["epoch"] == best_epoch[s]][0],
-                "epochs_run": epoch, "finished": finished, "history": history[s],
-                "capacity": capacity, "seeds_trained_together": len(seeds),
-                "train_time_s": train_time} for s, seed in enumerate(seeds)]
+  epoch, stopped = 0, False
+  with preemption.PreemptionWatch(config.train.stop_at) as watch:
+    for epoch in range(1, c.epochs + 1):
+      params, opt_state, losses = run_epoch(
+          params, opt_state, inputs_d, targets_d, jnp.asarray(orders[:, epoch - 1]),
+          jax.vmap(jax.random.fold_in, (0, None))(keys, epoch))
+      stopped = watch.requested(epoch)
+      if epoch % c.eval_every and epoch != c.epochs and not stopped:
+        continue
+      losses = np.asarray(losses)
+      if not np.all(np.isfinite(losses)):
+        raise FloatingPointError(f"sasrec: training loss {losses.tolist()} at epoch {epoch}")
+      valid = evaluate_split(graphdef, params, splits, "valid", ks, c.max_len,
+                             c.eval_batch_size)
+      improved = np.zeros(len(seeds), bool)
+      for s, (seed, v) in enumerate(zip(seeds, valid)):
+        history[s].append({"epoch": epoch, "loss": float(losses[s]), "valid": v[main]})
+        stage.metrics.write({"kind": "valid", "seed": seed, "epoch": epoch,
+                             "loss": float(losses[s]), **v[main]})
+        logging.info("sasrec seed %d epoch %d loss %.4f valid %s=%.4f", seed, epoch, losses[s],
+                     metric, v[main][metric])
+        improved[s] = progress[s].record_validation(v[main], metric, epoch, epoch, c.patience)
+        progress[s].end_epoch(epoch, c.epochs)
+      best_params = jax.tree.map(
+          lambda b, p: jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b),
+          best_params, params)
+      if stopped or all(p.finished for p in progress):
+        break
+  stage.close()
+  summaries = [{"seed": seed, "best_epoch": p.best_epoch, "best_valid": p.best_metrics,
+                "epochs_run": epoch, "finished": "stopped" if stopped else p.finished,
+                "history": history[s], "capacity": capacity,
+                "seeds_trained_together": len(seeds), "train_time_s": round(stage.elapsed(), 2)}
+               for s, (seed, p) in enumerate(zip(seeds, progress))]
   return graphdef, best_params, summaries
