@@ -153,6 +153,8 @@ def _stage_evaluate(config, workdir):
   table = _load_sid_table(workdir, inter.num_items)
   metrics = {split: evaluation.evaluate_recommender(config, workdir, table, spl, split=split)
              for split in ("valid", "test")}
+  for split in ("valid", "test"):  # both protocols: seen items removed and untouched
+    metrics[f"{split}_full_ranking"] = metrics[split].pop("full_ranking")
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
   for split, m in metrics.items():
     if not isinstance(m, dict):

@@ -100,7 +100,8 @@ def test_as_results_names_the_protocols():
 
 def test_a_markov_row_through_main(tmp_path):
   # `--mode=all` with a baseline config: prepare, fit, both protocols, results.json.
-  command = [sys.executable, "-m", "r3vae_jax.main", "--config=r3vae_jax/configs/default.py:markov",
+  command = [sys.executable, "-m", "r3vae_jax.main",
+             "--config=r3vae_jax/configs/default.py:markov",
              f"--workdir={tmp_path}", "--config.eval.exclude_seen=True"]
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   subprocess.run(command + ["--mode=all"], check=True, cwd=REPO, env=env, capture_output=True)
