@@ -90,6 +90,11 @@ def test_short_training_learns_a_successor_chain(tmp_path):
     assert summary["best_epoch"] in (10, 20) and len(summary["history"]) == 2
     assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
   assert len((tmp_path / "sasrec" / "metrics.jsonl").read_text().splitlines()) == 4
+  # A passed deadline (`train.stop_at`) ends training after the epoch under way, validated.
+  config.train.stop_at = 1.0
+  _, _, stopped = sasrec_train.train_sasrec(config, str(tmp_path / "stopped"), spl, 12)
+  assert [(s["finished"], s["epochs_run"], s["best_epoch"]) for s in stopped] == [
+      ("stopped", 1, 1)] * 2
 
 
 def test_bad_sizes_are_one_clear_error():

@@ -100,10 +100,16 @@ def _ranker(graphdef, depth: int):
   return jax.jit(jax.vmap(ranked, in_axes=(0, None, None)))
 
 
-def _epoch_fn(graphdef, tx: optax.GradientTransformation, capacity: int):
+def _optimizer(lr: float) -> optax.GradientTransformation:
+  return optax.adam(lr, b1=0.9, b2=0.98)
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_fn(graphdef, lr: float, capacity: int):
   """Jitted epoch of every seed side by side: (params, opt_state, inputs, targets, order,
   key) -> (params, opt_state, mean loss [S]); params, opt_state, order [S, batches, b] and
-  key [S] carry a leading seed axis, the data is shared."""
+  key [S] carry a leading seed axis, the data is shared. Cached: runs of one shape reuse it."""
+  tx = _optimizer(lr)
 
   def one_seed(params, opt_state, inputs, targets, order, key):
     def step(carry, xs):
@@ -154,9 +160,8 @@ def train_sasrec(config: ml_collections.ConfigDict, workdir: str, splits: Splits
   targets_d = jnp.asarray(np.concatenate([targets, pad_row]))
   orders = np.stack([epoch_orders(len(splits.train), c.batch_size, c.epochs, s) for s in seeds])
   capacity = batch_capacity(targets, orders)
-  tx = optax.adam(c.lr, b1=0.9, b2=0.98)
-  opt_state = jax.vmap(tx.init)(params)
-  run_epoch = _epoch_fn(graphdef, tx, capacity)
+  opt_state = jax.vmap(_optimizer(c.lr).init)(params)
+  run_epoch = _epoch_fn(graphdef, float(c.lr), capacity)
   keys = jnp.stack([jax.random.key(s) for s in seeds])
   progress = [selection.Progress() for _ in seeds]
   best_params, history = params, [[] for _ in seeds]
