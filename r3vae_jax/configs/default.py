@@ -191,6 +191,9 @@ def base_config() -> ml_collections.ConfigDict:
   # as RecBoard/freerec do when no user repeats an item (true of the Amazon 5-core files).
   c.eval = ml_collections.ConfigDict(dict(beam_size=20, ks=(5, 10), batch_size=1024,
                                           exclude_seen=True))
+  # eval.max_users > 0: validation and test rank only this many users, evenly spaced over the
+  # user ids (catalogues of millions of users; docs/scale.md); 0 = every user.
+  c.eval.max_users = 0
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   return c

@@ -181,6 +181,7 @@ FIELDS: dict[str, Check] = {
     "eval.ks": _ints(1),
     "eval.batch_size": _POSITIVE,
     "eval.exclude_seen": _bool,
+    "eval.max_users": _int(0),
     "mesh.data": _int(1, also=(-1,)),
     "mesh.model": _POSITIVE,
 }

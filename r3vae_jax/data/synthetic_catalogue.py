@@ -16,7 +16,7 @@ drawn by topic popularity; each interaction stays in it or, with probability `dr
 from a topic drawn by popularity; the item is then drawn by its popularity in that topic. History
 lengths are `min_len + floor(scale * Lomax(tail))`, capped at `max_len`: most users have a few
 items, some have many (Lomax shape 1.5 has a heavy tail). Every item appears at least once (an
-item nobody touched is put in a random slot), so the file's ids are exactly 1..num_items.
+item nobody touched takes a random slot of an item seen before), so the file's ids are exactly 1..num_items.
 
 Everything is vectorised numpy over chunks (vectors in parallel threads, one seeded generator
 per chunk, so the output does not depend on the thread count); text is formatted with digit
@@ -50,7 +50,7 @@ class CatalogueSpec:
   min_len: int = 5
   max_len: int = 50
   tail: float = 1.5
-  scale: float = 2.0
+  scale: float = 1.0
   subtopic_weight: float = 0.6
   noise_weight: float = 0.8
   seed: int = 0
@@ -159,8 +159,10 @@ def interactions(spec: CatalogueSpec, layout: _Layout, rng: np.random.Generator
   rank = np.searchsorted(_zipf_cdf(longest, spec.item_skew), rng.random(total))
   items = layout.members[layout.start[topic] + rank % size]
   unseen = np.flatnonzero(np.bincount(items, minlength=spec.num_items) == 0)
-  if unseen.size:  # every item appears once at least: overwrite distinct random slots
-    items[rng.choice(total, unseen.size, replace=False)] = unseen
+  if unseen.size:  # every item appears once at least: they take repeated items' later slots
+    spare = np.ones(total, bool)
+    spare[np.unique(items, return_index=True)[1]] = False
+    items[rng.choice(np.flatnonzero(spare), unseen.size, replace=False)] = unseen
   return lengths, items
 
 
