@@ -67,7 +67,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.sid = ml_collections.ConfigDict()
   c.sid.levels = 3
   c.sid.codebook_size = 256
-  c.sid.max_collisions = 256      # prefix groups larger than this are an error
+  c.sid.max_collisions = 256      # prefix groups larger than this are an error, unless
+  # spill_overflow: their further items move to a free last-level code of the same prefix
+  # (quantize.spill_overflow; catalogues of millions of items, docs/scale.md).
+  c.sid.spill_overflow = False
   # Which evaluated tokenizer epoch gives the table (tokenizer/train.py): min_collision | last.
   # On Toys' interactions-svd vectors the RQ-VAE's collision rate stays at 0.057-0.064 from
   # epoch 10 to 200 while its reconstruction error falls 0.0056 -> 0.0035, so min_collision

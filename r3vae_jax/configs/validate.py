@@ -105,6 +105,7 @@ FIELDS: dict[str, Check] = {
     "sid.levels": _POSITIVE,
     "sid.codebook_size": _int(2),
     "sid.max_collisions": _POSITIVE,
+    "sid.spill_overflow": _bool,
     "sid.select": _choice("min_collision", "last"),
     "rqkmeans.iters": _POSITIVE,
     "rqkmeans.seed": _int(0),

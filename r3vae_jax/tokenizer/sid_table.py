@@ -22,20 +22,27 @@ METRICS_FILE = "sid_metrics.json"
 _INT32_MAX = np.iinfo(np.int32).max
 
 
-def make_sid_table(codes: np.ndarray, max_collisions: int) -> np.ndarray:
+def make_sid_table(codes: np.ndarray, max_collisions: int, spill: bool = False) -> np.ndarray:
   """Appends the collision token (rank among items sharing the L-code tuple, by item id).
 
   Args:
     codes: int `[N, L]`.
     max_collisions: vocabulary of the last level (config.sid.max_collisions).
+    spill: items beyond `max_collisions` in a tuple first move to a sibling last-level code of
+      their prefix (`quantize.spill_overflow`, config.sid.spill_overflow) instead of an error.
 
   Returns:
-    int32 `[N, L + 1]` with unique rows.
+    int32 `[N, L + 1]` with unique rows (with `spill`, the rows whose first L codes differ
+    from `codes` are the moved items).
 
   Raises:
-    ValueError: when more than `max_collisions` items share one L-code tuple (names it).
+    ValueError: when more than `max_collisions` items share one L-code tuple (names it), or
+      with `spill`, more than the prefix's places share an (L-1)-prefix.
   """
-  return quantize.append_collision_token(np.asarray(codes), max_collisions)
+  codes = np.asarray(codes)
+  if spill:
+    codes, _ = quantize.spill_overflow(codes, max_collisions)
+  return quantize.append_collision_token(codes, max_collisions)
 
 
 def save_sid_table(workdir: str, table: np.ndarray, metrics: dict[str, Any],
