@@ -52,10 +52,10 @@ SCALES: dict[str, dict[str, Any]] = {
         caps=dict(generate=60, prepare=60, vectors=45, tokenize=120, train=190, evaluate=90)),
     "small": dict(
         catalogue=dict(num_items=20_000, num_users=40_000, dim=64, num_topics=128),
-        levels=3, codebook_size=64, max_collisions=64, tokenizer_epochs=2,
+        levels=3, codebook_size=64, max_collisions=64, tokenizer_epochs=1,
         batch_size=512, eval_users=4096, eval_batch=1024, paper_model=False,
-        budget_s=300.0, train_s=20.0,
-        caps=dict(generate=30, prepare=30, vectors=30, tokenize=90, train=90, evaluate=60)),
+        budget_s=500.0, train_s=20.0,
+        caps=dict(generate=30, prepare=30, vectors=30, tokenize=120, train=180, evaluate=120)),
     "tiny": dict(  # the test's
         catalogue=dict(num_items=600, num_users=1200, dim=16, num_topics=8),
         levels=2, codebook_size=16, max_collisions=64, tokenizer_epochs=1,
@@ -85,6 +85,7 @@ def scale_config(scale: dict[str, Any], run_dir: str):
     c.r3vae.hidden = (128,)
     c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=32,
                               num_heads=2, d_kv=16, d_ff=64))
+    c.train.length_buckets = ()  # one compiled shape: CPU compile time dominates small runs
   c.train.update(dict(epochs=1, batch_size=scale["batch_size"], eval_every_epochs=1,
                       log_every_steps=50))
   # Synthetic users may meet an item twice: the target is never removed from the ranking.

@@ -92,7 +92,8 @@ def append_collision_token(codes: jax.Array | np.ndarray, max_collisions: int) -
   return np.concatenate([codes, tokens[:, None]], axis=1).astype(np.int32)
 
 
-def spill_overflow(codes: np.ndarray, max_collisions: int) -> tuple[np.ndarray, int]:
+def spill_overflow(codes: np.ndarray, max_collisions: int, codebook_size: int
+                   ) -> tuple[np.ndarray, int]:
   """Moves the items that do not fit a code tuple's collision level to sibling tuples.
 
   A tuple shared by more than `max_collisions` items keeps its first `max_collisions` (by item
@@ -103,8 +104,9 @@ def spill_overflow(codes: np.ndarray, max_collisions: int) -> tuple[np.ndarray, 
   over-full prefixes only.
 
   Args:
-    codes: int `[N, L]`, last-level codes in `[0, K)` with K = codes.max() + 1 or more.
+    codes: int `[N, L]`, last-level codes in `[0, codebook_size)`.
     max_collisions: the collision level's vocabulary.
+    codebook_size: K, the codes of the last level.
 
   Returns:
     (codes int32 `[N, L]` where no tuple has more than `max_collisions` items, the number of
@@ -118,7 +120,7 @@ def spill_overflow(codes: np.ndarray, max_collisions: int) -> tuple[np.ndarray, 
   over = np.flatnonzero(rank >= max_collisions)
   if over.size == 0:
     return codes, 0
-  k = int(codes[:, -1].max()) + 1
+  k = codebook_size
   _, prefix = np.unique(codes[:, :-1], axis=0, return_inverse=True)
   prefix = prefix.ravel()
   for p in np.unique(prefix[over]):

@@ -22,26 +22,27 @@ METRICS_FILE = "sid_metrics.json"
 _INT32_MAX = np.iinfo(np.int32).max
 
 
-def make_sid_table(codes: np.ndarray, max_collisions: int, spill: bool = False) -> np.ndarray:
+def make_sid_table(codes: np.ndarray, max_collisions: int, spill_codes: int = 0) -> np.ndarray:
   """Appends the collision token (rank among items sharing the L-code tuple, by item id).
 
   Args:
     codes: int `[N, L]`.
     max_collisions: vocabulary of the last level (config.sid.max_collisions).
-    spill: items beyond `max_collisions` in a tuple first move to a sibling last-level code of
-      their prefix (`quantize.spill_overflow`, config.sid.spill_overflow) instead of an error.
+    spill_codes: > 0 (the last level's codebook size, with config.sid.spill_overflow): items
+      beyond `max_collisions` in a tuple first move to a free sibling last-level code of their
+      prefix (`quantize.spill_overflow`) instead of an error; 0 = no spilling.
 
   Returns:
-    int32 `[N, L + 1]` with unique rows (with `spill`, the rows whose first L codes differ
+    int32 `[N, L + 1]` with unique rows (when spilling, the rows whose first L codes differ
     from `codes` are the moved items).
 
   Raises:
     ValueError: when more than `max_collisions` items share one L-code tuple (names it), or
-      with `spill`, more than the prefix's places share an (L-1)-prefix.
+      when spilling, more than the prefix's places share an (L-1)-prefix.
   """
   codes = np.asarray(codes)
-  if spill:
-    codes, _ = quantize.spill_overflow(codes, max_collisions)
+  if spill_codes:
+    codes, _ = quantize.spill_overflow(codes, max_collisions, spill_codes)
   return quantize.append_collision_token(codes, max_collisions)
 
 
