@@ -48,13 +48,13 @@ SCALES: dict[str, dict[str, Any]] = {
         catalogue=dict(num_items=1_000_000, num_users=2_000_000, dim=768, num_topics=2048),
         levels=3, codebook_size=1024, max_collisions=256, tokenizer_epochs=10,
         batch_size=2048, eval_users=100_000, eval_batch=4096, paper_model=True,
-        budget_s=400.0, train_s=120.0,
-        caps=dict(generate=60, prepare=60, vectors=45, tokenize=120, train=190, evaluate=90)),
+        budget_s=420.0, train_s=150.0,
+        caps=dict(generate=60, prepare=60, vectors=45, tokenize=120, train=200, evaluate=90)),
     "small": dict(
         catalogue=dict(num_items=20_000, num_users=40_000, dim=64, num_topics=128),
         levels=3, codebook_size=64, max_collisions=64, tokenizer_epochs=1,
         batch_size=512, eval_users=4096, eval_batch=1024, paper_model=False,
-        budget_s=500.0, train_s=20.0,
+        budget_s=500.0, train_s=60.0,
         caps=dict(generate=30, prepare=30, vectors=30, tokenize=120, train=180, evaluate=120)),
     "tiny": dict(  # the test's
         catalogue=dict(num_items=600, num_users=1200, dim=16, num_topics=8),
