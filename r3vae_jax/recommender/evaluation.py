@@ -80,7 +80,8 @@ def score_split(config: ml_collections.ConfigDict, table: np.ndarray, splits: Sp
   returns the metrics of `evaluate_recommender` (without "step"); with `ranking_path`, also
   writes the scored rankings there (`fusion.save_ranking`)."""
   layout = layout_from_config(config)
-  examples = data.eval_examples(splits, split, config.data.max_history)
+  examples = data.eval_examples(splits, split, config.data.max_history,
+                                config.eval.max_users)
   data.check_items(examples, table.shape[0], f"recommender: {split} data")
   trie = build_trie(table, list(layout.level_sizes))
   inputs = ranking_inputs(examples, layout.item_tokens(table), table)
