@@ -215,3 +215,26 @@ def test_embedding_and_position_bias_gradients_match_their_gathers():
                              atol=1e-6)
   with pytest.raises(ValueError, match="config.recommender.embed_grad"):
     model_lib.T5Recommender.from_config(_config(embed_grad="dense"))
+
+
+def test_scanned_layer_stacks_equal_unrolled_ones():
+  """`scan_layers` compiles one layer per stack; logits, dropout masks and gradients are those
+  of the unrolled stacks."""
+  _, enc, mask, targets = _inputs()
+  unrolled = model_lib.T5Recommender.from_config(_config(num_encoder_layers=2), seed=2)
+  scanned = model_lib.T5Recommender.from_config(_config(num_encoder_layers=2, scan_layers=True),
+                                                seed=2)
+  assert scanned.scan_layers and not unrolled.scan_layers
+  key = jax.random.key(5)
+
+  def loss_and_grad(m):
+    def objective(m):
+      logits = m(enc, mask, targets, deterministic=False, rng=key)
+      return loss.sid_loss(logits, targets, LEVELS)[0]
+    return nnx.value_and_grad(objective)(m)
+
+  (a, ga), (b, gb) = nnx.jit(lambda m1, m2: (loss_and_grad(m1), loss_and_grad(m2)))(
+      unrolled, scanned)
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)

@@ -56,14 +56,19 @@ def build(rec, vocab_size: int, seed: int = 0) -> transformers.T5ForConditionalG
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int,
-                   total_steps: int, fused: bool = False
+                   total_steps: int, fused: bool = False, tensor_lr: bool = False
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-  """AdamW (decay on >= 2-D parameters) and the warm-up + cosine schedule."""
+  """AdamW (decay on >= 2-D parameters) and the warm-up + cosine schedule.
+
+  `tensor_lr`: the learning rate is a tensor the schedule fills in place, so a compiled
+  optimizer step reads it as data and does not recompile when it changes (PyTorch's recipe for
+  compiling an optimizer with an LR scheduler).
+  """
   decay = [p for p in model.parameters() if p.ndim >= 2]
   no_decay = [p for p in model.parameters() if p.ndim < 2]
   opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=lr,
-                          fused=fused or None)
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=torch.tensor(lr) if tensor_lr else lr, fused=fused or None)
   schedule = transformers.get_cosine_schedule_with_warmup(opt, warmup_steps, total_steps)
   return opt, schedule
 
@@ -85,6 +90,44 @@ def train_step(forward: torch.nn.Module, model: torch.nn.Module, optimizer: torc
   optimizer.step()
   schedule.step()
   return loss.detach()
+
+
+def compiled_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        schedule: torch.optim.lr_scheduler.LRScheduler, clip_norm: float = 1.0,
+                        mode: str | None = None):
+  """The whole update under one `torch.compile`: forward with the `labels=` loss, backward,
+  gradient clipping, the AdamW step (build `optimizer` with `tensor_lr=True`).
+
+  Dynamo splits the function where autograd's backward is called: the forward is compiled
+  with its backward (AOTAutograd), the clipping and optimizer step form a second graph. The
+  schedule steps outside (it only fills the learning-rate tensor). The decoder's KV cache is
+  off (`use_cache=False`), as in any training loop.
+
+  Args:
+    mode: `torch.compile` mode (None: default; "reduce-overhead": CUDA graphs).
+
+  Returns:
+    step(batch) -> device loss (no synchronisation); batch as in `train_step`.
+  """
+  params = [p for p in model.parameters() if p.requires_grad]
+
+  @torch.compile(mode=mode)
+  def update(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    loss = model(**batch, use_cache=False).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+  def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    if mode == "reduce-overhead":
+      torch.compiler.cudagraph_mark_step_begin()
+    loss = update(batch)
+    schedule.step()
+    return loss
+
+  return step
 
 
 def example_tensors(history: np.ndarray, target: np.ndarray, item_tokens: np.ndarray
