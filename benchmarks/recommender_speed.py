@@ -5,16 +5,19 @@ SIDs 3 x 256 + collision level, batch 512, every history padded to 20 items x 4 
 
 1. the cold compile of the trainer's update step (`recommender.train.train_programs`), alone,
    with no persistent cache;
+   and the constrained beam search (`config.eval.batch_size` users);
 2. every variant of `--variants` (below) compiled, then timed on pre-placed device batches:
    median seconds per step of `--repeats` blocks, examples/s, XLA's flops/bytes, the
-   program's memory (arguments, outputs, temporaries);
+   program's memory (arguments, outputs, temporaries); `compile_s` is the variant's compile
+   with the others compiling alongside (`base` is already in the process's cache from 1.);
 3. a `jax.profiler` trace of `--profile_steps` steps of each variant of `--profile`,
    summarised by `trace_summary` (top kernels, their share of the busy time, the device's idle
    gaps), the first trace copied beside the JSON.
 
 Variants (names joined by "_" combine): `base` (the trainer's default step), `bf16` (matrix
 products in bfloat16, float32 parameters and optimizer), `blockK` (K update steps per call:
-`recommender.multistep`, `lax.scan` over K batches), `cmdbuf` (XLA command buffers, CUDA graphs,
+`recommender.multistep`, `lax.scan` over K batches), `scan` (each layer stack one `lax.scan`:
+`recommender.scan_layers`), `cmdbuf` (XLA command buffers, CUDA graphs,
 for fusions, library calls and the program's control flow: `compiler_options`).
 
   python -m benchmarks.recommender_speed --out=$OUT/recommender_speed_h100.json
@@ -41,6 +44,7 @@ import numpy as np
 from benchmarks import harness, physics, trace_summary, vs_torch_recommender
 from r3vae_jax import io, parallel
 from r3vae_jax.configs import default
+from r3vae_jax.decode import build_trie
 from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import multistep
 from r3vae_jax.recommender import state as state_lib
@@ -79,8 +83,10 @@ def config_for(tiny: bool) -> ml_collections.ConfigDict:
 
 
 def parse_variant(name: str) -> dict[str, Any]:
-  """"bf16_block8_cmdbuf" -> {"dtype": "bfloat16", "block": 8, "compiler_options": {...}}."""
-  spec: dict[str, Any] = {"dtype": "float32", "block": 1, "compiler_options": {}}
+  """"bf16_block8_cmdbuf" -> {"dtype": "bfloat16", "block": 8, "scan_layers": False,
+  "compiler_options": {...}}."""
+  spec: dict[str, Any] = {"dtype": "float32", "block": 1, "scan_layers": False,
+                          "compiler_options": {}}
   for part in name.split("_"):
     if part == "base":
       continue
@@ -88,11 +94,13 @@ def parse_variant(name: str) -> dict[str, Any]:
       spec["dtype"] = "bfloat16"
     elif part.startswith("block") and part[5:].isdigit() and int(part[5:]) >= 1:
       spec["block"] = int(part[5:])
+    elif part == "scan":
+      spec["scan_layers"] = True
     elif part == "cmdbuf":
       spec["compiler_options"] = dict(COMMAND_BUFFERS)
     else:
       raise ValueError(f"error: --variants: unknown part {part!r} of {name!r}; expected base, "
-                       f"bf16, blockK or cmdbuf joined by '_'")
+                       f"bf16, blockK, scan or cmdbuf joined by '_'")
   return spec
 
 
@@ -104,6 +112,7 @@ class Variant:
     self.name, self.spec = name, parse_variant(name)
     c = ml_collections.ConfigDict(base.to_dict())
     c.recommender.dtype = self.spec["dtype"]
+    c.recommender.scan_layers = self.spec["scan_layers"]
     self.config = c
     plan = rec_data.BatchPlan(len(examples), c.train.batch_size, c.seed)
     total = c.train.epochs * plan.steps_per_epoch
@@ -192,12 +201,12 @@ def cold_compile(base: ml_collections.ConfigDict, table: np.ndarray,
   users = base.eval.batch_size
   batch = {"enc_tokens": np.zeros((users, enc_len), np.int32),
            "enc_mask": np.ones((users, enc_len), bool)}
-  from r3vae_jax.decode import DeviceTrie  # pylint: disable=import-outside-toplevel
-  trie = DeviceTrie.from_table(table) if hasattr(DeviceTrie, "from_table") else None
-  if trie is not None:
-    start = time.perf_counter()
-    mp.generate.lower(v.state["params"], parallel.to_global(batch, mesh), trie).compile()
-    out["beam_search_s"] = time.perf_counter() - start
+  trie = jax.device_put(build_trie(table, list(layout_from_config(base).level_sizes)),
+                        parallel.replicated(mesh))
+  start = time.perf_counter()
+  mp.generate.lower(v.state["params"], parallel.to_global(batch, mesh), trie).compile()
+  out["beam_search_s"] = time.perf_counter() - start
+  out["beam_search_users_per_call"] = users
   return out
 
 

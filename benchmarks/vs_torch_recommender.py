@@ -101,9 +101,14 @@ def _torch(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_d
   model.to(device).train()
   steps_per_epoch = len(examples) // t.batch_size
   whole_step = way.startswith("compiled_step")
-  optimizer, schedule = tr.make_optimizer(model, t.lr, t.weight_decay, t.warmup_steps,
-                                          t.epochs * steps_per_epoch,
-                                          fused=way == "compiled_model", tensor_lr=whole_step)
+  total_steps = t.epochs * steps_per_epoch
+  if whole_step:
+    update = tr.compiled_train_step(model, t.lr, t.weight_decay, t.warmup_steps, total_steps,
+                                    t.clip_norm,
+                                    "reduce-overhead" if way.endswith("cudagraphs") else None)
+  else:
+    optimizer, schedule = tr.make_optimizer(model, t.lr, t.weight_decay, t.warmup_steps,
+                                            total_steps, fused=way == "compiled_model")
   tensors = tr.example_tensors(examples.history, examples.target, layout.item_tokens(table))
   if data == "dataloader":
     batches = tr.loader_batches(tr.dataloader(tensors, t.batch_size,
@@ -115,9 +120,6 @@ def _torch(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_d
   forward = torch.compile(model) if way == "compiled_model" else model
   autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                             enabled=config.recommender.dtype == "bfloat16")
-  if whole_step:
-    update = tr.compiled_train_step(model, optimizer, schedule, t.clip_norm,
-                                    "reduce-overhead" if way.endswith("cudagraphs") else None)
 
   def call():
     with autocast:
