@@ -12,7 +12,10 @@ SIDs 3 x 256 + collision level, batch 512, every history padded to 20 items x 4 
    with the others compiling alongside (`base` is already in the process's cache from 1.);
 3. a `jax.profiler` trace of `--profile_steps` steps of each variant of `--profile`,
    summarised by `trace_summary` (top kernels, their share of the busy time, the device's idle
-   gaps), the first trace copied beside the JSON.
+   gaps), the first trace copied beside the JSON;
+4. the PyTorch variants of `--torch_ways` (`vs_torch_recommender`: Hugging Face T5, e.g. the
+   whole step under `torch.compile`) on the same examples, float32 weights of the `base` run,
+   TF32 matrix products as JAX's default.
 
 Variants (names joined by "_" combine): `base` (the trainer's default step), `bf16` (matrix
 products in bfloat16, float32 parameters and optimizer), `blockK` (K update steps per call:
@@ -25,10 +28,16 @@ for fusions, library calls and the program's control flow: `compiler_options`).
 """
 from __future__ import annotations
 
+import os
+
+# Before JAX starts: leave GPU memory to PyTorch (--torch_ways) in this process.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import concurrent.futures
 import itertools
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -67,6 +76,9 @@ flags.DEFINE_integer("repeats", 5, "Timed blocks per variant.")
 flags.DEFINE_integer("steps", 48, "Update steps per timed block (a multiple of every K).")
 flags.DEFINE_integer("compile_threads", 8, "Programs compiled at once.")
 flags.DEFINE_bool("cold_compile", True, "Time the cold compiles first (step 1).")
+flags.DEFINE_list("torch_ways", [], "PyTorch variants timed last, in this process, on the same "
+                  f"examples (of {vs_torch_recommender.TORCH_WAYS}).")
+flags.DEFINE_float("time_budget_s", 1e9, "No PyTorch variant starts after this many seconds.")
 flags.DEFINE_string("commit", "", "Commit recorded in the JSON (default: git rev-parse).")
 FLAGS = flags.FLAGS
 
@@ -276,6 +288,28 @@ def main(argv):
     except Exception as e:  # pylint: disable=broad-except
       record["profiles"][name] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
     write()
+  record["torch"] = {}
+  if FLAGS.torch_ways:
+    import torch  # pylint: disable=import-outside-toplevel  # after JAX claimed its libraries
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.enable_cudnn_sdp(False)   # cuDNN is JAX's build in this process
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    opts = harness.Options(warmup=FLAGS.warmup, repeats=FLAGS.repeats, torch_steps=FLAGS.steps,
+                           torch_compile=True, torch_device=device, peaks=None,
+                           compute_peak="tf32")
+    params = jax.device_get(variants["base"].state["params"]) if "base" in variants else None
+    shared: dict = {}
+    for way in FLAGS.torch_ways:
+      if params is None or time.perf_counter() - start > FLAGS.time_budget_s:
+        record["torch"][way] = {"skipped": "time budget or no base variant"}
+        continue
+      try:
+        record["torch"][way] = vs_torch_recommender._torch(  # pylint: disable=protected-access
+            base, table, examples, params, "device", way, shared, opts)
+      except Exception as e:  # pylint: disable=broad-except
+        record["torch"][way] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+      write()
   try:
     record["peak_device_memory_bytes"] = jax.devices()[0].memory_stats()["peak_bytes_in_use"]
   except Exception:  # pylint: disable=broad-except  # CPU devices report no memory stats
@@ -285,6 +319,10 @@ def main(argv):
     line = (f"{r['examples_per_s']:10.0f} ex/s  {1e3 * r['seconds_per_step']:7.2f} ms/step  "
             f"compile {r['compile_s']:5.1f}s" if "examples_per_s" in r else r.get("error", ""))
     print(f"{name:28s} {line}")
+  for way, r in record["torch"].items():
+    line = (f"{r['rate']:10.0f} ex/s  {1e3 * r['seconds_per_step']:7.2f} ms/step  "
+            f"first call {r['compile_and_first_s']:5.1f}s" if "rate" in r else str(r)[:300])
+    print(f"torch {way:22s} {line}")
   for name, p in record["profiles"].items():
     if "top" in p:
       print(f"profile {name}: {p['kernels_per_step']:.0f} kernels/step, busy "
