@@ -3,8 +3,8 @@
 In one process, at paper size (T5 6+6, d_model 128, 4 heads, d_kv 64, d_ff 256, dropout 0.1,
 SIDs 3 x 256 + collision level, batch 512, every history padded to 20 items x 4 tokens):
 
-1. the cold compile of the trainer's update step (`recommender.train.train_programs`), alone,
-   with no persistent cache;
+1. the cold compiles of the trainer's update step (`recommender.train.train_programs`) for the
+   variants of `--cold_variants`, one after another, with no persistent cache;
    and the constrained beam search (`config.eval.batch_size` users);
 2. every variant of `--variants` (below) compiled, then timed on pre-placed device batches:
    median seconds per step of `--repeats` blocks, examples/s, XLA's flops/bytes, the
@@ -75,7 +75,9 @@ flags.DEFINE_integer("warmup", 3, "Untimed calls per variant.")
 flags.DEFINE_integer("repeats", 5, "Timed blocks per variant.")
 flags.DEFINE_integer("steps", 48, "Update steps per timed block (a multiple of every K).")
 flags.DEFINE_integer("compile_threads", 8, "Programs compiled at once.")
-flags.DEFINE_bool("cold_compile", True, "Time the cold compiles first (step 1).")
+flags.DEFINE_list("cold_variants", ["base"], "Variants compiled one after another first, "
+                  "before anything else (step 1; the first is cold, later ones may reuse its "
+                  "autotuning results); empty: none.")
 flags.DEFINE_list("torch_ways", [], "PyTorch variants timed last, in this process, on the same "
                   f"examples (of {vs_torch_recommender.TORCH_WAYS}).")
 flags.DEFINE_float("time_budget_s", 1e9, "No PyTorch variant starts after this many seconds.")
@@ -203,12 +205,17 @@ def profile_variant(v: Variant, steps: int, trace_dir: str) -> dict[str, Any]:
   return trace_summary.summarise_dir(trace_dir, calls * k)
 
 
-def cold_compile(base: ml_collections.ConfigDict, table: np.ndarray,
+def cold_compile(names: list[str], base: ml_collections.ConfigDict, table: np.ndarray,
                  examples: rec_data.Examples, mesh) -> dict[str, Any]:
-  """The trainer's step compiled first in the process (nothing cached), then the beam search."""
-  v = Variant("base", base, table, examples, mesh)
-  v.compile()
-  out = {"train_step_s": v.compile_s}
+  """The steps of `names` compiled one after another first in the process (nothing cached),
+  then the beam search of the first's config."""
+  out: dict[str, Any] = {"order": list(names), "train_step_s": {}}
+  for name in names:
+    v = Variant(name, base, table, examples, mesh)
+    v.compile()
+    out["train_step_s"][name] = v.compile_s
+  v = Variant(names[0], base, table, examples, mesh)
+  base = v.config
   mp = rec_train.model_programs(base, mesh)
   enc_len = base.data.max_history * layout_from_config(base).num_levels
   users = base.eval.batch_size
@@ -244,8 +251,8 @@ def main(argv):
     io.write_json(FLAGS.out, json.loads(json.dumps(record, default=str)))
 
   try:
-    record["cold_compile"] = (cold_compile(base, table, examples, mesh) if FLAGS.cold_compile
-                              else {"skipped": "--nocold_compile"})
+    record["cold_compile"] = (cold_compile(FLAGS.cold_variants, base, table, examples, mesh)
+                              if FLAGS.cold_variants else {"skipped": "--cold_variants empty"})
   except Exception as e:  # pylint: disable=broad-except  # recorded, the run goes on
     record["cold_compile"] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
   write()
