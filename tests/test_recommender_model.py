@@ -221,9 +221,9 @@ def test_scanned_layer_stacks_equal_unrolled_ones():
   """`scan_layers` compiles one layer per stack; logits, dropout masks and gradients are those
   of the unrolled stacks."""
   _, enc, mask, targets = _inputs()
-  unrolled = model_lib.T5Recommender.from_config(_config(num_encoder_layers=2), seed=2)
-  scanned = model_lib.T5Recommender.from_config(_config(num_encoder_layers=2, scan_layers=True),
-                                                seed=2)
+  small = dict(num_encoder_layers=2, d_model=16, d_kv=4, d_ff=16)
+  unrolled = model_lib.T5Recommender.from_config(_config(**small), seed=2)
+  scanned = model_lib.T5Recommender.from_config(_config(**small, scan_layers=True), seed=2)
   assert scanned.scan_layers and not unrolled.scan_layers
   key = jax.random.key(5)
 
