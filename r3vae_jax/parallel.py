@@ -5,6 +5,7 @@ The same code runs on 1 CPU, 8 fake CPU devices, a GPU node and a TPU pod slice.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from absl import logging
@@ -16,14 +17,49 @@ DATA = "data"
 MODEL = "model"
 
 
+# An explicit cluster, for launchers that JAX does not detect (several processes on one machine,
+# a cluster without SLURM or a TPU metadata server): every process gets the same coordinator
+# address and process count, and its own id. JAX itself reads only the first of these.
+COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
+NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
+PROCESS_ID_ENV = "JAX_PROCESS_ID"
+
+
 def initialize_distributed() -> None:
-  """Calls `jax.distributed.initialize()` when launched multi-host; no-op otherwise."""
+  """Joins the job's processes with `jax.distributed.initialize()`; no-op for a single process.
+
+  With $JAX_NUM_PROCESSES and $JAX_PROCESS_ID set (and $JAX_COORDINATOR_ADDRESS, host:port of
+  process 0), those define the cluster; otherwise JAX detects it (SLURM, Cloud TPU, Open MPI,
+  Kubernetes) or finds none. CPU processes exchange collectives over gloo.
+  """
+  if jax.distributed.is_initialized():
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  explicit = {}
+  if os.environ.get(NUM_PROCESSES_ENV) or os.environ.get(PROCESS_ID_ENV):
+    missing = [v for v in (COORDINATOR_ENV, NUM_PROCESSES_ENV, PROCESS_ID_ENV)
+               if not os.environ.get(v)]
+    if missing:
+      raise ValueError(f"multi-process launch: {', '.join(missing)} not set (expected "
+                       f"{COORDINATOR_ENV}=host:port, {NUM_PROCESSES_ENV}=N, "
+                       f"{PROCESS_ID_ENV}=0..N-1 in every process)")
+    try:
+      explicit = dict(coordinator_address=os.environ[COORDINATOR_ENV],
+                      num_processes=int(os.environ[NUM_PROCESSES_ENV]),
+                      process_id=int(os.environ[PROCESS_ID_ENV]))
+    except ValueError:
+      raise ValueError(f"multi-process launch: {NUM_PROCESSES_ENV}="
+                       f"{os.environ[NUM_PROCESSES_ENV]!r}, {PROCESS_ID_ENV}="
+                       f"{os.environ[PROCESS_ID_ENV]!r}: expected integers") from None
   try:
-    jax.distributed.initialize()
-    logging.info("jax.distributed initialised: process %d of %d",
-                 jax.process_index(), jax.process_count())
-  except (ValueError, RuntimeError) as e:  # Single host: nothing to join.
+    jax.distributed.initialize(**explicit)
+  except (ValueError, RuntimeError) as e:
+    if explicit:  # Asked for a cluster that cannot be joined: an error, not a 1-process run.
+      raise
     logging.info("Single-process run (%s).", str(e).splitlines()[0] if str(e) else "no cluster")
+    return
+  logging.info("jax.distributed initialised: process %d of %d",
+               jax.process_index(), jax.process_count())
 
 
 def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
