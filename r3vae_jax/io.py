@@ -10,6 +10,11 @@ workdir and a bucket. Nothing already written is ever half-overwritten:
   per object) but renames are copies, so an artifact is built in memory and uploaded in one write
   once the block that produces it succeeds; a failed block uploads nothing.
 
+In a job of several JAX processes (hosts) every process runs the same code, and only process 0
+writes: the others' writes, renames and deletions here do nothing (their bytes are the same), so
+each file is written once. A process reads what another wrote only after a barrier
+(`parallel.sync_processes`, between the stages of `main`).
+
 `fingerprint` hashes the bytes of an artifact (or a config) so that later stages can refuse to
 mix a SID table from one tokenizer run with a recommender trained on another.
 """
@@ -21,6 +26,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from typing import Any, Iterator
 
@@ -30,6 +36,12 @@ import numpy as np
 
 class ArtifactError(ValueError):
   """An input or artifact file is missing, malformed or inconsistent."""
+
+
+def writes_files() -> bool:
+  """False in the processes other than process 0 of a multi-process JAX job (module docstring)."""
+  jax = sys.modules.get("jax")  # not imported: a single process that has not started JAX
+  return jax is None or not jax.distributed.is_initialized() or jax.process_index() == 0
 
 
 def is_local(path: str) -> bool:
@@ -67,7 +79,8 @@ def isfile(path: str) -> bool:
 
 def makedirs(path: str) -> None:
   """Creates `path` and its parents (on object stores folders are implicit: nothing to do)."""
-  as_path(path).mkdir(parents=True, exist_ok=True)
+  if writes_files():
+    as_path(path).mkdir(parents=True, exist_ok=True)
 
 
 def listdir(path: str) -> list[str]:
@@ -83,6 +96,8 @@ def glob(directory: str, pattern: str) -> list[str]:
 def rename(source: str, target: str) -> None:
   """Renames a file or folder; atomic on a local filesystem, a copy and delete on object
   stores. Fails if `target` exists."""
+  if not writes_files():
+    return
   if exists(target):
     raise FileExistsError(f"{target}: exists, not renaming {source} onto it")
   as_path(source).rename(target)
@@ -91,6 +106,8 @@ def rename(source: str, target: str) -> None:
 def remove(path: str) -> None:
   """Deletes a file or a folder with everything in it; nothing when `path` does not exist."""
   p = as_path(path)
+  if not writes_files():
+    return
   if p.is_dir():
     p.rmtree()
   else:
@@ -104,6 +121,8 @@ def open_file(path: str, mode: str = "r") -> Any:
     raise ValueError(f"open_file({path!r}, {mode!r}): write through atomic_open")
   if "a" in mode and not is_local(path):
     raise ValueError(f"{path}: object stores cannot append to a file")
+  if "a" in mode and not writes_files():
+    return io.BytesIO() if "b" in mode else io.StringIO()
   return as_path(path).open(mode)
 
 
@@ -120,10 +139,14 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[Any]:
   """Opens a file to write whose content appears at `path` only if the block succeeds.
 
   Local: a temp file beside `path`, fsync'ed and renamed onto it. Elsewhere: an in-memory
-  buffer uploaded to `path` in one write after the block (module docstring).
+  buffer uploaded to `path` in one write after the block. In processes that do not write
+  (`writes_files`), a buffer that is dropped.
   """
   if mode not in ("w", "wb"):
     raise ValueError(f"atomic_open({path!r}, {mode!r}): mode must be 'w' or 'wb'")
+  if not writes_files():
+    yield io.BytesIO() if "b" in mode else io.StringIO()
+    return
   if not is_local(path):
     buffer = io.BytesIO() if "b" in mode else io.StringIO()
     yield buffer

@@ -292,7 +292,7 @@ def run_all(config, workdir) -> dict:
   again trains on); with more than one, `wall_time_s_per_launch` lists each.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, parallel  # pylint: disable=g-import-not-at-top
   commit = io.source_commit()  # at the start: the code that runs, not a later checkout's
   out = {}
   launches = _earlier_launches(workdir)
@@ -302,6 +302,7 @@ def run_all(config, workdir) -> dict:
       logging.info("==== stage %s ====", name)
       with clock.stage(name):
         out[name] = _STAGES[name](config, workdir)
+      parallel.sync_processes(f"stage {name}")  # its files written before the next reads them
   wall, every_launch = clock.wall, clock.launches
   versions = {}
   for mod in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint"):
@@ -345,13 +346,14 @@ def main(argv):
   try:
     validate.validate(config)
     parallel.initialize_distributed()
-    os.makedirs(workdir, exist_ok=True)
+    io.makedirs(workdir)
     if _MODE.value == "all":
       run_all(config, workdir)
     elif _MODE.value == "recommend":
       _stage_recommend(config, workdir)
     else:
       _STAGES[_MODE.value](config, workdir)
+      parallel.sync_processes(f"stage {_MODE.value}")
     if _MODE.value != "recommend":  # The config of the run, for later stages and the API.
       io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   except (io.ArtifactError, ValueError, OSError, FloatingPointError) as e:

@@ -11,6 +11,7 @@ from typing import Any
 from absl import logging
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA = "data"
@@ -60,6 +61,13 @@ def initialize_distributed() -> None:
     return
   logging.info("jax.distributed initialised: process %d of %d",
                jax.process_index(), jax.process_count())
+
+
+def sync_processes(name: str) -> None:
+  """Waits until every process of the job reaches the barrier `name` (no-op for one process):
+  what process 0 wrote before it is then there for all to read."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
