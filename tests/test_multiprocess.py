@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEVICES = 4  # the mesh below, in every launch
 TINY = [
@@ -33,7 +35,7 @@ TINY = [
     "--config.recommender.d_model=16", "--config.recommender.d_kv=8",
     "--config.recommender.d_ff=32", "--config.train.epochs=2", "--config.train.batch_size=64",
     "--config.train.warmup_steps=2", "--config.train.log_every_steps=1",
-    "--config.eval.beam_size=5", "--config.eval.batch_size=64", "--config.eval.popularity_alphas=()",
+    "--config.eval.beam_size=10", "--config.eval.batch_size=64", "--config.eval.popularity_alphas=()",
     "--config.mesh.data=2", "--config.mesh.model=2",
 ]
 
@@ -147,6 +149,12 @@ class Launch:
     return [[json.loads(line) for line in r.read_text().splitlines()] if r.exists() else []
             for r in self.records]
 
+  def kill(self):
+    for p in self.procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
   def tails(self):
     return "\n".join(f"--- {log.name} (rc {p.poll()})\n" + log.read_text()[-3000:]
                      for p, log in zip(self.procs, self.logs))
@@ -182,14 +190,27 @@ def _rows_by_step(records):
   return rows
 
 
-def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path):
+@pytest.fixture
+def launches():
+  """Starts launches; kills what is left of them when the test ends."""
+  started = []
+
+  def start(*args):
+    started.append(Launch(*args))
+    return started[-1]
+  yield start
+  for launch in started:
+    launch.kill()
+
+
+def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path, launches):
   # pylint: disable=g-import-not-at-top
   import jax
   import numpy as np
   n = 2
   single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
-  single = Launch(1, single_dir, tmp_path, "single", tmp_path / "cache1")
-  first = Launch(n, multi_dir, tmp_path, "first", tmp_path / "cacheN")
+  single = launches(1, single_dir, tmp_path, "single", tmp_path / "cache1")
+  first = launches(n, multi_dir, tmp_path, "first", tmp_path / "cacheN")
   metrics = multi_dir / "recommender" / "metrics.jsonl"
   first.sigterm_when(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3)
   first_records = first.wait()
@@ -197,7 +218,7 @@ def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path):
   assert stopped["finished"] == "preempted"
   for log in first.logs:  # every process stopped at the same step, where the checkpoint is
     assert f"preempted; checkpoint saved at step {stopped['step']}" in log.read_text()
-  second = Launch(n, multi_dir, tmp_path, "second", tmp_path / "cacheN")
+  second = launches(n, multi_dir, tmp_path, "second", tmp_path / "cacheN")
   second_records = second.wait()
   (single_records,) = single.wait()
   for log in second.logs:
