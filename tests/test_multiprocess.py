@@ -96,6 +96,10 @@ def _record_process(record_path: str, workdir: str) -> None:
 
 def _process_main() -> None:
   workdir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir="))
+  if os.environ.get("R3VAE_TEST_FAKE_GCS"):  # gs://bucket/... served from this local folder
+    from test_io import install_fake_gcs  # pylint: disable=g-import-not-at-top
+    install_fake_gcs(os.environ["R3VAE_TEST_FAKE_GCS"])
+    workdir = os.path.join(os.environ["R3VAE_TEST_FAKE_GCS"], workdir.removeprefix("gs://"))
   _record_process(os.environ["R3VAE_TEST_RECORD"], workdir)
   from r3vae_jax import main  # pylint: disable=g-import-not-at-top
   main.run()
@@ -112,7 +116,7 @@ def _free_port() -> int:
 class Launch:
   """N processes of the same command (N = 1: no jax.distributed)."""
 
-  def __init__(self, n, workdir, out, tag, cache):
+  def __init__(self, n, workdir, out, tag, cache, fake_gcs=None):
     self.n, self.workdir, self.logs = n, workdir, [out / f"{tag}.{i}.log" for i in range(n)]
     self.records = [out / f"{tag}.{i}.jsonl" for i in range(n)]
     port = _free_port()
@@ -122,7 +126,8 @@ class Launch:
              "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES // n}",
              "R3VAE_TEST_RECORD": str(self.records[i]), "JAX_COMPILATION_CACHE_DIR": str(cache),
              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+             "R3VAE_TEST_FAKE_GCS": str(fake_gcs or "")}
       for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(name, None)
       if n > 1:
@@ -208,9 +213,11 @@ def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path, launches)
   import jax
   import numpy as np
   n = 2
-  single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
+  # The N processes work in gs://bucket/multi (a fake bucket: the local folder `gcs`).
+  gcs, multi_uri = tmp_path / "gcs", "gs://bucket/multi"
+  single_dir, multi_dir = tmp_path / "single", tmp_path / "gcs" / "bucket" / "multi"
   single = launches(1, single_dir, tmp_path, "single", tmp_path / "cache1")
-  first = launches(n, multi_dir, tmp_path, "first", tmp_path / "cacheN")
+  first = launches(n, multi_uri, tmp_path, "first", tmp_path / "cacheN", gcs)
   metrics = multi_dir / "recommender" / "metrics.jsonl"
   first.sigterm_when(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3)
   first_records = first.wait()
@@ -218,7 +225,7 @@ def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path, launches)
   assert stopped["finished"] == "preempted"
   for log in first.logs:  # every process stopped at the same step, where the checkpoint is
     assert f"preempted; checkpoint saved at step {stopped['step']}" in log.read_text()
-  second = launches(n, multi_dir, tmp_path, "second", tmp_path / "cacheN")
+  second = launches(n, multi_uri, tmp_path, "second", tmp_path / "cacheN", gcs)
   second_records = second.wait()
   (single_records,) = single.wait()
   for log in second.logs:
@@ -236,6 +243,8 @@ def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path, launches)
   assert result[multi_dir]["metrics"]["test"] == result[single_dir]["metrics"]["test"]
   assert result[multi_dir]["metrics"]["valid"] == result[single_dir]["metrics"]["valid"]
   assert result[multi_dir]["num_devices"] == result[single_dir]["num_devices"] == DEVICES
+  assert result[multi_dir]["train"]["checkpoint_dir"] == f"{multi_uri}/recommender/checkpoints"
+  assert not (REPO / "gs:").exists()
 
   # Each process built only its slice of every global batch.
   whole = _rows_by_step(single_records)

@@ -72,7 +72,7 @@ def trained_members(workdir: str, size: int) -> list[int]:
   found = []
   for k, member_dir in enumerate(member_workdirs(workdir, size)):
     ckpt = os.path.join(member_dir, "recommender", "checkpoints")
-    if os.path.isdir(ckpt) and any(name.isdigit() for name in os.listdir(ckpt)):
+    if io.isdir(ckpt) and any(name.isdigit() for name in io.listdir(ckpt)):
       found.append(k)
   return found
 
