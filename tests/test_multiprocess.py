@@ -33,7 +33,7 @@ TINY = [
     "--config.data.synthetic.num_topics=6", "--config.data.synthetic.dim=16",
     "--config.sid.codebook_size=8", "--config.sid.max_collisions=32", "--config.rqkmeans.iters=5",
     "--config.recommender.d_model=16", "--config.recommender.d_kv=8",
-    "--config.recommender.d_ff=32", "--config.train.epochs=2", "--config.train.batch_size=64",
+    "--config.recommender.d_ff=32", "--config.train.epochs=1", "--config.train.batch_size=64",
     "--config.train.warmup_steps=2", "--config.train.log_every_steps=1",
     "--config.eval.beam_size=10", "--config.eval.batch_size=64", "--config.eval.popularity_alphas=()",
     "--config.mesh.data=2", "--config.mesh.model=2",

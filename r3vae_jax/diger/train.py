@@ -100,7 +100,7 @@ def load_pretrained_tokenizer(config: ml_collections.ConfigDict, vectors: np.nda
   pre.tokenizer = config.diger.pretrain
   c = pre[pre.tokenizer]
   ckpt_dir = os.path.join(workdir, "tokenizer", f"{pre.tokenizer}_ckpt")
-  if not (os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))):
+  if not (io.isdir(ckpt_dir) and any(n.isdigit() for n in io.listdir(ckpt_dir))):
     logging.info("diger: no pretrained %s in %s; fitting it first", pre.tokenizer, ckpt_dir)
     tok_api.fit_tokenizer(pre, vectors, workdir)
   graphdef, params = nnx.split(tok_train.build_model(pre, vectors.shape[1], pre.seed))

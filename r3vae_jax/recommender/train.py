@@ -113,13 +113,16 @@ class MetricsLog:
 
   def __init__(self, path: str):
     self.path = path
-    if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(path), exist_ok=True)
+    io.makedirs(os.path.dirname(path))
 
   def write(self, record: dict) -> None:
-    if jax.process_index() == 0:
-      with open(self.path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+    """Appends `record`; on object stores (no append) the file is written again whole."""
+    line = json.dumps(record, sort_keys=True) + "\n"
+    if io.is_local(self.path):
+      with io.open_file(self.path, "a") as f:
+        f.write(line)
+    else:
+      io.write_text(self.path, (io.read_text(self.path) if io.exists(self.path) else "") + line)
 
 
 @dataclasses.dataclass(frozen=True)
