@@ -85,7 +85,7 @@ def _load_vectors(workdir, num_items):
   path = os.path.join(workdir, "vectors.npy")
   vectors = npy.check_vectors(io.read_npy(path), num_items, path)
   meta_path = os.path.join(workdir, "vectors.json")
-  if os.path.exists(meta_path):
+  if io.exists(meta_path):
     expected = io.read_json(meta_path).get("fingerprint")
     if expected != io.fingerprint_array(vectors):
       raise io.ArtifactError(f"{path}: fingerprint {io.fingerprint_array(vectors)} does not match "
@@ -105,7 +105,7 @@ def _load_sid_table(workdir, num_items):
                            f"{num_items} items (rerun --mode=tokenize)")
   made_from = metrics.get("meta", {}).get("vectors_fingerprint")
   vectors_path = os.path.join(workdir, "vectors.json")
-  if made_from and os.path.exists(vectors_path):
+  if made_from and io.exists(vectors_path):
     current = io.read_json(vectors_path).get("fingerprint")
     if current != made_from:
       raise io.ArtifactError(f"{source}: made from vectors with fingerprint {made_from}, but "
@@ -259,7 +259,7 @@ def _earlier_launches(workdir) -> list[dict]:
   """The per-stage wall times ({stage: seconds}) of earlier launches in `workdir`, oldest first."""
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, _WALL_TIME_FILE)
-  if not os.path.exists(path):
+  if not io.exists(path):
     return []
   record = io.read_json(path)
   launches = record.get("launches") if isinstance(record, dict) else None

@@ -245,6 +245,7 @@ def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path, launches)
   assert result[multi_dir]["num_devices"] == result[single_dir]["num_devices"] == DEVICES
   assert result[multi_dir]["train"]["checkpoint_dir"] == f"{multi_uri}/recommender/checkpoints"
   assert not (REPO / "gs:").exists()
+  assert len(json.loads((multi_dir / "wall_time.json").read_text())["launches"]) == 2
 
   # Each process built only its slice of every global batch.
   whole = _rows_by_step(single_records)
