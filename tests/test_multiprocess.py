@@ -266,5 +266,19 @@ def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path, launches)
         "results.json", "eval.json", "tokenizer/sid_table.npy", "recommender/result.json"}
 
 
+@pytest.mark.parametrize("env,message", [
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}, "JAX_COORDINATOR_ADDRESS not set"),
+    ({"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1", "JAX_NUM_PROCESSES": "two",
+      "JAX_PROCESS_ID": "0"}, "JAX_NUM_PROCESSES='two'.*expected integers")])
+def test_an_explicit_cluster_with_bad_variables_is_an_error(monkeypatch, env, message):
+  from r3vae_jax import parallel  # pylint: disable=g-import-not-at-top
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    monkeypatch.delenv(name, raising=False)
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  with pytest.raises(ValueError, match=message):
+    parallel.initialize_distributed()
+
+
 if __name__ == "__main__":
   _process_main()
