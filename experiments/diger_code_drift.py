@@ -33,7 +33,7 @@ from r3vae_jax import parallel
 from r3vae_jax import quantize
 from r3vae_jax.diger import train as diger_train
 from r3vae_jax.tokenizer import sid_table as sid_lib
-from r3vae_jax.tokenizer import train as tok_train
+from r3vae_jax.tokenizer import programs as tok_programs
 
 
 def level_stats(latents: np.ndarray, books: np.ndarray, codes: np.ndarray) -> list[dict]:
@@ -85,7 +85,7 @@ def drift(workdir: str) -> dict:
     raise io.ArtifactError(f"{model_dir}: no checkpoint")
   final_params = restored[1]["tokenizer"]
   mesh = parallel.config_mesh(config)
-  codes_pre, _ = tok_train.encode(graphdef, pre_params, vectors, mesh)
+  codes_pre, _ = tok_programs.encode(graphdef, pre_params, vectors, mesh)
   books_pre = np.asarray(pre_params["codebooks"])
   books_final = np.asarray(final_params["codebooks"])
   latents = np.asarray(pretrained.encode(vectors))

@@ -4,7 +4,7 @@
 #
 #   launch/paper_rows.sh OUTDIR beauty:r3vae:0 beauty:rqvae:0 sports:r3vae:0 ... [-- --config.x=y ...]
 #
-# A row is dataset:tokenizer[+variant]:seed[:vectors] (variants: r3vae_jax/configs/variants.py).
+# A row is dataset:preset[+ablation...]:seed[:vectors] (r3vae_jax/configs/presets.py, ablations.py).
 # With $VECTORS_DIR set, text-vector rows of Beauty and
 # LastFM read <dataset>_minilm.npy from there (text vectors computed on another machine, labelled
 # minilm-text) instead of running the text encoder. Extra flags after `--` go to every row.

@@ -12,7 +12,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import pytest
 
-from r3vae_jax.recommender.preemption import PreemptionWatch
+from r3vae_jax.training.preemption import PreemptionWatch
 
 
 def test_one_process_stops_once_the_deadline_passes():
