@@ -35,7 +35,7 @@ TINY = [
     "--config.recommender.d_model=16", "--config.recommender.d_kv=8",
     "--config.recommender.d_ff=32", "--config.train.epochs=1", "--config.train.batch_size=64",
     "--config.train.warmup_steps=2", "--config.train.log_every_steps=1",
-    "--config.eval.beam_size=10", "--config.eval.batch_size=64", "--config.eval.popularity_alphas=()",
+    "--config.eval.beam_size=10", "--config.eval.batch_size=64",
     "--config.mesh.data=2", "--config.mesh.model=2",
 ]
 
