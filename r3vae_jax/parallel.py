@@ -132,20 +132,42 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> None:
     raise ValueError(f"batch size {global_batch} must divide over {jax.process_count()} hosts")
 
 
-def host_batch_slice(global_batch: int) -> slice:
-  """The rows of a global batch that this host feeds (per-host data sharding)."""
-  per_host = global_batch // jax.process_count()
-  start = jax.process_index() * per_host
-  return slice(start, start + per_host)
+def host_batch_slice(global_batch: int, mesh: Mesh | None = None) -> slice:
+  """The rows of a global batch that this process feeds: those of its devices' `data` shards.
+
+  Processes whose devices differ only along `model` (a model axis that spans hosts) feed the
+  same rows. Without `mesh`, each process holds an equal part of the `data` axis.
+  """
+  if mesh is None or jax.process_count() == 1:
+    per_host = global_batch // jax.process_count()
+    start = jax.process_index() * per_host
+    return slice(start, start + per_host)
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch,))
+  spans = sorted({index[0].indices(global_batch)[:2] for index in index_map.values()})
+  if any(stop != start for (_, stop), (start, _) in zip(spans, spans[1:])):
+    raise ValueError(f"mesh: the devices of process {jax.process_index()} hold data shards "
+                     f"{spans} of the batch, not one run of rows")
+  return slice(spans[0][0], spans[-1][1])
+
+
+def _local_data_shards(mesh: Mesh) -> int:
+  """How many positions of the `data` axis this process's devices occupy."""
+  here = jax.process_index()
+  return sum(any(d.process_index == here for d in row.flat) for row in mesh.devices)
 
 
 def to_global(host_batch: Any, mesh: Mesh) -> Any:
-  """Places this host's rows of a batch (numpy tree) as global arrays sharded over `data`."""
+  """Places this process's rows of a batch (numpy tree; `host_batch_slice`) as global arrays
+  sharded over `data`."""
   sharding = batch_sharding(mesh)
   if jax.process_count() == 1:
     return jax.device_put(host_batch, sharding)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x), host_batch)
+  shards = _local_data_shards(mesh)
+
+  def place(x):
+    rows = x.shape[0] // shards * mesh.shape[DATA]
+    return jax.make_array_from_process_local_data(sharding, x, (rows,) + x.shape[1:])
+  return jax.tree.map(place, host_batch)
 
 
 def pad_to_multiple(n: int, mesh: Mesh) -> int:

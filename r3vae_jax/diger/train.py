@@ -380,15 +380,15 @@ class ItemBatchSource:
   """
 
   def __init__(self, examples: rec_data.Examples, plan: rec_data.BatchPlan |
-               rec_data.BucketedPlan):
-    self.examples, self.plan = examples, plan
+               rec_data.BucketedPlan, mesh=None):
+    self.examples, self.plan, self.mesh = examples, plan, mesh
     self.plan_rows = rec_data.PlanRows(plan)
 
   def host_batch(self, step: int) -> dict[str, np.ndarray]:
     """{"history": int32[b, H'] (-1 = padding), "target": int32[b], "weight": float32[b]} of
     global step `step`, this host's b rows; H' is the step's bucket (H without buckets)."""
     index, weight, items = self.plan_rows(step)
-    rows = parallel.host_batch_slice(self.plan.global_batch)
+    rows = parallel.host_batch_slice(self.plan.global_batch, self.mesh)
     index = index[rows]
     return {"history": rec_data.bucket_history(self.examples.history[index], items),
             "target": self.examples.target[index], "weight": weight[rows]}
@@ -438,7 +438,7 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
     rec_data.check_items(ex, vectors.shape[0], f"diger {name} examples")
   parallel.check_batch_size(t.batch_size, mesh)
   source = ItemBatchSource(train_ex, rec_data.make_plan(train_ex, t.batch_size, config.seed,
-                                                         t.length_buckets))
+                                                         t.length_buckets), mesh)
   steps_per_epoch = source.plan.steps_per_epoch
 
   # ================================ Model, optimizer, shard & transfer ========================
