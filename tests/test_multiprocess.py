@@ -138,7 +138,7 @@ class Launch:
             [sys.executable, __file__, *TINY, f"--workdir={workdir}", "--mode=all"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
 
-  def sigterm_when(self, ready, timeout=300):
+  def sigterm_when(self, ready, timeout=900):
     """SIGTERM to every process at once, as soon as `ready()`."""
     deadline = time.time() + timeout
     while not ready():
@@ -147,7 +147,7 @@ class Launch:
     for p in self.procs:
       p.send_signal(signal.SIGTERM)
 
-  def wait(self, timeout=600):
+  def wait(self, timeout=900):
     for p in self.procs:
       p.wait(timeout)
     assert all(p.returncode == 0 for p in self.procs), self.tails()
