@@ -87,7 +87,7 @@ def _load_vectors(workdir, num_items):
   path = os.path.join(workdir, "vectors.npy")
   vectors = npy.check_vectors(io.read_npy(path), num_items, path)
   meta_path = os.path.join(workdir, "vectors.json")
-  if os.path.exists(meta_path):
+  if io.exists(meta_path):
     expected = io.read_json(meta_path).get("fingerprint")
     if expected != io.fingerprint_array(vectors):
       raise io.ArtifactError(f"{path}: fingerprint {io.fingerprint_array(vectors)} does not match "
@@ -107,7 +107,7 @@ def _load_sid_table(workdir, num_items):
                            f"{num_items} items (rerun --mode=tokenize)")
   made_from = metrics.get("meta", {}).get("vectors_fingerprint")
   vectors_path = os.path.join(workdir, "vectors.json")
-  if made_from and os.path.exists(vectors_path):
+  if made_from and io.exists(vectors_path):
     current = io.read_json(vectors_path).get("fingerprint")
     if current != made_from:
       raise io.ArtifactError(f"{source}: made from vectors with fingerprint {made_from}, but "
@@ -243,7 +243,7 @@ def _earlier_launches(workdir) -> list[dict]:
   """The per-stage wall times ({stage: seconds}) of earlier launches in `workdir`, oldest first."""
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, _WALL_TIME_FILE)
-  if not os.path.exists(path):
+  if not io.exists(path):
     return []
   record = io.read_json(path)
   launches = record.get("launches") if isinstance(record, dict) else None
@@ -276,7 +276,7 @@ def run_all(config, workdir) -> dict:
   again trains on); with more than one, `wall_time_s_per_launch` lists each.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, parallel  # pylint: disable=g-import-not-at-top
   commit = io.source_commit()  # at the start: the code that runs, not a later checkout's
   out = {}
   launches = _earlier_launches(workdir)
@@ -286,6 +286,7 @@ def run_all(config, workdir) -> dict:
       logging.info("==== stage %s ====", name)
       with clock.stage(name):
         out[name] = _STAGES[name](config, workdir)
+      parallel.sync_processes(f"stage {name}")  # its files written before the next reads them
   wall, every_launch = clock.wall, clock.launches
   versions = {}
   for mod in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint"):
@@ -329,7 +330,7 @@ def main(argv):
   try:
     validate.validate(config)
     parallel.initialize_distributed()
-    os.makedirs(workdir, exist_ok=True)
+    io.makedirs(workdir)
     if config.get("method"):  # a baseline row (`dataset.py:popularity|markov|sasrec`)
       if _MODE.value != "all":
         raise ValueError(f"config.method={config.method}: baseline rows run with --mode=all")
@@ -341,6 +342,7 @@ def main(argv):
       _stage_recommend(config, workdir)
     else:
       _STAGES[_MODE.value](config, workdir)
+      parallel.sync_processes(f"stage {_MODE.value}")
     if _MODE.value != "recommend":  # The config of the run, for later stages and the API.
       io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   except (io.ArtifactError, ValueError, OSError, FloatingPointError) as e:

@@ -335,18 +335,19 @@ class PlanRows:
 
 
 class BatchSource:
-  """Builds this host's rows of any global batch of an example set."""
+  """Builds this host's rows of any global batch of an example set (`mesh`: the mesh the batches
+  go to, which decides the rows; `parallel.host_batch_slice`)."""
 
   def __init__(self, examples: Examples, plan: BatchPlan | BucketedPlan,
-               item_tokens: np.ndarray, sid_table: np.ndarray):
-    self.examples, self.plan = examples, plan
+               item_tokens: np.ndarray, sid_table: np.ndarray, mesh=None):
+    self.examples, self.plan, self.mesh = examples, plan, mesh
     self.item_tokens, self.sid_table = item_tokens, sid_table
     self.plan_rows = PlanRows(plan)
 
   def host_batch(self, step: int) -> dict[str, np.ndarray]:
     """This host's slice of global batch `step` (numpy)."""
     index, weight, items = self.plan_rows(step)
-    rows = parallel.host_batch_slice(self.plan.global_batch)
+    rows = parallel.host_batch_slice(self.plan.global_batch, self.mesh)
     return make_batch(self.examples, index[rows], weight[rows], self.item_tokens,
                       self.sid_table, items)
 

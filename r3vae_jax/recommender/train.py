@@ -89,7 +89,7 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
   item_tokens = layout.item_tokens(table)
   plan = data.make_plan(train_ex, t.batch_size, config.seed, t.length_buckets)
   total_steps = t.epochs * plan.steps_per_epoch
-  source = data.BatchSource(train_ex, plan, item_tokens, table)
+  source = data.BatchSource(train_ex, plan, item_tokens, table, mesh)
   logging.info("recommender: %d training examples, %d steps/epoch x %d epochs, %d valid users",
                len(train_ex), plan.steps_per_epoch, t.epochs, len(valid_ex))
 

@@ -97,7 +97,7 @@ def load_sid_table(path_or_workdir: str) -> tuple[np.ndarray, dict[str, Any]]:
   path = _table_path(path_or_workdir)
   table = validate_sid_table(io.read_npy(path), path)
   json_path = os.path.join(os.path.dirname(path), METRICS_FILE)
-  if not os.path.exists(json_path):
+  if not io.exists(json_path):
     return table, {}
   metrics = io.read_json(json_path)
   expected = metrics.get("meta", {}).get("table_fingerprint") if isinstance(metrics, dict) else None
@@ -115,7 +115,7 @@ def _table_path(path_or_workdir: str) -> str:
     return path_or_workdir
   for candidate in (os.path.join(path_or_workdir, SID_DIR, TABLE_FILE),
                     os.path.join(path_or_workdir, TABLE_FILE)):
-    if os.path.exists(candidate):
+    if io.exists(candidate):
       return candidate
   raise io.ArtifactError(f"{path_or_workdir}: no SID table found (expected a .npy path, "
                          f"{SID_DIR}/{TABLE_FILE} or {TABLE_FILE} inside it)")

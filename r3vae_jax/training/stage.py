@@ -11,8 +11,8 @@ import os
 import time
 
 from absl import logging
-import jax
 
+from r3vae_jax import io
 from r3vae_jax.training import metrics as metrics_lib
 
 METRICS_FILE = "metrics.jsonl"
@@ -55,8 +55,7 @@ def begin(workdir: str, name: str, fingerprints: dict[str, str],
     writer: where its metrics go (default: `metrics.jsonl` in the stage folder).
   """
   root = os.path.join(workdir, name)
-  if jax.process_index() == 0:
-    os.makedirs(root, exist_ok=True)
+  io.makedirs(root)
   writer = writer or metrics_lib.JsonlWriter(os.path.join(root, METRICS_FILE))
   logging.info("%s: stage in %s (fingerprints %s)", name, root, fingerprints)
   return Stage(name, root, writer, dict(fingerprints), time.time())
