@@ -21,7 +21,7 @@ _EXTRAS = {
     "tfds": ["tensorflow-datasets>=4.9", "array_record>=0.5", "importlib_resources"],
     "plots": ["matplotlib>=3.8"],
     "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "nbclient>=0.10",
-             "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8"],
+             "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8", "fsspec>=2023.1"],
     "cuda": ["jax[cuda12]"],
     "tpu": ["jax[tpu]"],
 }

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -41,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import synthetic_inputs
+from benchmarks import synthetic_inputs, trace_summary
 from r3vae_jax import evaluate, io, parallel
 from r3vae_jax.configs import default
 from r3vae_jax.decode import beam_search, build_trie, gather_beams, masked_log_softmax
@@ -72,6 +73,8 @@ flags.DEFINE_integer("dense_budget", 2**26, "Trie: dense child table when nodes*
 flags.DEFINE_integer("repeats", 5, "Timed repeats of the device decoder (median).")
 flags.DEFINE_integer("callback_users", 512, "Users decoded by the callback decoder.")
 flags.DEFINE_integer("callback_batch", 128, "Users per callback-decoder generate call.")
+flags.DEFINE_bool("trace", False, "Also trace one timed decode of all users with jax.profiler "
+                  "and store its summary (benchmarks.trace_summary: top kernels, idle gaps).")
 flags.DEFINE_integer("seed", 0, "Random SIDs, histories and weights.")
 
 
@@ -268,6 +271,13 @@ def run_scenario(name: str, users: int, items: int, codebook: int, batch_size: i
                         FLAGS.repeats)
   device_s = statistics.median(times)
 
+  profile = None
+  if FLAGS.trace:
+    trace_dir = tempfile.mkdtemp(prefix=f"decode_trace_{name}_")
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      evaluate.rank_in_batches(rank_fn, inputs, batch_size, mesh)
+    profile = trace_summary.summarise_dir(trace_dir, 1)
+
   sub = min(FLAGS.callback_users, users)
   generate = make_callback_decoder(model, sid_table, level_sizes, beam)
   cb_batch = min(FLAGS.callback_batch, sub)
@@ -306,6 +316,8 @@ def run_scenario(name: str, users: int, items: int, codebook: int, batch_size: i
                     "users_compared": sub},
       "valid_items_fraction": float((ranked >= 0).mean()),
   }
+  if profile is not None:
+    result["profile_one_decode_of_all_users"] = profile
   logging.info("%s: device %.3f s (%.0f users/s), callback %.1f users/s -> %.1f s "
                "extrapolated, speedup %.1fx, top-1 agreement %.3f", name, device_s,
                users / device_s, sub / cb_s, cb_full_s, result["speedup"],

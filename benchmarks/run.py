@@ -68,6 +68,8 @@ flags.DEFINE_bool("torch_compile", True, "Time torch.compile variants of the tra
                   "(default off with --tiny).")
 flags.DEFINE_bool("torch_compile_decode", True, "Time a torch.compile'd forward inside HF "
                   "generate on the Beauty catalogue (default off with --tiny).")
+flags.DEFINE_list("torch_ways", list(vs_torch_recommender.TORCH_WAYS), "PyTorch variants of the "
+                  f"recommender workload, of {vs_torch_recommender.TORCH_WAYS}.")
 flags.DEFINE_bool("torch_tf32", True, "TF32 float32 matmuls in torch, as JAX's default on GPU.")
 flags.DEFINE_enum("recommender_dtype", "float32", ["float32", "bfloat16"],
                   "Recommender compute dtype (torch: autocast to bfloat16).")
@@ -141,7 +143,7 @@ def run_workloads(runner: harness.Runner, opts: harness.Options, s: ml_collectio
   for workload in FLAGS.workloads:
     if workload == "recommender":
       results["recommender_train"] = vs_torch_recommender.run(
-          runner, base_config(), s.rec_items, s.rec_examples, opts)
+          runner, base_config(), s.rec_items, s.rec_examples, opts, tuple(FLAGS.torch_ways))
     elif workload == "tokenizer":
       for catalogue in FLAGS.tokenizer_catalogues:
         vectors = tokenizer_vectors(catalogue, s)

@@ -12,6 +12,10 @@ L+1 tokens as target), the paper's model and batch. Variants:
   a standard `DataLoader` (default collation, pinned memory, `.to(device)`).
 * `torch_eager_device_data`: the same with the examples already on the GPU.
 * `torch_compiled`: `torch.compile(model)` + fused AdamW, device data.
+* `torch_compiled_step`: the whole update (forward, `labels=` loss, backward, clipping, AdamW
+  with a tensor learning rate) in one `torch.compile`d function, device data
+  (`torch_reference.recommender.compiled_train_step`); `torch_compiled_step_cudagraphs`: the
+  same with `mode="reduce-overhead"` (CUDA graphs).
 
 Both sides start from the same weights (ours copied into T5). Both pad every history to
 `max_history` items (no per-batch dynamic padding), so they do the same work per example.
@@ -81,9 +85,13 @@ def _ours(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_da
   return pipeline, step_only_result
 
 
+TORCH_WAYS = ("eager", "compiled_model", "compiled_step", "compiled_step_cudagraphs")
+
+
 def _torch(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_data.Examples,
-           params: dict, data: str, compiled: bool, shared: dict, opts: harness.Options
+           params: dict, data: str, way: str, shared: dict, opts: harness.Options
            ) -> dict[str, Any]:
+  """One PyTorch variant; `way` of `TORCH_WAYS` (module docstring)."""
   import torch
   from benchmarks.torch_reference import recommender as tr, weights
   device, t = opts.torch_device, config.train
@@ -92,8 +100,15 @@ def _torch(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_d
   weights.load_t5(model, params)
   model.to(device).train()
   steps_per_epoch = len(examples) // t.batch_size
-  optimizer, schedule = tr.make_optimizer(model, t.lr, t.weight_decay, t.warmup_steps,
-                                          t.epochs * steps_per_epoch, fused=compiled)
+  whole_step = way.startswith("compiled_step")
+  total_steps = t.epochs * steps_per_epoch
+  if whole_step:
+    update = tr.compiled_train_step(model, t.lr, t.weight_decay, t.warmup_steps, total_steps,
+                                    t.clip_norm,
+                                    "reduce-overhead" if way.endswith("cudagraphs") else None)
+  else:
+    optimizer, schedule = tr.make_optimizer(model, t.lr, t.weight_decay, t.warmup_steps,
+                                            total_steps, fused=way == "compiled_model")
   tensors = tr.example_tensors(examples.history, examples.target, layout.item_tokens(table))
   if data == "dataloader":
     batches = tr.loader_batches(tr.dataloader(tensors, t.batch_size,
@@ -102,25 +117,31 @@ def _torch(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_d
     if "tensors" not in shared:
       shared["tensors"] = {k: v.to(device) for k, v in tensors.items()}
     batches = tr.device_batches(shared["tensors"], t.batch_size)
-  forward = torch.compile(model) if compiled else model
+  forward = torch.compile(model) if way == "compiled_model" else model
   autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                             enabled=config.recommender.dtype == "bfloat16")
 
   def call():
     with autocast:
+      if whole_step:
+        return update(next(batches))
       return tr.train_step(forward, model, optimizer, schedule, next(batches), t.clip_norm)
   sync = harness.torch_sync(device)
   first_s = harness.timed_first_call(call, sync)
   timing = harness.measure(call, sync, warmup=opts.warmup + 2, repeats=opts.repeats,
                            iters=opts.torch_steps)
   return {"rate": t.batch_size / timing["seconds"], "seconds_per_step": timing["seconds"],
-          "compile_and_first_s": first_s, "data": data, "timing": timing,
+          "compile_and_first_s": first_s, "data": data, "way": way, "timing": timing,
+          "peak_memory_bytes": (torch.cuda.max_memory_allocated(device)
+                                if device.type == "cuda" else None),
           "attn_implementation": str(getattr(model.config, "_attn_implementation", "?"))}
 
 
 def run(runner: harness.Runner, config: ml_collections.ConfigDict, items: int,
-        num_examples: int, opts: harness.Options) -> dict[str, Any]:
-  """All variants; returns the workload's JSON entry (rates in examples/s)."""
+        num_examples: int, opts: harness.Options, torch_ways: tuple[str, ...] = TORCH_WAYS
+        ) -> dict[str, Any]:
+  """All variants (PyTorch: those of `torch_ways`); returns the workload's JSON entry (rates in
+  examples/s)."""
   r, batch = config.recommender, config.train.batch_size
   table, examples = _examples(config, items, num_examples, config.seed)
   layout = layout_from_config(config)
@@ -140,15 +161,21 @@ def run(runner: harness.Runner, config: ml_collections.ConfigDict, items: int,
   if "params" not in shared:
     return entry
   params = shared["params"]
-  runner.variant(entry, "torch_eager", lambda: _torch(config, table, examples, params,
-                                                      "dataloader", False, shared, opts))
-  runner.variant(entry, "torch_eager_device_data", lambda: _torch(
-      config, table, examples, params, "device", False, shared, opts))
-  if opts.torch_compile:
-    runner.variant(entry, "torch_compiled", lambda: _torch(
-        config, table, examples, params, "device", True, shared, opts), heavy=True, priority=0)
-  else:
-    entry["torch_compiled"] = {"skipped": "--notorch_compile"}
+  if "eager" in torch_ways:
+    runner.variant(entry, "torch_eager", lambda: _torch(config, table, examples, params,
+                                                        "dataloader", "eager", shared, opts))
+    runner.variant(entry, "torch_eager_device_data", lambda: _torch(
+        config, table, examples, params, "device", "eager", shared, opts))
+  for priority, way in enumerate(TORCH_WAYS[1:]):
+    name = "torch_compiled" + way[len("compiled"):]
+    if way not in torch_ways:
+      continue
+    if not opts.torch_compile:
+      entry[name] = {"skipped": "--notorch_compile"}
+      continue
+    runner.variant(entry, name, lambda way=way: _torch(
+        config, table, examples, params, "device", way, shared, opts), heavy=True,
+                   priority=priority)
   shared.clear()
 
   num_params = sum(np.size(x) for x in jax.tree.leaves(params))

@@ -50,7 +50,7 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
   """The config a run in `workdir` was made with (`config.json`, else `results.json`), or None."""
   for name in CONFIG_FILES:
     path = os.path.join(workdir, name)
-    if os.path.exists(path):
+    if io.exists(path):
       content = io.read_json(path)
       config = content.get("config") if name == "results.json" else content
       if not isinstance(config, dict) or "recommender" not in config:

@@ -11,7 +11,6 @@ good one is used; when none reads back, restore raises instead of starting over.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 from absl import logging
@@ -21,12 +20,17 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from r3vae_jax import io
 from r3vae_jax.io import ArtifactError
 
 
 def make_manager(directory: str, keep: int = 2, best_metric: str | None = None,
                  best_mode: str = "max", async_save: bool = True) -> ocp.CheckpointManager:
-  """A manager that keeps the `keep` latest steps and, if `best_metric`, the best one too."""
+  """A manager that keeps the `keep` latest steps and, if `best_metric`, the best one too.
+
+  `directory` is local or a cloud URI (`gs://...`); with several processes every one makes the
+  same manager and orbax has each write its shards while process 0 writes the metadata.
+  """
   policies = [ocp.checkpoint_managers.LatestN(keep)]
   if best_metric is not None:
     policies.append(ocp.checkpoint_managers.BestN(
@@ -39,7 +43,7 @@ def make_manager(directory: str, keep: int = 2, best_metric: str | None = None,
       best_mode=best_mode,
       cleanup_tmp_directories=True,
   )
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  return ocp.CheckpointManager(io.as_path(io.abspath(directory)), options=options)
 
 
 CHECKSUMS_KEY = "state_checksums"   # added to meta by `save`, checked and removed by `restore`
@@ -163,12 +167,12 @@ def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
   """Renames unreadable step folders to `<step>.unreadable[.N]`, kept for inspection."""
   if jax.process_index() == 0:
     for s in steps:
-      path = os.path.join(str(manager.directory), str(s))
+      path = io.join(str(manager.directory), str(s))
       target, n = path + ".unreadable", 1
-      while os.path.exists(target):
+      while io.exists(target):
         target, n = f"{path}.unreadable.{n}", n + 1
-      if os.path.isdir(path):
-        os.rename(path, target)
+      if io.isdir(path):
+        io.rename(path, target)
         logging.warning("Moved unreadable checkpoint %s to %s", path, target)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("checkpoint.set_aside")

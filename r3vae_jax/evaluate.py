@@ -90,7 +90,7 @@ def rank_in_batches(rank_fn: Callable[[Any], jax.Array], inputs: Any, batch_size
   if num_users == 0 or any(x.shape[0] != num_users for x in leaves):
     raise ValueError(f"rank_in_batches: inputs need leaves with one common, non-zero leading "
                      f"dimension; got {[x.shape for x in leaves]}")
-  host_rows = parallel.host_batch_slice(batch_size)
+  host_rows = parallel.host_batch_slice(batch_size, mesh)
   results = []
   for start in range(0, num_users, batch_size):
     stop = min(start + batch_size, num_users)

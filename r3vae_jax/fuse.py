@@ -43,13 +43,13 @@ def run_source(path: str) -> dict | None:
   (`launch/paper_rows.sh`), or the workdir's `results.json` (`--mode=all`). `results` is relative
   (to the working directory) where `path` is, so a committed fusion JSON names no machine's
   folders."""
-  folder, name = os.path.split(os.path.abspath(path))
+  folder, name = os.path.split(io.abspath(path))
   row = re.fullmatch(r"(.+)\.(valid|test)_ranking\.npz", name)
   if row:
     candidate = os.path.join(folder, row.group(1) + ".json")
   else:
     candidate = os.path.join(os.path.dirname(folder), "results.json")
-  if not os.path.isfile(candidate):
+  if not io.isfile(candidate):
     return None
   result = io.read_json(candidate)
   if not isinstance(result, dict) or result.get("kind") != "experiment":
@@ -57,7 +57,8 @@ def run_source(path: str) -> dict | None:
   source = {k: result[k] for k in SOURCE_KEYS if k in result}
   train = result.get("config", {}).get("train", {})
   source["epochs"], source["example_window"] = train.get("epochs"), train.get("example_window")
-  source["results"] = candidate if os.path.isabs(path) else os.path.relpath(candidate)
+  source["results"] = (candidate if os.path.isabs(path) or not io.is_local(path)
+                       else os.path.relpath(candidate))
   return source
 
 

@@ -1,6 +1,20 @@
-"""Atomic, fingerprinted artifact files: nothing already written is ever half-overwritten.
+"""The path layer: every file of a run is read and written here, through `etils.epath`.
 
-Every artifact is written to a temporary file in the same directory and renamed into place.
+A path is a string: a local path, or a URI of cloud storage (`gs://bucket/run`, `s3://...`) that
+epath opens with fsspec (or TensorFlow's gfile where installed), so the same code writes a local
+workdir and a bucket. Nothing already written is ever half-overwritten:
+
+- local files are written to a temporary file in the same directory, flushed to disk and renamed
+  into place (`os.replace`, atomic on POSIX);
+- on object stores (GCS, S3) an object appears whole when its upload completes (a write is atomic
+  per object) but renames are copies, so an artifact is built in memory and uploaded in one write
+  once the block that produces it succeeds; a failed block uploads nothing.
+
+In a job of several JAX processes (hosts) every process runs the same code, and only process 0
+writes: the others' writes, renames and deletions here do nothing (their bytes are the same), so
+each file is written once. A process reads what another wrote only after a barrier
+(`parallel.sync_processes`, between the stages of `main`).
+
 `fingerprint` hashes the bytes of an artifact (or a config) so that later stages can refuse to
 mix a SID table from one tokenizer run with a recommender trained on another.
 """
@@ -12,9 +26,11 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from typing import Any, Iterator
 
+from etils import epath
 import numpy as np
 
 
@@ -22,9 +38,122 @@ class ArtifactError(ValueError):
   """An input or artifact file is missing, malformed or inconsistent."""
 
 
+def writes_files() -> bool:
+  """False in the processes other than process 0 of a multi-process JAX job (module docstring)."""
+  jax = sys.modules.get("jax")  # not imported: a single process that has not started JAX
+  return jax is None or not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
+def is_local(path: str) -> bool:
+  """True for a path of the local filesystem (no `scheme://` prefix)."""
+  return "://" not in os.fspath(path)
+
+
+def as_path(path: str) -> epath.Path:
+  """The epath of `path` (local or a cloud URI)."""
+  return epath.Path(path)
+
+
+def join(*parts: str) -> str:
+  """`os.path.join` that keeps a URI's `scheme://` (its parts are joined with `/`)."""
+  return os.fspath(epath.Path(*parts)) if not is_local(parts[0]) else os.path.join(*parts)
+
+
+def abspath(path: str) -> str:
+  """A local path made absolute; a URI unchanged."""
+  return os.path.abspath(path) if is_local(path) else os.fspath(path)
+
+
+def exists(path: str) -> bool:
+  return as_path(path).exists()
+
+
+def isdir(path: str) -> bool:
+  return as_path(path).is_dir()
+
+
+def isfile(path: str) -> bool:
+  p = as_path(path)
+  return p.exists() and not p.is_dir()
+
+
+def makedirs(path: str) -> None:
+  """Creates `path` and its parents (on object stores folders are implicit: nothing to do)."""
+  if writes_files():
+    as_path(path).mkdir(parents=True, exist_ok=True)
+
+
+def listdir(path: str) -> list[str]:
+  """The names in folder `path`, sorted."""
+  return sorted(p.name for p in as_path(path).iterdir())
+
+
+def glob(directory: str, pattern: str) -> list[str]:
+  """The paths in `directory` that match `pattern` (one level, `*`/`?` wildcards), sorted."""
+  return sorted(os.fspath(p) for p in as_path(directory).glob(pattern))
+
+
+def rename(source: str, target: str) -> None:
+  """Renames a file or folder; atomic on a local filesystem, a copy and delete on object
+  stores. Fails if `target` exists."""
+  if not writes_files():
+    return
+  if exists(target):
+    raise FileExistsError(f"{target}: exists, not renaming {source} onto it")
+  as_path(source).rename(target)
+
+
+def remove(path: str) -> None:
+  """Deletes a file or a folder with everything in it; nothing when `path` does not exist."""
+  p = as_path(path)
+  if not writes_files():
+    return
+  if p.is_dir():
+    p.rmtree()
+  else:
+    p.unlink(missing_ok=True)
+
+
+def open_file(path: str, mode: str = "r") -> Any:
+  """Opens a file for reading (`r`, `rb`) or appending (`a`; local files only, object stores
+  have no append) through epath. Use `atomic_open` to write."""
+  if "w" in mode:
+    raise ValueError(f"open_file({path!r}, {mode!r}): write through atomic_open")
+  if "a" in mode and not is_local(path):
+    raise ValueError(f"{path}: object stores cannot append to a file")
+  if "a" in mode and not writes_files():
+    return io.BytesIO() if "b" in mode else io.StringIO()
+  return as_path(path).open(mode)
+
+
+def read_text(path: str) -> str:
+  return as_path(path).read_text()
+
+
+def read_bytes(path: str) -> bytes:
+  return as_path(path).read_bytes()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "wb") -> Iterator[Any]:
-  """Opens a temp file beside `path`; renames it onto `path` only if the block succeeds."""
+  """Opens a file to write whose content appears at `path` only if the block succeeds.
+
+  Local: a temp file beside `path`, fsync'ed and renamed onto it. Elsewhere: an in-memory
+  buffer uploaded to `path` in one write after the block. In processes that do not write
+  (`writes_files`), a buffer that is dropped.
+  """
+  if mode not in ("w", "wb"):
+    raise ValueError(f"atomic_open({path!r}, {mode!r}): mode must be 'w' or 'wb'")
+  if not writes_files():
+    yield io.BytesIO() if "b" in mode else io.StringIO()
+    return
+  if not is_local(path):
+    buffer = io.BytesIO() if "b" in mode else io.StringIO()
+    yield buffer
+    as_path(os.path.dirname(path)).mkdir(parents=True, exist_ok=True)
+    with as_path(path).open(mode) as f:
+      f.write(buffer.getvalue())
+    return
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
@@ -38,6 +167,16 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[Any]:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
+
+
+def write_text(path: str, text: str) -> None:
+  with atomic_open(path, "w") as f:
+    f.write(text)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  with atomic_open(path, "wb") as f:
+    f.write(data)
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -57,10 +196,10 @@ def _json_default(x):
 
 
 def read_json(path: str) -> Any:
-  if not os.path.exists(path):
+  if not exists(path):
     raise ArtifactError(f"{path}: file not found")
   try:
-    with open(path, encoding="utf-8") as f:
+    with open_file(path) as f:
       return json.load(f)
   except json.JSONDecodeError as e:
     raise ArtifactError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
@@ -80,7 +219,7 @@ def read_jsonl(path: str, convert: Any = None) -> list[Any]:
       and line).
   """
   records = []
-  with open(path, encoding="utf-8") as f:
+  with open_file(path) as f:
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -122,10 +261,10 @@ def write_npy(path: str, array: np.ndarray) -> None:
 
 
 def read_npy(path: str) -> np.ndarray:
-  if not os.path.exists(path):
+  if not exists(path):
     raise ArtifactError(f"{path}: file not found")
   try:
-    return np.load(path, allow_pickle=False)
+    return np.load(path if is_local(path) else io.BytesIO(read_bytes(path)), allow_pickle=False)
   except (ValueError, OSError, EOFError) as e:
     raise ArtifactError(f"{path}: not a readable .npy array ({e})") from None
 

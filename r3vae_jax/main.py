@@ -9,7 +9,9 @@ Modes (each reads and writes files in --workdir, so any stage can be rerun alone
   train      train the T5 recommender on the SID table (config.tokenizer=diger: joint training)
   evaluate   constrained beam search on validation and test; writes eval.json
   all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json and
-             prints the metrics beside the popularity baseline's
+             prints the metrics beside the popularity baseline's (a baseline config,
+             `beauty:sasrec` (popularity | markov | sasrec): prepare, fit, both protocols;
+             r3vae_jax/baselines)
   recommend  top-K items for --user (or --items=i1,i2,...) from a trained workdir
              (--fuse=DIR,...: mixed with other runs of the dataset, late fusion)
 
@@ -104,7 +106,7 @@ def _load_vectors(workdir, num_items):
   path = os.path.join(workdir, "vectors.npy")
   vectors = npy.check_vectors(io.read_npy(path), num_items, path)
   meta_path = os.path.join(workdir, "vectors.json")
-  if os.path.exists(meta_path):
+  if io.exists(meta_path):
     expected = io.read_json(meta_path).get("fingerprint")
     if expected != io.fingerprint_array(vectors):
       raise io.ArtifactError(f"{path}: fingerprint {io.fingerprint_array(vectors)} does not match "
@@ -124,7 +126,7 @@ def _load_sid_table(workdir, num_items):
                            f"{num_items} items (rerun --mode=tokenize)")
   made_from = metrics.get("meta", {}).get("vectors_fingerprint")
   vectors_path = os.path.join(workdir, "vectors.json")
-  if made_from and os.path.exists(vectors_path):
+  if made_from and io.exists(vectors_path):
     current = io.read_json(vectors_path).get("fingerprint")
     if current != made_from:
       raise io.ArtifactError(f"{source}: made from vectors with fingerprint {made_from}, but "
@@ -173,6 +175,8 @@ def _stage_evaluate(config, workdir):
   table = _load_sid_table(workdir, inter.num_items)
   metrics = {split: evaluation.evaluate_recommender(config, workdir, table, spl, split=split)
              for split in ("valid", "test")}
+  for split in ("valid", "test"):  # both protocols: seen items removed and untouched
+    metrics[f"{split}_full_ranking"] = metrics[split].pop("full_ranking")
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
   for split, m in metrics.items():
     if not isinstance(m, dict):
@@ -266,7 +270,7 @@ def _earlier_launches(workdir) -> list[dict]:
   """The per-stage wall times ({stage: seconds}) of earlier launches in `workdir`, oldest first."""
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, _WALL_TIME_FILE)
-  if not os.path.exists(path):
+  if not io.exists(path):
     return []
   record = io.read_json(path)
   launches = record.get("launches") if isinstance(record, dict) else None
@@ -299,7 +303,7 @@ def run_all(config, workdir) -> dict:
   again trains on); with more than one, `wall_time_s_per_launch` lists each.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, parallel  # pylint: disable=g-import-not-at-top
   commit = io.source_commit()  # at the start: the code that runs, not a later checkout's
   out = {}
   launches = _earlier_launches(workdir)
@@ -309,6 +313,7 @@ def run_all(config, workdir) -> dict:
       logging.info("==== stage %s ====", name)
       with clock.stage(name):
         out[name] = _STAGES[name](config, workdir)
+      parallel.sync_processes(f"stage {name}")  # its files written before the next reads them
   wall, every_launch = clock.wall, clock.launches
   versions = {}
   for mod in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint"):
@@ -417,14 +422,20 @@ def main(argv):
       _fail(f"flags: {e}")
     validate.validate(config)
     parallel.initialize_distributed()
-    os.makedirs(workdir, exist_ok=True)
+    io.makedirs(workdir)
     with profiler:
-      if _MODE.value == "all":
+      if config.get("method"):  # a baseline row (`dataset:popularity|markov|sasrec`)
+        if _MODE.value != "all":
+          raise ValueError(f"config.method={config.method}: baseline rows run with --mode=all")
+        from r3vae_jax.baselines import run as baseline_run  # pylint: disable=g-import-not-at-top
+        baseline_run.run_all(config, workdir)
+      elif _MODE.value == "all":
         print_summary(config, workdir, run_all(config, workdir))
       elif _MODE.value == "recommend":
         _stage_recommend(config, workdir)
       else:
         _STAGES[_MODE.value](config, workdir)
+        parallel.sync_processes(f"stage {_MODE.value}")
     if _MODE.value != "recommend":  # The config of the run, for later stages and the API.
       io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   except (io.ArtifactError, ValueError, OSError, FloatingPointError) as e:

@@ -15,7 +15,6 @@ keeps going and the reader learns which stage left no trace. `to_png(fig)` rende
 """
 from __future__ import annotations
 
-import glob
 import io as _bytes_io
 import os
 import textwrap
@@ -58,15 +57,15 @@ def tokenizer_history(workdir: str) -> list[dict[str, Any]]:
     FileNotFoundError: neither exists (RQ-KMeans has no training curve).
   """
   path = os.path.join(workdir, TOKENIZER_METRICS)
-  records = io.read_jsonl(path) if os.path.exists(path) else _checkpoint_history(workdir)
+  records = io.read_jsonl(path) if io.exists(path) else _checkpoint_history(workdir)
   return last_per_key([r for r in records if "usage_per_level" in r], "epoch")
 
 
 def _checkpoint_history(workdir: str) -> list[dict[str, Any]]:
   directory = os.path.join(workdir, "tokenizer")
   metrics_path = os.path.join(workdir, SID_METRICS)
-  name = io.read_json(metrics_path).get("tokenizer") if os.path.exists(metrics_path) else None
-  candidates = sorted(glob.glob(os.path.join(directory, f"{name or '*'}_ckpt")))
+  name = io.read_json(metrics_path).get("tokenizer") if io.exists(metrics_path) else None
+  candidates = io.glob(directory, f"{name or '*'}_ckpt") if io.isdir(directory) else []
   if len(candidates) != 1:
     raise FileNotFoundError(f"{os.path.join(workdir, TOKENIZER_METRICS)}: no such file, and "
                             f"{len(candidates)} tokenizer checkpoint folders to read instead")
@@ -168,7 +167,7 @@ def sid_quality(runs: Mapping[str, str]) -> Figure:
   metrics, missing = {}, []
   for label, workdir in runs.items():
     path = os.path.join(workdir, SID_METRICS)
-    if os.path.exists(path):
+    if io.exists(path):
       metrics[label] = io.read_json(path)
     else:
       missing.append(f"{label}: no {SID_METRICS} in {workdir}")
@@ -248,7 +247,7 @@ def item_projection(runs: Mapping[str, str], max_points: int = 5000, seed: int =
   fig, axes = _figure(len(runs))
   for ax, (label, workdir) in zip(axes, runs.items()):
     paths = [os.path.join(workdir, VECTORS), os.path.join(workdir, SID_TABLE)]
-    absent = [p for p in paths if not os.path.exists(p)]
+    absent = [p for p in paths if not io.exists(p)]
     if absent:
       _missing(ax, f"{label}: missing " + ", ".join(absent))
       continue

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks import harness, physics, plot, synthetic_inputs  # pylint: disable=wrong-import-position
+from benchmarks import harness, physics, plot, synthetic_inputs, trace_summary  # pylint: disable=wrong-import-position
 from r3vae_jax.configs import default  # pylint: disable=wrong-import-position
 from r3vae_jax.tokenizer import programs as tok_programs  # pylint: disable=wrong-import-position
 
@@ -160,3 +160,43 @@ def test_merge_records_later_runs_replace_and_dtypes_stay_apart():
 def test_merge_records_refuses_runs_of_different_devices():
   with pytest.raises(ValueError, match="differ in 'device'"):
     plot.merge_records([_run_record("a", {}), _run_record("b", {}, device="H200")])
+
+
+def _trace_events():
+  """A device with two streams and a host thread: kernels a (twice), b, c; c overlaps a."""
+  meta = [{"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/device:GPU:0"}},
+          {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/host:CPU"}},
+          {"ph": "M", "pid": 1, "tid": 7, "name": "thread_name", "args": {"name": "Stream #7"}},
+          {"ph": "M", "pid": 1, "tid": 8, "name": "thread_name", "args": {"name": "Stream #8"}},
+          {"ph": "M", "pid": 1, "tid": 9, "name": "thread_name", "args": {"name": "XLA Ops"}},
+          {"ph": "M", "pid": 2, "tid": 1, "name": "thread_name", "args": {"name": "python"}}]
+  x = lambda pid, tid, ts, dur, name: {"ph": "X", "pid": pid, "tid": tid, "ts": ts, "dur": dur,
+                                       "name": name}
+  return meta + [x(1, 7, 0, 10, "gemm_a"), x(1, 7, 30, 10, "gemm_a"), x(1, 7, 12, 6, "fusion_b"),
+                 x(1, 8, 35, 10, "reduce_c"), x(1, 9, 0, 100, "op line, not a kernel"),
+                 x(2, 1, 0, 500, "host work")]
+
+
+def test_trace_summary_counts_kernels_busy_time_and_gaps():
+  s = trace_summary.summarise(_trace_events(), steps=2)
+  assert s["source"] == "device streams" and s["kernels_per_step"] == 2.0
+  # Window [0, 45): busy [0,10) + [12,18) + [30,45) = 31 us, idle 14 us, gaps 2 and 12 us.
+  assert s["window_us_per_step"] == 22.5 and s["busy_us_per_step"] == 15.5
+  assert s["idle_us_per_step"] == 7.0 and s["gaps"]["largest_us"] == [12, 2]
+  assert s["gaps"]["over_5us_per_step"] == 0.5
+  top = {t["name"]: t for t in s["top"]}
+  assert top["gemm_a"]["us_per_step"] == 10.0 and top["gemm_a"]["calls_per_step"] == 1.0
+  assert abs(top["gemm_a"]["share_of_busy"] - 20 / 36) < 1e-12
+  assert s["by_kind"] == {"matmul": 10.0, "reduction": 5.0, "fusion": 3.0}
+
+
+def test_trace_summary_falls_back_to_host_thunks_and_rejects_empty_traces():
+  host = [{"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/host:CPU"}},
+          {"ph": "X", "pid": 2, "tid": 1, "ts": 0, "dur": 4, "name": "dot.1",
+           "args": {"hlo_op": "dot.1"}},
+          {"ph": "X", "pid": 2, "tid": 1, "ts": 4, "dur": 1, "name": "end: dot.1",
+           "args": {"hlo_op": "dot.1"}}]
+  s = trace_summary.summarise(host, steps=1)
+  assert s["source"] == "host thunks" and s["kernels_per_step"] == 1
+  with pytest.raises(ValueError, match="no kernel events"):
+    trace_summary.summarise(host[:1], steps=1)

@@ -215,3 +215,55 @@ def test_embedding_and_position_bias_gradients_match_their_gathers():
                              atol=1e-6)
   with pytest.raises(ValueError, match="config.recommender.embed_grad"):
     model_lib.T5Recommender.from_config(_config(embed_grad="dense"))
+
+
+def test_scanned_layer_stacks_equal_unrolled_ones():
+  """`scan_layers` compiles one layer per stack; logits, dropout masks and gradients are those
+  of the unrolled stacks."""
+  _, enc, mask, targets = _inputs()
+  small = dict(num_encoder_layers=2, d_model=16, d_kv=4, d_ff=16)
+  unrolled = model_lib.T5Recommender.from_config(_config(**small), seed=2)
+  scanned = model_lib.T5Recommender.from_config(_config(**small, scan_layers=True), seed=2)
+  assert scanned.scan_layers and not unrolled.scan_layers
+  key = jax.random.key(5)
+
+  def loss_and_grad(m):
+    def objective(m):
+      logits = m(enc, mask, targets, deterministic=False, rng=key)
+      return loss.sid_loss(logits, targets, LEVELS)[0]
+    return nnx.value_and_grad(objective)(m)
+
+  (a, ga), (b, gb) = nnx.jit(lambda m1, m2: (loss_and_grad(m1), loss_and_grad(m2)))(
+      unrolled, scanned)
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_block_of_steps_equals_single_steps_on_a_sharded_mesh():
+  """`multistep.make_train_block` (k steps in one `lax.scan`) gives the state and measurements
+  of k single update steps; the block's batch axis is split over a data x model mesh."""
+  from r3vae_jax import parallel  # pylint: disable=import-outside-toplevel
+  from r3vae_jax.recommender import multistep, state as state_lib, steps  # pylint: disable=import-outside-toplevel
+  c = _config(num_encoder_layers=1, num_decoder_layers=1, d_model=16, d_kv=4, d_ff=16)
+  mesh = parallel.make_mesh(2, 2, jax.devices()[:4])
+  mdef = state_lib.model_def(c)
+  tx, schedule = state_lib.make_optimizer(c, 10)
+  shardings = state_lib.state_shardings(mdef, tx, mesh, c.train.fsdp_min_size)
+  init = state_lib.make_init(mdef, tx, shardings)
+  batches = []
+  for seed in range(2):
+    _, enc, mask, targets = _inputs(batch=4, history=3, seed=seed)
+    batches.append({"enc_tokens": enc, "enc_mask": mask, "targets": targets,
+                    "weight": np.ones(4, np.float32)})
+  single = steps.make_train_step(mdef, tx, schedule, c.train.rng_impl, shardings, mesh)
+  state, singles = init(), []
+  for b in batches:
+    state, m = single(state, b)
+    singles.append(m)
+  block = multistep.make_train_block(mdef, tx, schedule, c.train.rng_impl, shardings, mesh)
+  block_state, measured = block(init(), multistep.stack_batches(batches))
+  assert int(block_state["step"]) == int(state["step"]) == 2
+  for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(block_state["params"])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(measured["loss"], [float(m["loss"]) for m in singles], rtol=1e-5)

@@ -24,6 +24,7 @@ cosine decay (`transformers.get_cosine_schedule_with_warmup`), gradient clipping
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import numpy as np
@@ -55,15 +56,29 @@ def build(rec, vocab_size: int, seed: int = 0) -> transformers.T5ForConditionalG
   return transformers.T5ForConditionalGeneration(t5_config(rec, vocab_size))
 
 
+def _adamw(model: torch.nn.Module, lr: float | torch.Tensor, weight_decay: float,
+           fused: bool = False) -> torch.optim.AdamW:
+  decay = [p for p in model.parameters() if p.ndim >= 2]
+  no_decay = [p for p in model.parameters() if p.ndim < 2]
+  return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}], lr=lr,
+                           fused=fused or None)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+  """The multiplier of `transformers.get_cosine_schedule_with_warmup` at `step` (linear
+  warm-up, then half a cosine down to 0)."""
+  if step < warmup_steps:
+    return step / max(1, warmup_steps)
+  progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+  return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int,
                    total_steps: int, fused: bool = False
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
   """AdamW (decay on >= 2-D parameters) and the warm-up + cosine schedule."""
-  decay = [p for p in model.parameters() if p.ndim >= 2]
-  no_decay = [p for p in model.parameters() if p.ndim < 2]
-  opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=lr,
-                          fused=fused or None)
+  opt = _adamw(model, lr, weight_decay, fused)
   schedule = transformers.get_cosine_schedule_with_warmup(opt, warmup_steps, total_steps)
   return opt, schedule
 
@@ -85,6 +100,51 @@ def train_step(forward: torch.nn.Module, model: torch.nn.Module, optimizer: torc
   optimizer.step()
   schedule.step()
   return loss.detach()
+
+
+def compiled_train_step(model: torch.nn.Module, lr: float, weight_decay: float,
+                        warmup_steps: int, total_steps: int, clip_norm: float = 1.0,
+                        mode: str | None = None):
+  """The whole update under one `torch.compile`: forward with the `labels=` loss, backward,
+  gradient clipping, the AdamW step; the same optimizer and schedule as `make_optimizer`.
+
+  Dynamo splits the function where autograd's backward is called: the forward is compiled
+  with its backward (AOTAutograd), the clipping and optimizer step form a second graph. The
+  learning rate is a tensor filled before each step from `warmup_cosine` (PyTorch's recipe for
+  a compiled optimizer under a schedule: no recompilation as it changes; an `LRScheduler`
+  object would wrap `optimizer.step` in a function Dynamo does not trace). The decoder's KV
+  cache is off (`use_cache=False`), as in any training loop.
+
+  Args:
+    mode: `torch.compile` mode (None: default; "reduce-overhead": CUDA graphs).
+
+  Returns:
+    step(batch) -> device loss (no synchronisation); batch as in `train_step`.
+  """
+  device = next(model.parameters()).device
+  lr_tensor = torch.tensor(lr, dtype=torch.float32, device=device)
+  optimizer = _adamw(model, lr_tensor, weight_decay)
+  params = [p for p in model.parameters() if p.requires_grad]
+  done = [0]
+
+  @torch.compile(mode=mode)
+  def update(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    loss = model(**batch, use_cache=False).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+  def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    lr_tensor.fill_(lr * warmup_cosine(done[0], warmup_steps, total_steps))
+    if mode == "reduce-overhead":
+      torch.compiler.cudagraph_mark_step_begin()
+    loss = update(batch)
+    done[0] += 1
+    return loss
+
+  return step
 
 
 def example_tensors(history: np.ndarray, target: np.ndarray, item_tokens: np.ndarray

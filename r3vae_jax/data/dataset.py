@@ -80,10 +80,10 @@ def load_prepared(workdir: str) -> Interactions:
   """Reads what `save_prepared` wrote; raises ArtifactError naming the file on any damage."""
   directory = os.path.join(workdir, "data")
   path = os.path.join(directory, "sequences.npz")
-  if not os.path.exists(path):
+  if not io.exists(path):
     raise io.ArtifactError(f"{path}: file not found (run --mode=prepare first)")
   try:
-    with np.load(path, allow_pickle=False) as z:
+    with io.open_file(path, "rb") as f, np.load(f, allow_pickle=False) as z:
       flat, offsets = z["items"], z["offsets"]
   except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
     raise io.ArtifactError(f"{path}: not a readable sequences archive ({e})") from None

@@ -60,7 +60,7 @@ def read_mode(workdir: str) -> dict[str, Any]:
     ArtifactError: the file is missing, empty or not JSON lines.
   """
   path = os.path.join(workdir, METRICS)
-  if not os.path.exists(path):
+  if not io.exists(path):
     raise io.ArtifactError(f"{path}: missing (did the run of this mode fail?)")
   by_epoch = {row["epoch"]: row for row in io.read_jsonl(path, convert=epoch_row)}
   if not by_epoch:
@@ -69,7 +69,7 @@ def read_mode(workdir: str) -> dict[str, Any]:
   validated = [r for r in rows if r[f"valid_{SELECT}"] is not None]
   best = max(validated, key=lambda r: r[f"valid_{SELECT}"], default=None)
   config_path = os.path.join(workdir, "config.json")  # main.py writes it after the stage
-  config = io.read_json(config_path) if os.path.exists(config_path) else {}
+  config = io.read_json(config_path) if io.exists(config_path) else {}
   return {"workdir": workdir, "epochs": rows,
           "config": {k: config[k] for k in ("diger", "train", "sid") if k in config},
           "best_epoch": best["epoch"] if best else None,

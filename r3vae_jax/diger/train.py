@@ -106,7 +106,7 @@ def load_pretrained_tokenizer(config: ml_collections.ConfigDict, vectors: np.nda
   pre.tokenizer = config.diger.pretrain
   c = pre[pre.tokenizer]
   ckpt_dir = os.path.join(workdir, "tokenizer", f"{pre.tokenizer}_ckpt")
-  if not (os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))):
+  if not (io.isdir(ckpt_dir) and any(n.isdigit() for n in io.listdir(ckpt_dir))):
     logging.info("diger: no pretrained %s in %s; fitting it first", pre.tokenizer, ckpt_dir)
     tok_api.fit_tokenizer(pre, vectors, workdir)
   graphdef, params = nnx.split(tok_programs.build_model(pre, vectors.shape[1], pre.seed))
@@ -381,15 +381,15 @@ class ItemBatchSource:
   """
 
   def __init__(self, examples: rec_data.Examples, plan: rec_data.BatchPlan |
-               rec_data.BucketedPlan):
-    self.examples, self.plan = examples, plan
+               rec_data.BucketedPlan, mesh=None):
+    self.examples, self.plan, self.mesh = examples, plan, mesh
     self.plan_rows = rec_data.PlanRows(plan)
 
   def host_batch(self, step: int) -> dict[str, np.ndarray]:
     """{"history": int32[b, H'] (-1 = padding), "target": int32[b], "weight": float32[b]} of
     global step `step`, this host's b rows; H' is the step's bucket (H without buckets)."""
     index, weight, items = self.plan_rows(step)
-    rows = parallel.host_batch_slice(self.plan.global_batch)
+    rows = parallel.host_batch_slice(self.plan.global_batch, self.mesh)
     index = index[rows]
     return {"history": rec_data.bucket_history(self.examples.history[index], items),
             "target": self.examples.target[index], "weight": weight[rows]}
@@ -434,12 +434,13 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   # examples and batches are the fixed-table trainer's (same history cap, train.example_window
   # and train.length_buckets).
   train_ex = rec_data.train_examples(splits, config.data.max_history, t.example_window)
-  valid_ex = rec_data.eval_examples(splits, "valid", config.data.max_history)
+  valid_ex = rec_data.eval_examples(splits, "valid", config.data.max_history,
+                                     config.eval.max_users)
   for ex, name in ((train_ex, "train"), (valid_ex, "valid")):
     rec_data.check_items(ex, vectors.shape[0], f"diger {name} examples")
   parallel.check_batch_size(t.batch_size, mesh)
   source = ItemBatchSource(train_ex, rec_data.make_plan(train_ex, t.batch_size, config.seed,
-                                                         t.length_buckets))
+                                                         t.length_buckets), mesh)
   steps_per_epoch = source.plan.steps_per_epoch
 
   # ================================ Model, optimizer, shard & transfer ========================

@@ -54,11 +54,11 @@ def load_ranking(path: str) -> Ranking:
   Raises:
     ArtifactError: the file is missing, not an .npz, lacks a key, or has inconsistent shapes.
   """
-  if not os.path.isfile(path):
+  if not io.isfile(path):
     raise io.ArtifactError(f"{path}: no ranking file (an evaluated run writes "
                            "recommender/{split}_ranking.npz)")
   try:
-    with np.load(path) as npz:
+    with io.open_file(path, "rb") as f, np.load(f) as npz:
       arrays = {k: npz[k] for k in npz.files}
   except (OSError, ValueError) as e:
     raise io.ArtifactError(f"{path}: not a ranking .npz ({e})") from e

@@ -14,7 +14,9 @@ per-level logits; `loss.sid_loss` does.
 Relative position bias is bucketed (T5), bidirectional in the encoder and causal in the decoder,
 one table per stack shared by its layers. Pre-norm RMSNorm, ReLU or gated-GELU FFN, dropout on
 embeddings, attention weights, sublayer outputs and the stack outputs. `d_kv` (per head) is
-independent of `d_model`. Parameters are float32; matrix products run in `dtype`.
+independent of `d_model`. Parameters are float32; matrix products run in `dtype`. Each stack
+of layers is unrolled, or one `lax.scan` over its layers with `config.recommender.scan_layers`
+(the same arithmetic; the scan compiles one layer instead of every layer).
 
 The training step has no contended scatter-adds: the position bias is a constant one-hot
 product, the item-position and output tables are tiles and slices, and the embedding gradient
@@ -101,7 +103,10 @@ class _DecoderLayer(nnx.Module):
 
 
 class _Keys:
-  """Dropout keys: a fresh fold-in of `rng` per call, or None everywhere when deterministic."""
+  """Dropout keys: a fresh fold-in of `rng` per call, or None everywhere when deterministic.
+
+  A stack of layers takes one key from its `_Keys`; layer i draws from `fold_in(that, i)`.
+  """
 
   def __init__(self, rng: jax.Array | None):
     self._rng, self._count = rng, 0
@@ -143,6 +148,7 @@ class T5Recommender(nnx.Module):
     self.max_distance = c.relative_max_distance
     self.dtype = jnp.dtype(c.dtype)
     self.embed_grad = embed_grad
+    self.scan_layers = bool(c.get("scan_layers", False))  # absent from older saved configs
     self.embed = _param(rngs.params(), (layout.vocab_size, c.d_model), 1.0, ("vocab", "embed"))
     self.item_position = _param(rngs.params(), (layout.num_levels, c.d_model), 0.1,
                                 (None, "embed"))
@@ -249,12 +255,20 @@ class T5Recommender(nnx.Module):
     x = layers.dropout(x, self.dropout_rate, keys())
     bias = layers.relative_bias(self.enc_bias[...], seq, seq, True, self.max_distance)
     mask = enc_mask[:, None, None, :]
-    for layer in self.encoder:
-      h = layers.rms_norm(x, layer.attn_norm[...])
-      x = x + layers.dropout(self._self_attend(layer.attn, h, bias, mask, keys),
+    params = [{"attn_norm": layer.attn_norm[...], "qkv": layer.attn.qkv[...],
+               "o": layer.attn.o[...], "ffn_norm": layer.ffn_norm[...],
+               "wi": layer.ffn.wi[...], "wo": layer.ffn.wo[...]} for layer in self.encoder]
+
+    def layer_fn(x: jax.Array, p: dict, key: jax.Array | None) -> jax.Array:
+      keys = _Keys(key)
+      h = layers.rms_norm(x, p["attn_norm"])
+      x = x + layers.dropout(self._self_attend(p["qkv"], p["o"], h, bias, mask, keys),
                              self.dropout_rate, keys())
-      h = layers.rms_norm(x, layer.ffn_norm[...])
-      x = x + layers.dropout(self._ffn(layer.ffn, h, keys), self.dropout_rate, keys())
+      h = layers.rms_norm(x, p["ffn_norm"])
+      return x + layers.dropout(self._ffn(p["wi"], p["wo"], h, keys), self.dropout_rate,
+                                keys())
+
+    x = self._stack(layer_fn, params, x, keys())
     return layers.dropout(layers.rms_norm(x, self.enc_norm[...]), self.dropout_rate, keys())
 
   # ---- decoder (teacher forced) ------------------------------------------------------------
@@ -276,15 +290,26 @@ class T5Recommender(nnx.Module):
     bias = layers.relative_bias(self.dec_bias[...], steps, steps, False, self.max_distance)
     causal = jnp.tril(jnp.ones((steps, steps), bool))[None, None]
     cross_mask = enc_mask[:, None, None, :]
-    for layer in self.decoder:
-      h = layers.rms_norm(x, layer.self_norm[...])
-      x = x + layers.dropout(self._self_attend(layer.self_attn, h, bias, causal, keys),
+    params = [{"self_norm": layer.self_norm[...], "self_qkv": layer.self_attn.qkv[...],
+               "self_o": layer.self_attn.o[...], "cross_norm": layer.cross_norm[...],
+               "cross_q": layer.cross_attn.q[...], "cross_kv": layer.cross_attn.kv[...],
+               "cross_o": layer.cross_attn.o[...], "ffn_norm": layer.ffn_norm[...],
+               "wi": layer.ffn.wi[...], "wo": layer.ffn.wo[...]} for layer in self.decoder]
+
+    def layer_fn(x: jax.Array, p: dict, key: jax.Array | None) -> jax.Array:
+      keys = _Keys(key)
+      h = layers.rms_norm(x, p["self_norm"])
+      x = x + layers.dropout(self._self_attend(p["self_qkv"], p["self_o"], h, bias, causal,
+                                               keys), self.dropout_rate, keys())
+      h = layers.rms_norm(x, p["cross_norm"])
+      x = x + layers.dropout(self._cross_attend(p["cross_q"], p["cross_kv"], p["cross_o"], h,
+                                                enc_out, cross_mask, keys),
                              self.dropout_rate, keys())
-      h = layers.rms_norm(x, layer.cross_norm[...])
-      x = x + layers.dropout(self._cross_attend(layer.cross_attn, h, enc_out, cross_mask, keys),
-                             self.dropout_rate, keys())
-      h = layers.rms_norm(x, layer.ffn_norm[...])
-      x = x + layers.dropout(self._ffn(layer.ffn, h, keys), self.dropout_rate, keys())
+      h = layers.rms_norm(x, p["ffn_norm"])
+      return x + layers.dropout(self._ffn(p["wi"], p["wo"], h, keys), self.dropout_rate,
+                                keys())
+
+    x = self._stack(layer_fn, params, x, keys())
     h = layers.dropout(layers.rms_norm(x, self.dec_norm[...]), self.dropout_rate, keys())
     _, valid = self.layout.padded_rows()
     kmax = self.layout.max_level_size
@@ -377,28 +402,51 @@ class T5Recommender(nnx.Module):
       x = x + layers.matmul("ghre,hed->grd", ctx, layer.cross_attn.o[...],
                             self.dtype).reshape(rows, 1, -1)
       h = layers.rms_norm(x, layer.ffn_norm[...])
-      x = x + self._ffn(layer.ffn, h, _Keys(None))
+      x = x + self._ffn(layer.ffn.wi[...], layer.ffn.wo[...], h, _Keys(None))
     h = layers.rms_norm(x[:, 0], self.dec_norm[...])
     return self.level_logits(h, level), tuple(new_cache)
 
   # ---- sublayers ---------------------------------------------------------------------------
 
-  def _self_attend(self, att: _Attention, x: jax.Array, bias: jax.Array, mask: jax.Array,
-                   keys: _Keys) -> jax.Array:
-    q, k, v = layers.matmul("bsd,cdhe->cbhse", x, att.qkv[...], self.dtype)
+  def _stack(self, layer_fn: Callable[[jax.Array, dict, jax.Array | None], jax.Array],
+             params: list[dict], x: jax.Array, key: jax.Array | None) -> jax.Array:
+    """Runs a stack of layers: layer i is `layer_fn(x, params[i], fold_in(key, i))`.
+
+    With `config.recommender.scan_layers` the layers' parameters are stacked `[n, ...]` and
+    the stack is one `lax.scan` (one layer's program, compiled once); otherwise the layers are
+    unrolled. Same arithmetic and dropout keys either way.
+    """
+    def layer_key(i):
+      return None if key is None else jax.random.fold_in(key, i)
+
+    if not self.scan_layers or len(params) < 2:
+      for i, p in enumerate(params):
+        x = layer_fn(x, p, layer_key(i))
+      return x
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
+
+    def body(x, p_i):
+      p, i = p_i
+      return layer_fn(x, p, layer_key(i)), None
+
+    x, _ = jax.lax.scan(body, x, (stacked, jnp.arange(len(params))))
+    return x
+
+  def _self_attend(self, qkv: jax.Array, o: jax.Array, x: jax.Array, bias: jax.Array,
+                   mask: jax.Array, keys: _Keys) -> jax.Array:
+    q, k, v = layers.matmul("bsd,cdhe->cbhse", x, qkv, self.dtype)
     ctx = layers.attention(q, k, v, bias, mask, self.dtype, self.dropout_rate, keys())
-    return layers.matmul("bhqe,hed->bqd", ctx, att.o[...], self.dtype)
+    return layers.matmul("bhqe,hed->bqd", ctx, o, self.dtype)
 
-  def _cross_attend(self, att: _Attention, x: jax.Array, memory: jax.Array, mask: jax.Array,
-                    keys: _Keys) -> jax.Array:
-    q = layers.matmul("bqd,dhe->bhqe", x, att.q[...], self.dtype)
-    k, v = layers.matmul("bkd,cdhe->cbhke", memory, att.kv[...], self.dtype)
+  def _cross_attend(self, wq: jax.Array, wkv: jax.Array, o: jax.Array, x: jax.Array,
+                    memory: jax.Array, mask: jax.Array, keys: _Keys) -> jax.Array:
+    q = layers.matmul("bqd,dhe->bhqe", x, wq, self.dtype)
+    k, v = layers.matmul("bkd,cdhe->cbhke", memory, wkv, self.dtype)
     ctx = layers.attention(q, k, v, None, mask, self.dtype, self.dropout_rate, keys())
-    return layers.matmul("bhqe,hed->bqd", ctx, att.o[...], self.dtype)
+    return layers.matmul("bhqe,hed->bqd", ctx, o, self.dtype)
 
-  def _ffn(self, ffn: _FeedForward, x: jax.Array, keys: _Keys) -> jax.Array:
-    return layers.feed_forward(x, ffn.wi[...], ffn.wo[...], self.ffn_kind, self.dtype,
-                               self.dropout_rate, keys())
+  def _ffn(self, wi: jax.Array, wo: jax.Array, x: jax.Array, keys: _Keys) -> jax.Array:
+    return layers.feed_forward(x, wi, wo, self.ffn_kind, self.dtype, self.dropout_rate, keys())
 
 
 def make_step_fn(model: T5Recommender, enc_out: jax.Array, enc_mask: jax.Array,

@@ -83,13 +83,14 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
 
   # ================================ Input pipeline ==============================================
   train_ex = data.train_examples(splits, config.data.max_history, t.example_window)
-  valid_ex = data.eval_examples(splits, "valid", config.data.max_history)
+  valid_ex = data.eval_examples(splits, "valid", config.data.max_history,
+                                 config.eval.max_users)
   data.check_items(train_ex, table.shape[0], "recommender: training data")
   data.check_items(valid_ex, table.shape[0], "recommender: validation data")
   item_tokens = layout.item_tokens(table)
   plan = data.make_plan(train_ex, t.batch_size, config.seed, t.length_buckets)
   total_steps = t.epochs * plan.steps_per_epoch
-  source = data.BatchSource(train_ex, plan, item_tokens, table)
+  source = data.BatchSource(train_ex, plan, item_tokens, table, mesh)
   logging.info("recommender: %d training examples, %d steps/epoch x %d epochs, %d valid users",
                len(train_ex), plan.steps_per_epoch, t.epochs, len(valid_ex))
 

@@ -10,7 +10,7 @@ import json
 import os
 from typing import Protocol
 
-import jax
+from r3vae_jax import io
 
 
 class MetricsWriter(Protocol):
@@ -24,18 +24,21 @@ class MetricsWriter(Protocol):
 
 
 class JsonlWriter:
-  """Appends each record to `path` as one sorted-key JSON line (process 0 only); a resumed run
-  appends to the same file."""
+  """Appends each record to `path` as one sorted-key JSON line (process 0 only, `io`); a resumed
+  run appends to the same file. On object stores, which cannot append, each record rewrites the
+  file whole."""
 
   def __init__(self, path: str):
     self.path = path
-    if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    io.makedirs(os.path.dirname(path) or ".")
 
   def write(self, record: dict) -> None:
-    if jax.process_index() == 0:
-      with open(self.path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+    line = json.dumps(record, sort_keys=True) + "\n"
+    if io.is_local(self.path):
+      with io.open_file(self.path, "a") as f:
+        f.write(line)
+    elif io.writes_files():
+      io.write_text(self.path, (io.read_text(self.path) if io.exists(self.path) else "") + line)
 
   def close(self) -> None:
     pass

@@ -11,8 +11,8 @@ import os
 import time
 
 from absl import logging
-import jax
 
+from r3vae_jax import io
 from r3vae_jax.training import metrics as metrics_lib
 from r3vae_jax.training import tensorboard
 
@@ -58,8 +58,7 @@ def begin(workdir: str, name: str, fingerprints: dict[str, str],
       event files in `workdir/tensorboard/<name>`).
   """
   root = os.path.join(workdir, name)
-  if jax.process_index() == 0:
-    os.makedirs(root, exist_ok=True)
+  io.makedirs(root)
   writer = writer or metrics_lib.MultiWriter(
       metrics_lib.JsonlWriter(os.path.join(root, METRICS_FILE)),
       tensorboard.TensorBoardWriter(os.path.join(workdir, TENSORBOARD_DIR, name)))
