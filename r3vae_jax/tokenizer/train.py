@@ -108,6 +108,7 @@ def train_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, work
                     resume.make_meta(META_VERSION, stage.fingerprints, history=history))
     rate, eta_s = clock.tick(epoch)
     stage.metrics.write({"kind": "eval", "tokenizer": name, **metrics, "eta_s": eta_s,
+                         "items_per_s": rate * vectors.shape[0],
                          "time": stage.elapsed()})
     logging.info("%s", progress.line(
         name, epoch, c.epochs, "epoch",
