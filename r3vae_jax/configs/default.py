@@ -213,7 +213,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sid.codebook_size = 64
   for name in ("rqvae", "r3vae"):
     c[name].epochs = 60
-    c[name].eval_every = 10  # 6 evaluations and checkpoints
     c[name].batch_size = 256
     c[name].hidden = (128, 64)
     c[name].latent_dim = 16
