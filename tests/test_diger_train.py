@@ -41,6 +41,11 @@ def small_config(decay: str = "frequency"):
 COLLAPSED_EPOCH = 2
 
 
+# The tests of `synthetic_run` run on one xdist worker (pytest.ini: --dist loadgroup), so the
+# module fixture's DIGER training happens once per session rather than once per worker.
+SHARES_SYNTHETIC_RUN = pytest.mark.xdist_group("diger_synthetic_run")
+
+
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
   """3 joint epochs; epoch 2's codes are made to collapse (a tuple holding more items than
@@ -64,6 +69,7 @@ def synthetic_run(tmp_path_factory):
   return config, workdir, vectors, splits, summary
 
 
+@SHARES_SYNTHETIC_RUN
 def test_history_logs_usage_collisions_sigma_and_validation(synthetic_run):
   config, _, _, _, summary = synthetic_run
   history = summary["history"]
@@ -83,6 +89,7 @@ def test_history_logs_usage_collisions_sigma_and_validation(synthetic_run):
   assert summary["best_epoch"] in (1, 3)
 
 
+@SHARES_SYNTHETIC_RUN
 def test_epoch_without_valid_table_is_recorded_and_skipped(synthetic_run):
   """Collapsed codes: the run goes on with the last valid table; that epoch is not validated."""
   _, _, _, _, summary = synthetic_run
@@ -92,6 +99,7 @@ def test_epoch_without_valid_table_is_recorded_and_skipped(synthetic_run):
   assert summary["best_epoch"] != COLLAPSED_EPOCH
 
 
+@SHARES_SYNTHETIC_RUN
 def test_every_epoch_is_a_json_line(synthetic_run):
   _, workdir, _, _, summary = synthetic_run
   with open(os.path.join(workdir, "diger", "metrics.jsonl"), encoding="utf-8") as f:
@@ -100,6 +108,7 @@ def test_every_epoch_is_a_json_line(synthetic_run):
   assert {"usage_per_level", "collision_rate", "sigma"} <= set(lines[-1])
 
 
+@SHARES_SYNTHETIC_RUN
 def test_saved_table_recommender_and_tokenizer_belong_together(synthetic_run):
   config, workdir, _, splits, summary = synthetic_run
   table = np.load(os.path.join(workdir, "diger", "sid_table.npy"))
@@ -113,6 +122,7 @@ def test_saved_table_recommender_and_tokenizer_belong_together(synthetic_run):
   assert valid["ndcg@10"] == pytest.approx(summary["valid"]["ndcg@10"], abs=1e-6)
 
 
+@SHARES_SYNTHETIC_RUN
 def test_rerun_resumes_without_training_again(synthetic_run):
   config, workdir, vectors, splits, summary = synthetic_run
   again = diger_train.train_diger(config, workdir, vectors, splits)
