@@ -37,6 +37,11 @@ def _config(decay: str):
   return c
 
 
+# One xdist worker runs this module's tests (pytest.ini: --dist loadgroup): the three DIGER
+# trainings of `level1_usage` happen once per session.
+pytestmark = pytest.mark.xdist_group("diger_collapse")
+
+
 @pytest.fixture(scope="module")
 def level1_usage(beauty_prefix, tmp_path_factory):
   """{decay: level-1 usage per epoch, epoch 0 = the pretrained RQ-VAE}."""
