@@ -45,7 +45,7 @@ _FUSE = flags.DEFINE_list("fuse", None, "recommend: other trained workdirs of th
 
 
 def _stage_prepare(config, workdir):
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
   from r3vae_jax.data import dataset, pipeline, splits  # pylint: disable=g-import-not-at-top
   inter = pipeline.prepare(config)
   try:  # Refuse data that later stages cannot split before writing anything.
@@ -53,6 +53,7 @@ def _stage_prepare(config, workdir):
   except ValueError as e:
     raise io.ArtifactError(f"{config.data.path or config.data.format}: {e}") from None
   dataset.save_prepared(workdir, inter)
+  lineage.record(workdir, "data", _data_fingerprint(inter), {})
   stats = dataset.stats(inter)
   print(f"{inter.name}: {stats['users']:,} users, {stats['items']:,} items, "
         f"{stats['interactions']:,} interactions")
@@ -65,15 +66,31 @@ def _load_data(workdir):
   return inter, splits.leave_one_out(inter.sequences)
 
 
-def _stage_vectors(config, workdir):
+def _data_fingerprint(inter) -> str:
+  from r3vae_jax import lineage  # pylint: disable=g-import-not-at-top
+  return lineage.data_fingerprint(inter.sequences, inter.num_items, inter.item_titles,
+                                  inter.item_text)
+
+
+def _fingerprint(array) -> str:
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  return io.fingerprint_array(array)
+
+
+def _stage_vectors(config, workdir):
+  from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
   from r3vae_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data.vectors import npy  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
-  vectors = pipeline.item_vectors(config, inter, spl)
+  data = {"data": _data_fingerprint(inter)}
+  lineage.check(workdir, data)
+  vectors = npy.check_vectors(pipeline.item_vectors(config, inter, spl), inter.num_items,
+                              f"vectors ({config.vectors.source})")
   io.write_npy(os.path.join(workdir, "vectors.npy"), vectors)
   meta = {"source": pipeline.vectors_label(config), "shape": list(vectors.shape),
           "fingerprint": io.fingerprint_array(vectors)}
   io.write_json(os.path.join(workdir, "vectors.json"), meta)
+  lineage.record(workdir, "vectors", meta["fingerprint"], data)
   print(f"vectors: {vectors.shape[0]:,} x {vectors.shape[1]} from {config.vectors.source}")
   return meta
 
@@ -114,13 +131,16 @@ def _load_sid_table(workdir, num_items):
 
 
 def _stage_tokenize(config, workdir):
-  from r3vae_jax import quantize  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import lineage, quantize  # pylint: disable=g-import-not-at-top
   from r3vae_jax.tokenizer import api  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   vectors = _load_vectors(workdir, inter.num_items)
+  inputs = {"data": _data_fingerprint(inter), "vectors": _fingerprint(vectors)}
+  lineage.check(workdir, inputs)
   if config.tokenizer == "diger":  # DIGER starts from a pretrained RQ-VAE tokenizer.
     config = _with_tokenizer(config, config.diger.pretrain)
   table, metrics = api.fit_tokenizer(config, vectors, workdir)
+  lineage.record(workdir, "sid_table", _fingerprint(table), inputs)
   # Per prefix length: how much more often consecutive training items share the prefix than
   # independent items do; the table statistic that tracked the recommenders' test NDCG@10 best
   # in a screen of 15 tables (docs/experiments.md).
@@ -136,22 +156,52 @@ def _with_tokenizer(config, name):
 
 
 def _stage_train(config, workdir):
+  from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   if config.tokenizer == "diger":
     from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
-    return diger_train.train_diger(config, workdir, _load_vectors(workdir, inter.num_items), spl)
-  from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
-  return train.train_recommender(config, workdir, _load_sid_table(workdir, inter.num_items), spl)
+    from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
+    vectors = _load_vectors(workdir, inter.num_items)
+    inputs = {"data": _data_fingerprint(inter), "vectors": _fingerprint(vectors)}
+    lineage.check(workdir, inputs)
+    out = diger_train.train_diger(config, workdir, vectors, spl)
+    table = _fingerprint(sid_table.load_sid_table(workdir)[0])
+    lineage.record(workdir, "sid_table", table, inputs, stage="train")
+    inputs = {**inputs, "sid_table": table}
+  else:
+    from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
+    table = _load_sid_table(workdir, inter.num_items)
+    inputs = {"data": _data_fingerprint(inter), "sid_table": _fingerprint(table)}
+    lineage.check(workdir, inputs)
+    out = train.train_recommender(config, workdir, table, spl)
+  lineage.record(workdir, "recommender",
+                 io.fingerprint_json({**inputs, "config": config.recommender.to_dict(),
+                                      "step": out.get("step"), "best": out.get("best_step")}),
+                 inputs)
+  return out
+
+
+def _check_trained(workdir, inter, table) -> dict:
+  """The lineage of a trained workdir's inputs, checked; returns them ({artifact: fp})."""
+  from r3vae_jax import lineage  # pylint: disable=g-import-not-at-top
+  inputs = {"data": _data_fingerprint(inter), "sid_table": _fingerprint(table)}
+  lineage.check(workdir, inputs, uses=("recommender",))
+  recommender = lineage.fingerprint_of(workdir, "recommender")
+  return {**inputs, **({"recommender": recommender} if recommender else {})}
 
 
 def _stage_evaluate(config, workdir):
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
   from r3vae_jax.recommender import evaluation  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   table = _load_sid_table(workdir, inter.num_items)
+  inputs = _check_trained(workdir, inter, table)
   metrics = {split: evaluation.evaluate_recommender(config, workdir, table, spl, split=split)
              for split in ("valid", "test")}
+  lineage.record(workdir, "rankings", lineage.files_fingerprint(
+      [os.path.join(workdir, "recommender", f"{split}_ranking.npz") for split in metrics]), inputs)
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
+  lineage.record(workdir, "eval", io.fingerprint_json(metrics), inputs)
   for split, m in metrics.items():
     if not isinstance(m, dict):
       continue
@@ -162,6 +212,10 @@ def _stage_evaluate(config, workdir):
 
 def _stage_recommend(config, workdir):
   from r3vae_jax import api  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
+  for run in [workdir] + list(_FUSE.value or []):
+    inter, _ = _load_data(run)
+    _check_trained(run, inter, sid_table.load_sid_table(run)[0])
   rec = api.Recommender.load(workdir, config)
   if _FUSE.value:
     rec = api.FusedRecommender([rec] + [api.Recommender.load(w) for w in _FUSE.value])
@@ -272,7 +326,8 @@ def run_all(config, workdir) -> dict:
   again trains on); with more than one, `wall_time_s_per_launch` lists each.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
   commit = io.source_commit()  # at the start: the code that runs, not a later checkout's
   out = {}
   launches = _earlier_launches(workdir)
@@ -282,6 +337,8 @@ def run_all(config, workdir) -> dict:
       logging.info("==== stage %s ====", name)
       with clock.stage(name):
         out[name] = _STAGES[name](config, workdir)
+      if preemption.interrupted():  # Ctrl-C: training saved; the later stages do not run.
+        return {}
   wall, every_launch = clock.wall, clock.launches
   versions = {}
   for mod in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint"):
@@ -306,44 +363,107 @@ def run_all(config, workdir) -> dict:
       "commit": commit, "versions": versions, "command": " ".join(sys.argv),
       "xla_environment": {name: os.environ[name] for name in _XLA_ENVIRONMENT
                           if name in os.environ},
+      "lineage": {name: entry for name, entry in (lineage.read(workdir) or {}).items()
+                  if name != "results"},
   }
   io.write_json(os.path.join(workdir, "results.json"), results)
+  lineage.record(workdir, "results", io.fingerprint_json(results),
+                 {name: entry["fingerprint"] for name, entry in results["lineage"].items()})
   print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s"
         + (f" ({sum(results['wall_time_s'].values()):.1f}s over {len(every_launch)} launches)"
            if launches else ""))
   return results
 
 
+def _run_mode(config, workdir) -> None:
+  from r3vae_jax import io, parallel, workdir_lock  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
+  validate.validate(config)
+  parallel.initialize_distributed()
+  if _MODE.value == "recommend":  # reads only: no lock
+    _stage_recommend(config, workdir)
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  with workdir_lock.hold(workdir, _MODE.value, chief=jax.process_index() == 0):
+    if _MODE.value == "all":
+      run_all(config, workdir)
+    else:
+      _STAGES[_MODE.value](config, workdir)
+    # The config of the run, for later stages and the API.
+    io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+
+
+# Exit codes: 2 an input, artifact or environment problem (one `error:` line); 1 an internal
+# error (one `error:` line too, the traceback in the log); 130 interrupted (SIGINT).
+EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from r3vae_jax import io, parallel  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
-    validate.validate(config)
-    parallel.initialize_distributed()
-    os.makedirs(workdir, exist_ok=True)
-    if _MODE.value == "all":
-      run_all(config, workdir)
-    elif _MODE.value == "recommend":
-      _stage_recommend(config, workdir)
-    else:
-      _STAGES[_MODE.value](config, workdir)
-    if _MODE.value != "recommend":  # The config of the run, for later stages and the API.
-      io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  except (io.ArtifactError, ValueError, OSError, FloatingPointError) as e:
+    _run_mode(config, workdir)
+  except (io.ArtifactError, ValueError, OSError, FloatingPointError, OverflowError) as e:
     # One clear line and a non-zero exit, no traceback from deep inside JAX; a failed stage
     # leaves the files already in the workdir as they were.
-    logging.error("%s failed: %s", _MODE.value, e)
-    _fail(f"{_MODE.value}: {e}")
+    _fail(f"{_MODE.value}: {_message(e)}", workdir, EXIT_INPUT)
+  except KeyboardInterrupt:
+    _fail(f"{_MODE.value}: interrupted (SIGINT)", workdir, EXIT_INTERRUPTED)
+  except Exception as e:  # pylint: disable=broad-except  # a bug: still one line, trace logged
+    _fail(f"{_MODE.value}: internal error {type(e).__name__}: {_message(e)}", workdir,
+          EXIT_INTERNAL)
+  if preemption.interrupted():
+    print(f"interrupted (SIGINT): {_MODE.value} stopped after saving a checkpoint; run the same "
+          "command again to resume", file=sys.stderr)
+    _close_checkpoint_managers()
+    sys.exit(EXIT_INTERRUPTED)
 
 
-def _fail(message: str) -> None:
-  print("error: " + " ".join(message.split()), file=sys.stderr)
-  sys.exit(2)
+def _message(e: BaseException) -> str:
+  if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e.strerror or ""):
+    return f"{e.filename}: {e.strerror or e}"
+  return str(e) or type(e).__name__
+
+
+def _close_checkpoint_managers() -> None:
+  """Closes every orbax CheckpointManager still open, so that their background threads end
+  before the interpreter does (else they print "Event loop is closed" tracebacks)."""
+  import gc  # pylint: disable=g-import-not-at-top
+  ocp = sys.modules.get("orbax.checkpoint")
+  if ocp is None:
+    return
+  for obj in gc.get_objects():
+    if isinstance(obj, ocp.CheckpointManager):
+      with contextlib.suppress(Exception):
+        obj.close()
+
+
+def _error_log(workdir: str) -> str | None:
+  """Writes the traceback being handled to workdir/logs/error-<time>.log; its path, or None."""
+  import traceback  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "logs", time.strftime("error-%Y%m%d-%H%M%S.log"))
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {' '.join(sys.argv)}\n")
+      f.write(traceback.format_exc())
+    return path
+  except OSError:
+    return None
+
+
+def _fail(message: str, workdir: str | None = None, code: int = EXIT_INPUT) -> None:
+  """Prints one `error:` line (with the path of the traceback log when `workdir`) and exits."""
+  _close_checkpoint_managers()
+  log = _error_log(workdir) if workdir else None
+  print("error: " + " ".join(message.split()) + (f" (traceback in {log})" if log else ""),
+        file=sys.stderr)
+  sys.exit(code)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
