@@ -46,6 +46,9 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
 }
 
 
+_STAGE_ORDER = ("prepare", "vectors", "tokenize", "train", "evaluate", "all")
+
+
 class LineageError(io.ArtifactError):
   """An artifact was made from inputs other than the ones now in the workdir."""
 
@@ -145,7 +148,7 @@ def check(workdir: str, current: Mapping[str, str], uses: tuple[str, ...] = ()) 
           f"{path(name)}: content (fingerprint {fingerprint}) differs from what "
           f"--mode={entry['stage']} wrote (fingerprint {entry['fingerprint']}, {_path(workdir)}); "
           f"the file was replaced; rerun --mode={entry['stage']}")
-  todo, seen = list(current) + list(uses), set()
+  todo, seen, stale = list(current) + list(uses), set(), []
   while todo:
     name = todo.pop()
     if name in seen or name not in artifacts:
@@ -153,8 +156,11 @@ def check(workdir: str, current: Mapping[str, str], uses: tuple[str, ...] = ()) 
     seen.add(name)
     for source, used in artifacts[name]["made_from"].items():
       if source in now and now[source] != used:
-        raise LineageError(
-            f"{path(name)}: made from {path(source)} with fingerprint {used}, but that file now "
-            f"holds {now[source]} (--mode={ARTIFACTS[source][1]} ran again since); rerun "
-            f"--mode={artifacts[name]['stage']} to rebuild {ARTIFACTS[name][0]} from it")
+        stale.append((name, source, used))
       todo.append(source)
+  if stale:  # the most upstream one: rebuilding it (and what follows) rebuilds the others
+    name, source, used = min(stale, key=lambda s: _STAGE_ORDER.index(artifacts[s[0]]["stage"]))
+    raise LineageError(
+        f"{path(name)}: made from {path(source)} with fingerprint {used}, but that file now "
+        f"holds {now[source]} (--mode={ARTIFACTS[source][1]} ran again since); rerun "
+        f"--mode={artifacts[name]['stage']} and the stages after it")

@@ -401,13 +401,15 @@ EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, workdir_lock  # pylint: disable=g-import-not-at-top
   from r3vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
     _run_mode(config, workdir)
+  except workdir_lock.LockedError as e:  # another process's workdir: nothing written there
+    _fail(f"{_MODE.value}: {e}")
   except (io.ArtifactError, ValueError, OSError, FloatingPointError, OverflowError) as e:
     # One clear line and a non-zero exit, no traceback from deep inside JAX; a failed stage
     # leaves the files already in the workdir as they were.
