@@ -10,8 +10,10 @@ good one is used; when none reads back, restore raises instead of starting over.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import weakref
 from typing import Any
 
 from absl import logging
@@ -39,7 +41,20 @@ def make_manager(directory: str, keep: int = 2, best_metric: str | None = None,
       best_mode=best_mode,
       cleanup_tmp_directories=True,
   )
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  _MANAGERS.add(manager)
+  return manager
+
+
+_MANAGERS: "weakref.WeakSet[ocp.CheckpointManager]" = weakref.WeakSet()
+
+
+def close_all() -> None:
+  """Closes every manager `make_manager` made that is still alive, so that their background
+  threads end before the interpreter does (a process that exits on an error)."""
+  for manager in list(_MANAGERS):
+    with contextlib.suppress(Exception):
+      manager.close()
 
 
 CHECKSUMS_KEY = "state_checksums"   # added to meta by `save`, checked and removed by `restore`

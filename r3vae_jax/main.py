@@ -61,9 +61,13 @@ def _stage_prepare(config, workdir):
 
 
 def _load_data(workdir):
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   from r3vae_jax.data import dataset, splits  # pylint: disable=g-import-not-at-top
   inter = dataset.load_prepared(workdir)
-  return inter, splits.leave_one_out(inter.sequences)
+  try:
+    return inter, splits.leave_one_out(inter.sequences)
+  except ValueError as e:
+    raise io.ArtifactError(f"{os.path.join(workdir, 'data', 'sequences.npz')}: {e}") from None
 
 
 def _data_fingerprint(inter) -> str:
@@ -103,7 +107,11 @@ def _load_vectors(workdir, num_items):
   vectors = npy.check_vectors(io.read_npy(path), num_items, path)
   meta_path = os.path.join(workdir, "vectors.json")
   if os.path.exists(meta_path):
-    expected = io.read_json(meta_path).get("fingerprint")
+    meta = io.read_json(meta_path)
+    expected = meta.get("fingerprint") if isinstance(meta, dict) else None
+    if not isinstance(expected, str):
+      raise io.ArtifactError(f"{meta_path}: expected a JSON object with a string field "
+                             "fingerprint (rerun --mode=vectors)")
     if expected != io.fingerprint_array(vectors):
       raise io.ArtifactError(f"{path}: fingerprint {io.fingerprint_array(vectors)} does not match "
                              f"{meta_path} ({expected}); the two files come from different runs "
@@ -120,10 +128,12 @@ def _load_sid_table(workdir, num_items):
   if table.shape[0] != num_items:
     raise io.ArtifactError(f"{source}: {table.shape[0]} rows, but the prepared data has "
                            f"{num_items} items (rerun --mode=tokenize)")
-  made_from = metrics.get("meta", {}).get("vectors_fingerprint")
+  meta = metrics.get("meta") if isinstance(metrics.get("meta"), dict) else {}
+  made_from = meta.get("vectors_fingerprint")
   vectors_path = os.path.join(workdir, "vectors.json")
   if made_from and os.path.exists(vectors_path):
-    current = io.read_json(vectors_path).get("fingerprint")
+    vectors_meta = io.read_json(vectors_path)
+    current = vectors_meta.get("fingerprint") if isinstance(vectors_meta, dict) else None
     if current != made_from:
       raise io.ArtifactError(f"{source}: made from vectors with fingerprint {made_from}, but "
                              f"{vectors_path} says {current}; rerun --mode=tokenize")
@@ -169,7 +179,11 @@ def _stage_train(config, workdir):
     lineage.record(workdir, "sid_table", table, inputs, stage="train")
     inputs = {**inputs, "sid_table": table}
   else:
-    from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
+    from r3vae_jax.recommender import artifacts, train  # pylint: disable=g-import-not-at-top
+    checkpoints = artifacts.paths(workdir).checkpoints
+    if os.path.exists(checkpoints) and not os.path.isdir(checkpoints):
+      raise io.ArtifactError(f"{checkpoints}: not a folder (the recommender's checkpoints go "
+                             "there); move it away or use another --workdir")
     table = _load_sid_table(workdir, inter.num_items)
     inputs = {"data": _data_fingerprint(inter), "sid_table": _fingerprint(table)}
     lineage.check(workdir, inputs)
@@ -211,7 +225,7 @@ def _stage_evaluate(config, workdir):
 
 
 def _stage_recommend(config, workdir):
-  from r3vae_jax import api  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import api, io  # pylint: disable=g-import-not-at-top
   from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
   for run in [workdir] + list(_FUSE.value or []):
     inter, _ = _load_data(run)
@@ -221,6 +235,10 @@ def _stage_recommend(config, workdir):
     rec = api.FusedRecommender([rec] + [api.Recommender.load(w) for w in _FUSE.value])
     print(f"late fusion of {len(rec.members)} runs: {', '.join([workdir] + _FUSE.value)}")
   if _ITEMS.value:
+    bad = next((i for i in _ITEMS.value if not i.strip().lstrip("-").isdigit()), None)
+    if bad is not None:
+      raise io.ArtifactError(f"--items: {bad!r} is not an item id (expected integers, e.g. "
+                             "--items=3,17,42)")
     history = [int(i) for i in _ITEMS.value]
   elif _USER.value is not None:
     history = rec.user_history(_USER.value)
@@ -433,16 +451,11 @@ def _message(e: BaseException) -> str:
 
 
 def _close_checkpoint_managers() -> None:
-  """Closes every orbax CheckpointManager still open, so that their background threads end
+  """Closes the orbax checkpoint managers still open, so that their background threads end
   before the interpreter does (else they print "Event loop is closed" tracebacks)."""
-  import gc  # pylint: disable=g-import-not-at-top
-  ocp = sys.modules.get("orbax.checkpoint")
-  if ocp is None:
-    return
-  for obj in gc.get_objects():
-    if isinstance(obj, ocp.CheckpointManager):
-      with contextlib.suppress(Exception):
-        obj.close()
+  checkpoint = sys.modules.get("r3vae_jax.checkpoint")
+  if checkpoint is not None:
+    checkpoint.close_all()
 
 
 def _error_log(workdir: str) -> str | None:

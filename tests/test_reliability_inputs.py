@@ -24,10 +24,13 @@ _NAMES = [case.name for case in corpus.CASES]
 
 
 def _argv(case: corpus.Case, workdir: pathlib.Path) -> list[str]:
-  flags = [f.replace("{corpus}", str(corpus.HERE)) for f in case.flags]
+  flags = [f.replace("{corpus}", str(corpus.HERE)).replace("{workdir}", str(workdir))
+           for f in case.flags]
   if not any(f.startswith("--config=") for f in flags):
     flags = rh.tiny_flags() + flags
-  return flags + [f"--workdir={workdir}", f"--mode={case.mode}"]
+  if not any(f.startswith("--workdir=") for f in flags):
+    flags.append(f"--workdir={workdir}")
+  return flags + [f"--mode={case.mode}"]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +49,19 @@ def corpus_runs(tmp_path_factory):
           shutil.copytree(bases[case.base], workdir)
         for target, source in case.place:
           shutil.copyfile(corpus.HERE / source, workdir / target)
+        for target, content in case.write:
+          (workdir / target).parent.mkdir(parents=True, exist_ok=True)
+          if isinstance(content, str):
+            (workdir / target).write_text(content, encoding="utf-8")
+          else:
+            (workdir / target).write_bytes(content)
         for target in case.remove:
           (workdir / target).unlink()
+        if case.setup is not None:
+          case.setup(workdir)
         before[case.name] = rh.tree_hashes(workdir)
-        jobs.append({"name": case.name, "argv": _argv(case, workdir)})
+        jobs.append({"name": case.name, "argv": _argv(case, workdir),
+                     "fsize_limit": case.fsize_limit})
       env = rh.cache_env(rh.shared_dir(tmp_path_factory, "jax_cache"))
       results = rh.run_jobs(jobs, shared / "logs", env)
       (shared / "runs.json").write_text(json.dumps({
@@ -67,6 +79,7 @@ def test_bad_input_fails_cleanly(corpus_runs, name):
   result = rh.Result(run["rc"], run["output"], run["seconds"])
   if case.ok:
     assert result.rc == 0, run["output"][-3000:]
+    assert "Traceback" not in run["output"] and not result.error_lines, run["output"][-3000:]
     return
   rh.assert_clean_failure(result, case.expect, run["before"], run["after"])
 

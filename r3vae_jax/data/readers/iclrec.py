@@ -35,6 +35,10 @@ def read_user_sequences(path: str) -> RawLog:
     except ValueError:
       bad = next(t for t in items if not t.lstrip("-").isdigit())
       raise io.ArtifactError(f"{path}: line {lineno}: item id {bad!r} is not an integer") from None
+    except OverflowError:
+      bad = next(t for t in items if abs(int(t)) > np.iinfo(np.int64).max)
+      raise io.ArtifactError(f"{path}: line {lineno}: item id {bad} is too large (expected "
+                             f"< 2**63)") from None
     if ids.min() < 1:
       raise io.ArtifactError(
           f"{path}: line {lineno}: item id {int(ids.min())} < 1 (ids are 1-based)")
