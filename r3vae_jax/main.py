@@ -224,9 +224,24 @@ def _stage_evaluate(config, workdir):
   return metrics
 
 
+def _items_flag() -> list[int] | None:
+  """--items as item ids, None without it."""
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  if not _ITEMS.value:
+    return None
+  bad = next((i for i in _ITEMS.value if not i.strip().lstrip("-").isdigit()), None)
+  if bad is not None:
+    raise io.ArtifactError(f"--items: {bad!r} is not an item id (expected integers, e.g. "
+                           "--items=3,17,42)")
+  return [int(i) for i in _ITEMS.value]
+
+
 def _stage_recommend(config, workdir):
-  from r3vae_jax import api, io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import api  # pylint: disable=g-import-not-at-top
   from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
+  history = _items_flag()
+  if history is None and _USER.value is None:
+    raise app.UsageError("--mode=recommend needs --user or --items")
   for run in [workdir] + list(_FUSE.value or []):
     inter, _ = _load_data(run)
     _check_trained(run, inter, sid_table.load_sid_table(run)[0])
@@ -234,16 +249,8 @@ def _stage_recommend(config, workdir):
   if _FUSE.value:
     rec = api.FusedRecommender([rec] + [api.Recommender.load(w) for w in _FUSE.value])
     print(f"late fusion of {len(rec.members)} runs: {', '.join([workdir] + _FUSE.value)}")
-  if _ITEMS.value:
-    bad = next((i for i in _ITEMS.value if not i.strip().lstrip("-").isdigit()), None)
-    if bad is not None:
-      raise io.ArtifactError(f"--items: {bad!r} is not an item id (expected integers, e.g. "
-                             "--items=3,17,42)")
-    history = [int(i) for i in _ITEMS.value]
-  elif _USER.value is not None:
+  if history is None:
     history = rec.user_history(_USER.value)
-  else:
-    raise app.UsageError("--mode=recommend needs --user or --items")
   print("history:")
   for item in history[-10:]:
     print(f"  {item:>7d}  {rec.title(item)}")
@@ -432,6 +439,8 @@ def main(argv):
     # One clear line and a non-zero exit, no traceback from deep inside JAX; a failed stage
     # leaves the files already in the workdir as they were.
     _fail(f"{_MODE.value}: {_message(e)}", workdir, EXIT_INPUT)
+  except app.UsageError:
+    raise
   except KeyboardInterrupt:
     _fail(f"{_MODE.value}: interrupted (SIGINT)", workdir, EXIT_INTERRUPTED)
   except Exception as e:  # pylint: disable=broad-except  # a bug: still one line, trace logged

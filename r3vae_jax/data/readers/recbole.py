@@ -32,7 +32,8 @@ def read_rows(path: str) -> tuple[list[str], list[str], Iterator[tuple[int, list
     raise io.ArtifactError(f"{path}: empty file (expected a `field:type` header)") from None
   except UnicodeDecodeError as e:
     f.close()
-    raise io.ArtifactError(f"{path}: line 1: not utf-8 text ({e.reason})") from None
+    raise io.ArtifactError(f"{path}: line {sources.undecodable_line(path)}: not utf-8 text "
+                           f"({e.reason})") from None
   except csv.Error as e:
     f.close()
     raise io.ArtifactError(f"{path}: line 1: malformed header ({e})") from None
@@ -64,7 +65,7 @@ def read_rows(path: str) -> tuple[list[str], list[str], Iterator[tuple[int, list
       except csv.Error as e:
         raise io.ArtifactError(f"{path}: line {reader.line_num}: malformed row ({e})") from None
       except UnicodeDecodeError as e:
-        raise io.ArtifactError(f"{path}: line {reader.line_num + 1}: not utf-8 text "
+        raise io.ArtifactError(f"{path}: line {sources.undecodable_line(path)}: not utf-8 text "
                                f"({e.reason})") from None
 
   return names, types, rows()
