@@ -20,6 +20,7 @@ Override any of them: --config.train.lr=5e-4.
 from __future__ import annotations
 
 import contextlib
+import logging as std_logging
 import math
 import os
 import sys
@@ -400,9 +401,30 @@ def run_all(config, workdir) -> dict:
   return results
 
 
+class _TracebacksToLog(std_logging.Filter):
+  """Keeps the tracebacks that libraries log (orbax's background threads log every failed
+  write with one) off the terminal; `_error_log` writes them to the error log instead."""
+
+  def __init__(self):
+    super().__init__()
+    self.tracebacks: list[str] = []
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.exc_info:
+      import traceback  # pylint: disable=g-import-not-at-top
+      self.tracebacks.append(f"{record.getMessage()}\n"
+                             + "".join(traceback.format_exception(*record.exc_info)))
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+_LOGGED_TRACEBACKS = _TracebacksToLog()
+
+
 def _run_mode(config, workdir) -> None:
   from r3vae_jax import io, parallel, workdir_lock  # pylint: disable=g-import-not-at-top
   from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
+  std_logging.getLogger("absl").addFilter(_LOGGED_TRACEBACKS)
   validate.validate(config)
   parallel.initialize_distributed()
   if _MODE.value == "recommend":  # reads only: no lock
@@ -437,7 +459,8 @@ def main(argv):
     _fail(f"{_MODE.value}: {e}")
   except (io.ArtifactError, ValueError, OSError, FloatingPointError, OverflowError) as e:
     # One clear line and a non-zero exit, no traceback from deep inside JAX; a failed stage
-    # leaves the files already in the workdir as they were.
+    # leaves the files already in the workdir as they were (a checkpoint it failed to write,
+    # e.g. on a full disk, is removed).
     _fail(f"{_MODE.value}: {_message(e)}", workdir, EXIT_INPUT)
   except app.UsageError:
     raise
@@ -476,14 +499,30 @@ def _error_log(workdir: str) -> str | None:
     with open(path, "a", encoding="utf-8") as f:
       f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {' '.join(sys.argv)}\n")
       f.write(traceback.format_exc())
+      for logged in _LOGGED_TRACEBACKS.tracebacks:
+        f.write("\nlogged earlier: " + logged)
     return path
   except OSError:
     return None
 
 
+def _remove_partial_checkpoints(workdir: str) -> None:
+  """Deletes orbax's temporary folders of checkpoints that failed to save (this process held
+  the workdir's lock, so no other writer is saving one)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  for root, dirs, _ in os.walk(workdir):
+    for name in list(dirs):
+      if ".orbax-checkpoint-tmp" in name:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+      if ".orbax-checkpoint-tmp" in name or name.isdigit():
+        dirs.remove(name)  # nothing of ours inside a step folder
+
+
 def _fail(message: str, workdir: str | None = None, code: int = EXIT_INPUT) -> None:
   """Prints one `error:` line (with the path of the traceback log when `workdir`) and exits."""
   _close_checkpoint_managers()
+  if workdir and os.path.isdir(workdir):
+    _remove_partial_checkpoints(workdir)
   log = _error_log(workdir) if workdir else None
   print("error: " + " ".join(message.split()) + (f" (traceback in {log})" if log else ""),
         file=sys.stderr)
