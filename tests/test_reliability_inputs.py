@@ -7,6 +7,7 @@ line naming the file or field, no traceback, and the workdir's files as they wer
 import importlib
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,30 @@ def test_bad_input_fails_cleanly(corpus_runs, name):
     assert "Traceback" not in run["output"] and not result.error_lines, run["output"][-3000:]
     return
   rh.assert_clean_failure(result, case.expect, run["before"], run["after"])
+
+
+# Flag errors (before any workdir), another writer's workdir, a workdir that is a file: no log.
+_NO_LOG = {"string_for_int", "unknown_field", "config_file_type_error",
+           "config_file_syntax_error", "lock_held_by_live_process", "lock_of_another_host",
+           "workdir_is_a_file"}
+
+
+def test_error_line_names_a_log_with_the_traceback(corpus_runs):
+  """Every failure that got to its workdir leaves the full traceback in workdir/logs/ and says
+  where; the terminal shows none."""
+  named = 0
+  for case in corpus.CASES:
+    run = corpus_runs[case.name]
+    line = next((l for l in run["output"].splitlines() if l.startswith("error:")), "")
+    match = re.search(r"\(traceback in (\S+\.log)\)$", line)
+    if case.ok or case.name in _NO_LOG:
+      continue
+    assert match, (case.name, line)
+    log = pathlib.Path(match.group(1))
+    assert log.is_file() and log.parent == pathlib.Path(run["workdir"]) / "logs", line
+    assert "Traceback (most recent call last)" in log.read_text(), case.name
+    named += 1
+  assert named >= 90
 
 
 def test_duplicate_timestamps_keep_file_order(corpus_runs):
