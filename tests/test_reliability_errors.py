@@ -41,3 +41,26 @@ def test_full_disk_during_a_checkpoint_save(tmp_path):
   assert sorted(p.name for p in checkpoints.iterdir()) == ["5"]
   log = next((tmp_path / "logs").iterdir()).read_text()
   assert log.count("Traceback (most recent call last)") >= 2  # the save's and orbax's logged ones
+
+
+def test_sigint_is_handled_like_sigterm():
+  """Ctrl-C asks for a stop (checkpoint, then exit 130); a second one interrupts at once; the
+  previous handlers come back after the watch."""
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
+  before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+  try:
+    with preemption.PreemptionWatch() as watch:
+      assert not watch.requested(0) and not preemption.interrupted()
+      os.kill(os.getpid(), signal.SIGINT)
+      assert watch.requested(1) and preemption.interrupted()
+      with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with preemption.PreemptionWatch() as watch:
+      os.kill(os.getpid(), signal.SIGTERM)
+      assert watch.requested(0)
+  finally:
+    preemption._INTERRUPTED.clear()  # pylint: disable=protected-access
