@@ -16,6 +16,11 @@ Main config fields: dataset, tokenizer (rqkmeans|rqvae|r3vae|diger), data.*, vec
 sid.levels / sid.codebook_size, <tokenizer>.* (epochs, lr, ...), recommender.* (T5 sizes),
 train.* (batch_size, lr, epochs, patience), eval.beam_size / eval.ks, mesh.data / mesh.model.
 Override any of them: --config.train.lr=5e-4.
+
+Every mode but recommend holds the workdir's lock (`workdir_lock.py`) and checks the lineage of
+the artifacts it reads (`lineage.py`). Exit codes: 0 done; 2 a bad input, artifact or
+environment problem (one `error:` line; the traceback in workdir/logs/error-<time>.log); 1 an
+internal error (the same, the line says so); 130 stopped by Ctrl-C (after a checkpoint).
 """
 from __future__ import annotations
 
