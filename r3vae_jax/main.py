@@ -51,13 +51,11 @@ _FUSE = flags.DEFINE_list("fuse", None, "recommend: other trained workdirs of th
 
 
 def _stage_prepare(config, workdir):
-  from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.data import dataset, pipeline, splits  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import lineage  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data import dataset, pipeline  # pylint: disable=g-import-not-at-top
   inter = pipeline.prepare(config)
-  try:  # Refuse data that later stages cannot split before writing anything.
-    splits.leave_one_out(inter.sequences)
-  except ValueError as e:
-    raise io.ArtifactError(f"{config.data.path or config.data.format}: {e}") from None
+  # Refuse data that later stages cannot split before writing anything.
+  dataset.check_splittable(inter, config.data.path or config.data.format)
   dataset.save_prepared(workdir, inter)
   lineage.record(workdir, "data", _data_fingerprint(inter), {})
   stats = dataset.stats(inter)

@@ -85,10 +85,11 @@ def test_bad_input_fails_cleanly(corpus_runs, name):
   rh.assert_clean_failure(result, case.expect, run["before"], run["after"])
 
 
-# Flag errors (before any workdir), another writer's workdir, a workdir that is a file: no log.
+# Flag errors (before any workdir), another writer's workdir, a workdir that is a file, a full
+# disk (the log may not fit): no log.
 _NO_LOG = {"string_for_int", "unknown_field", "config_file_type_error",
            "config_file_syntax_error", "lock_held_by_live_process", "lock_of_another_host",
-           "workdir_is_a_file"}
+           "workdir_is_a_file", "disk_full_prepare", "disk_full_vectors"}
 
 
 def test_error_line_names_a_log_with_the_traceback(corpus_runs):

@@ -24,6 +24,7 @@ class Interactions:
   sequences: list[np.ndarray]
   item_titles: list[str] | None
   item_text: list[str] | None
+  user_keys: list[str] | None = None   # the source's user ids (not saved; for messages)
 
 
 def validate(inter: Interactions, source: str = "interactions") -> None:
@@ -45,6 +46,34 @@ def validate(inter: Interactions, source: str = "interactions") -> None:
       raise io.ArtifactError(
           f"{source}: field {field} has {len(values)} entries, expected num_items="
           f"{inter.num_items}")
+
+
+def describe_user(inter: Interactions, u: int, path: str | None) -> str:
+  """User `u` as the source file names it: its id and the first line that starts with it
+  (when `path` is a text file), else its 0-based index."""
+  if not inter.user_keys:
+    return f"#{u} (0-based index)"
+  key = inter.user_keys[u]
+  if path and os.path.isfile(path):
+    from r3vae_jax.data import sources  # pylint: disable=g-import-not-at-top
+    try:
+      for lineno, line in sources.numbered_lines(path, "dataset file", errors="replace"):
+        if line.replace("::", " ").replace(",", " ").split()[:1] == [key]:
+          return f"{key} (line {lineno})"
+    except io.ArtifactError:
+      pass
+  return key
+
+
+def check_splittable(inter: Interactions, source: str, min_items: int = 3) -> None:
+  """Raises ArtifactError naming the first user (by `describe_user`) with < `min_items` items:
+  leave-one-out needs one training item, one validation and one test target."""
+  for u, seq in enumerate(inter.sequences):
+    if len(seq) < min_items:
+      raise io.ArtifactError(
+          f"{source}: user {describe_user(inter, u, source)} has {len(seq)} items after "
+          f"filtering; at least {min_items} are needed (one to train on, one validation and one "
+          "test target); raise config.data.min_core or drop the user")
 
 
 def stats(inter: Interactions) -> dict:
