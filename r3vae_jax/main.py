@@ -9,6 +9,8 @@ Modes (each reads and writes files in --workdir, so any stage can be rerun alone
   train      train the T5 recommender on the SID table (config.tokenizer=diger: joint training)
   evaluate   constrained beam search on validation and test; writes eval.json
   all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json
+             (a baseline config, `beauty.py:sasrec` (popularity | markov | sasrec): prepare,
+             fit, both protocols; r3vae_jax/baselines)
   recommend  top-K items for --user (or --items=i1,i2,...) from a trained workdir
              (--fuse=DIR,...: mixed with other runs of the dataset, late fusion)
 
@@ -25,6 +27,7 @@ internal error (the same, the line says so); 130 stopped by Ctrl-C (after a chec
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging as std_logging
 import math
 import os
@@ -216,8 +219,10 @@ def _stage_evaluate(config, workdir):
   inputs = _check_trained(workdir, inter, table)
   metrics = {split: evaluation.evaluate_recommender(config, workdir, table, spl, split=split)
              for split in ("valid", "test")}
-  lineage.record(workdir, "rankings", lineage.files_fingerprint(
-      [os.path.join(workdir, "recommender", f"{split}_ranking.npz") for split in metrics]), inputs)
+  for split in ("valid", "test"):  # both protocols: seen items removed and untouched
+    metrics[f"{split}_full_ranking"] = metrics[split].pop("full_ranking")
+  rankings = sorted(glob.glob(os.path.join(workdir, "recommender", "*_ranking.npz")))
+  lineage.record(workdir, "rankings", lineage.files_fingerprint(rankings), inputs)
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
   lineage.record(workdir, "eval", io.fingerprint_json(metrics), inputs)
   for split, m in metrics.items():
@@ -435,7 +440,12 @@ def _run_mode(config, workdir) -> None:
     return
   import jax  # pylint: disable=g-import-not-at-top
   with workdir_lock.hold(workdir, _MODE.value, chief=jax.process_index() == 0):
-    if _MODE.value == "all":
+    if config.get("method"):  # a baseline row (`dataset.py:popularity|markov|sasrec`)
+      if _MODE.value != "all":
+        raise ValueError(f"config.method={config.method}: baseline rows run with --mode=all")
+      from r3vae_jax.baselines import run as baseline_run  # pylint: disable=g-import-not-at-top
+      baseline_run.run_all(config, workdir)
+    elif _MODE.value == "all":
       run_all(config, workdir)
     else:
       _STAGES[_MODE.value](config, workdir)

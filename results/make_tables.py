@@ -210,10 +210,10 @@ def headline(rows: dict) -> str:
           refs += ["–" if n10 is None else f"{n10:.4f}", "–" if r10 is None else f"{r10:.4f}"]
         lines.append("| " + " | ".join(refs) + " |")
     out.append("\n".join(lines))
-  rows_used = "; ".join(f"{name}: " + ", ".join(f"{d} `{spec[d][0]}` {spec[d][1]} epochs"
-                                                for d in DATASETS) for name, spec in HEADLINE)
-  return "\n\n".join(out) + ("\n\nMean ± std over seeds (their number in brackets). "
-                              f"Rows: {rows_used}.")
+  return "\n\n".join(out) + (
+      "\n\nMean ± std over seeds (their number in brackets). Each row is one preset, run as "
+      "`--config=<dataset>.py:<preset>` with the presets `rqkmeans`, `rqvae`, `r3vae` and "
+      "`diger` (`r3vae_jax/configs/presets.py` holds their settings and epochs).")
 
 
 RESULTS_HEADER = """# Results
