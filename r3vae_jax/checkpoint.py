@@ -28,7 +28,15 @@ from r3vae_jax.io import ArtifactError
 
 def make_manager(directory: str, keep: int = 2, best_metric: str | None = None,
                  best_mode: str = "max", async_save: bool = True) -> ocp.CheckpointManager:
-  """A manager that keeps the `keep` latest steps and, if `best_metric`, the best one too."""
+  """A manager that keeps the `keep` latest steps and, if `best_metric`, the best one too.
+
+  Raises:
+    ArtifactError: `directory` exists but is not a folder (read as "no checkpoint", it would
+      start the run over).
+  """
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise ArtifactError(f"{directory}: not a folder (checkpoints go there); move it away or use "
+                        "another --workdir")
   policies = [ocp.checkpoint_managers.LatestN(keep)]
   if best_metric is not None:
     policies.append(ocp.checkpoint_managers.BestN(

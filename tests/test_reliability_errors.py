@@ -64,3 +64,12 @@ def test_sigint_is_handled_like_sigterm():
       assert watch.requested(0)
   finally:
     preemption._INTERRUPTED.clear()  # pylint: disable=protected-access
+
+
+def test_a_checkpoint_folder_that_is_a_file_is_refused(tmp_path):
+  """Read as "no checkpoint", it would start training over and append to the old logs."""
+  import pytest  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import checkpoint, io  # pylint: disable=g-import-not-at-top
+  (tmp_path / "ckpt").write_text("x")
+  with pytest.raises(io.ArtifactError, match=r"ckpt: not a folder \(checkpoints go there\)"):
+    checkpoint.make_manager(str(tmp_path / "ckpt"))
