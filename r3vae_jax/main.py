@@ -429,10 +429,26 @@ class _TracebacksToLog(std_logging.Filter):
 _LOGGED_TRACEBACKS = _TracebacksToLog()
 
 
+def _unraisable_to_log(unraisable) -> None:
+  """sys.unraisablehook: an exception nobody can catch (orbax's coroutines and event loops,
+  collected after a failed restore) goes to the error log, not the terminal."""
+  import traceback  # pylint: disable=g-import-not-at-top
+  trace = "".join(traceback.format_exception(unraisable.exc_type, unraisable.exc_value,
+                                             unraisable.exc_traceback))
+  _LOGGED_TRACEBACKS.tracebacks.append(
+      f"{unraisable.err_msg or 'Exception ignored in'}: {unraisable.object!r}\n{trace}")
+
+
+def _install_quiet_hooks() -> None:
+  """Library tracebacks (logged, or raised where nothing catches them) go to the error log."""
+  std_logging.getLogger("absl").addFilter(_LOGGED_TRACEBACKS)
+  sys.unraisablehook = _unraisable_to_log
+
+
 def _run_mode(config, workdir) -> None:
   from r3vae_jax import io, parallel, workdir_lock  # pylint: disable=g-import-not-at-top
   from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
-  std_logging.getLogger("absl").addFilter(_LOGGED_TRACEBACKS)
+  _install_quiet_hooks()
   validate.validate(config)
   parallel.initialize_distributed()
   if _MODE.value == "recommend":  # reads only: no lock

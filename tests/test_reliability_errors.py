@@ -1,6 +1,7 @@
-"""A checkpoint save that fails (a full disk) ends in one error line: orbax's logged tracebacks
-go to the error log, and no temporary checkpoint folder stays behind."""
-import pathlib
+"""Environment faults end in one error line: a checkpoint save that fails (a full disk) leaves
+no temporary folder and orbax's tracebacks go to the error log; a failed restore prints no
+orbax traceback; Ctrl-C is handled like SIGTERM; a checkpoint folder that is a file is refused."""
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,8 +18,7 @@ _SCRIPT = textwrap.dedent("""
     manager = checkpoint.make_manager(workdir + "/recommender/checkpoints")
     checkpoint.save(manager, 5, {"w": jax.numpy.ones(3)}, {})
     manager.wait_until_finished()
-    import logging as std_logging
-    std_logging.getLogger("absl").addFilter(main._LOGGED_TRACEBACKS)
+    main._install_quiet_hooks()
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
     try:
@@ -73,3 +73,33 @@ def test_a_checkpoint_folder_that_is_a_file_is_refused(tmp_path):
   (tmp_path / "ckpt").write_text("x")
   with pytest.raises(io.ArtifactError, match=r"ckpt: not a folder \(checkpoints go there\)"):
     checkpoint.make_manager(str(tmp_path / "ckpt"))
+
+
+_RESTORE_OTHER_MODEL = textwrap.dedent("""
+    import sys
+    import jax.numpy as jnp
+    from r3vae_jax import checkpoint, io, main
+    workdir = sys.argv[1]
+    main._install_quiet_hooks()
+    manager = checkpoint.make_manager(workdir + "/ckpt", async_save=False)
+    for step in (5, 10):
+      checkpoint.save(manager, step, {"w": jnp.ones((64, 64)) * step}, {})
+    manager.close()
+    manager = checkpoint.make_manager(workdir + "/ckpt", async_save=False)
+    try:
+      checkpoint.restore(manager, checkpoint.abstract_like({"w": jnp.ones((32, 64))}))
+    except io.ArtifactError as e:
+      main._fail(f"evaluate: {e}", workdir)
+""")
+
+
+def test_a_failed_restore_prints_one_line_and_no_orbax_traceback(tmp_path):
+  """orbax leaves coroutines and a closed event loop behind a failed restore; what they raise
+  at collection goes to the error log, not the terminal."""
+  proc = subprocess.run([sys.executable, "-c", _RESTORE_OTHER_MODEL, str(tmp_path)], cwd=REPO,
+                        capture_output=True, text=True, timeout=300, check=False)
+  output = proc.stderr + proc.stdout
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert proc.returncode == 2 and len(errors) == 1, output[-3000:]
+  assert re.search(r"ckpt: no checkpoint reads back \(10: .*; 5: ", errors[0]), errors
+  assert "Traceback" not in output and "Exception ignored" not in output, output[-3000:]
