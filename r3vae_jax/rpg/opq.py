@@ -81,8 +81,7 @@ def _lloyd(sub: jax.Array, centroids: jax.Array, iters: int) -> jax.Array:
   return jax.lax.fori_loop(0, iters, step, centroids)
 
 
-@functools.partial(jax.jit, static_argnames=("m", "k", "outer_iters", "inner_iters",
-                                             "final_iters"))
+@functools.partial(jax.jit, static_argnames=("m", "k"))
 def _train(x: jax.Array, key: jax.Array, m: int, k: int, outer_iters: int, inner_iters: int,
            final_iters: int) -> tuple[jax.Array, jax.Array]:
   n, p = x.shape
