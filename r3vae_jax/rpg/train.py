@@ -30,10 +30,6 @@ from r3vae_jax.data import dataset, pipeline, splits as splits_lib
 from r3vae_jax.quantize import sid_metrics
 from r3vae_jax.rpg import data, decode, graph, model as model_lib, opq
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/rpg.py:<dataset>")
-_OUT = flags.DEFINE_string("out", None, "where the results JSON goes")
-
-
 def model_config(c: Any, num_digits: int) -> model_lib.RPGConfig:
   return model_lib.RPGConfig(
       num_digits=num_digits, codebook_size=c.codebook_size, d_model=c.d_model,
@@ -216,13 +212,20 @@ def run(config: Any, out_path: str | None = None) -> dict:
   return result
 
 
-def main(argv):
-  del argv
-  result = run(_CONFIG.value, _OUT.value)
-  print(json.dumps({k: result["metrics"][k] for k in ("test", "test_full_ranking",
-                                                      "test_exact")}))
+def cli() -> None:
+  """Command line: --config=r3vae_jax/configs/rpg.py:<dataset> [--config.x=...] --out=FILE."""
+  config = config_flags.DEFINE_config_file("config", None, "configs/rpg.py:<dataset>")
+  out = flags.DEFINE_string("out", None, "where the results JSON goes")
+  flags.mark_flags_as_required(["config"])
+
+  def main(argv):
+    del argv
+    result = run(config.value, out.value)
+    print(json.dumps({k: result["metrics"][k] for k in ("test", "test_full_ranking",
+                                                        "test_exact")}))
+
+  app.run(main)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli()
