@@ -73,7 +73,8 @@ def _ours(config, sids_np, windows, history, steps):
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=0.0))
   opt_state = tx.init(params)
   step = train.make_step(graphdef, tx)
-  batch = train.make_batch(windows, np.arange(c.batch_size), c.max_len, c.batch_size, sids_np)
+  batch = train.make_batch(windows, np.arange(config.train.batch_size), c.max_len,
+                           config.train.batch_size, sids_np)
   batch = jax.device_put(batch)
   key = jax.random.PRNGKey(0)
   for _ in range(3):
@@ -121,7 +122,7 @@ def _torch(config, sids_np, windows, history, steps, torch_users, logp_ours):
   model = ref.TorchRPG(m, k, c.d_model, c.num_layers, c.num_heads, c.d_ff, c.max_len,
                        c.temperature).to(dev)
   opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-  rows = np.arange(c.batch_size)
+  rows = np.arange(config.train.batch_size)
   items = torch.as_tensor(windows.inputs[rows] + 1, device=dev)      # -1 pad -> 0
   labels = torch.as_tensor(windows.labels[rows] + 1, device=dev)
   mask = (items > 0).long()
@@ -192,7 +193,7 @@ def main(argv):
                                                               + sys.argv[1:]),
             "sizes": {"items": int(sids.shape[0]), "digits": int(sids.shape[1]),
                       "codebook": config.rpg.codebook_size, "d_model": config.rpg.d_model,
-                      "layers": config.rpg.num_layers, "batch": config.rpg.batch_size,
+                      "layers": config.rpg.num_layers, "batch": config.train.batch_size,
                       "positions": config.rpg.max_len, "test_users": int(history.shape[0]),
                       "beams": config.rpg.num_beams, "edges": config.rpg.num_edges,
                       "steps": config.rpg.propagation_steps},

@@ -6,7 +6,7 @@ The argument is `dataset[,vector_source]`: dataset beauty | sports | toys (the d
 gives data paths, vectors and evaluation settings); vectors as that config (Beauty minilm-text,
 Sports/Toys interactions-svd by default). Presets per dataset follow RPG's released settings
 (codes per item, temperature, beams, graph out-degree, propagation steps, learning rate);
-`rpg.max_epochs` and `rpg.time_budget_s` bound the training.
+the `train` section holds the optimiser and epochs, `rpg.time_budget_s` bounds the training.
 """
 import ml_collections
 
@@ -31,10 +31,7 @@ def rpg_section(dataset: str) -> ml_collections.ConfigDict:
       # model (GPT-2 style)
       "d_model": 448, "num_layers": 2, "num_heads": 4, "d_ff": 1024, "max_len": 50,
       "temperature": temperature, "embed_dropout": 0.5, "attn_dropout": 0.5,
-      # training
-      "lr": lr, "weight_decay": 0.0, "warmup_steps": 1000, "clip_norm": 1.0,
-      "batch_size": 256, "max_epochs": 150, "time_budget_s": 0.0, "eval_every": 5,
-      "patience": 4, "length_buckets": (8, 16, 32),
+      "time_budget_s": 0.0,  # > 0: stop training after this many seconds
       # decoding
       "num_beams": beams, "num_edges": edges, "propagation_steps": steps, "graph_block": 1024,
       "eval_batch_size": 1024,
@@ -49,4 +46,10 @@ def get_config(arg=None):
   c = DATASETS[parts[0]].get_config(",".join(["rqkmeans"] + parts[1:]))
   c.tokenizer = "rpg"
   c.rpg = rpg_section(parts[0])
+  t = c.train
+  # The released runs train up to 150 epochs with 10,000 warm-up steps and patience 20; 50
+  # epochs with a shorter warm-up is what one shared GPU fits for nine rows at once.
+  t.epochs, t.lr, t.warmup_steps, t.weight_decay, t.clip_norm = 50, PRESETS[parts[0]][1], 800, 0.0, 1.0
+  t.batch_size, t.eval_every_epochs, t.patience, t.length_buckets = 256, 5, 4, (8, 16, 32)
+  t.example_window = 0  # whole training sequences, cut into windows of max_len + 1 items
   return c

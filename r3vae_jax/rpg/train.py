@@ -2,10 +2,10 @@
 
   python -m r3vae_jax.rpg.train --config=r3vae_jax/configs/rpg.py:beauty --out=/tmp/rpg.json
 
-Training: AdamW with linear warm-up then cosine decay over `max_epochs`, gradient clipping,
-validation every `eval_every` epochs by exact full-catalogue scoring (seen items removed,
-N@10); the best validation state is kept and training stops after `patience` evaluations
-without improvement, at `max_epochs`, or once `time_budget_s` (if > 0) has passed. The best
+Training (`config.train`): AdamW with linear warm-up then cosine decay over `epochs`, gradient
+clipping, validation every `eval_every_epochs` epochs by exact full-catalogue scoring (seen
+items removed, N@10); the best validation state is kept and training stops after `patience`
+evaluations without improvement, at `epochs`, or once `rpg.time_budget_s` (if > 0) has passed. The best
 state is then evaluated on valid and test by graph decoding and by exact scoring, each under
 both protocols: the user's seen items removed from the ranking (`valid`, `test`) and the raw
 ranking (`valid_full_ranking`, `test_full_ranking`).
@@ -87,24 +87,27 @@ def make_batch(windows: data.Windows, rows: np.ndarray, length: int, batch_size:
 
 
 def rank_fns(graphdef, sids: jax.Array, adjacency: jax.Array | None, c: Any, k: int):
-  """Jitted rankers over an eval batch {"history", "exclude"} -> int32[b, width] item ids."""
+  """Rankers over an eval batch {"history", "exclude"?} -> int32[b, k] item ids: `exact(params,
+  batch)` and `graph_rank(params, batch, key)` (jitted; the tables are arguments, not constants).
+  """
 
-  def log_probs(params, history):
+  def log_probs(params, table, history):
     m = nnx.merge(graphdef, params)
-    return model_lib.digit_log_probs(m, jnp.take(sids, jnp.maximum(history, 0), axis=0),
+    return model_lib.digit_log_probs(m, jnp.take(table, jnp.maximum(history, 0), axis=0),
                                      history >= 0)
 
   @jax.jit
-  def exact(params, batch):
-    return decode.exact_top_k(log_probs(params, batch["history"]), sids, k,
+  def exact_fn(params, table, batch):
+    return decode.exact_top_k(log_probs(params, table, batch["history"]), table, k,
                               batch.get("exclude"))[0]
 
   @jax.jit
-  def graph_rank(params, batch, key):
-    return decode.graph_top_k(log_probs(params, batch["history"]), sids, adjacency, key, k,
+  def graph_fn(params, table, adj, batch, key):
+    return decode.graph_top_k(log_probs(params, table, batch["history"]), table, adj, key, k,
                               c.num_beams, c.propagation_steps, batch.get("exclude"))[0]
 
-  return exact, graph_rank
+  return (lambda params, batch: exact_fn(params, sids, batch),
+          lambda params, batch, key: graph_fn(params, sids, adjacency, batch, key))
 
 
 def eval_inputs(spl: splits_lib.Splits, split: str, max_len: int, exclude_seen: bool
@@ -132,12 +135,13 @@ def run(config: Any, out_path: str | None = None) -> dict:
   model = model_lib.RPG(cfg, nnx.Rngs(params=config.seed))
   graphdef, params = nnx.split(model, nnx.Param)
   windows = data.train_windows(spl.train, c.max_len)
-  steps_per_epoch = len(data.epoch_batches(windows, c.length_buckets, c.batch_size,
+  t = config.train
+  steps_per_epoch = len(data.epoch_batches(windows, t.length_buckets, t.batch_size,
                                            np.random.default_rng(0)))
-  total = max(c.max_epochs * steps_per_epoch, c.warmup_steps + 1)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, c.lr, c.warmup_steps, total)
-  tx = optax.chain(optax.clip_by_global_norm(c.clip_norm),
-                   optax.adamw(schedule, weight_decay=c.weight_decay))
+  total = max(t.epochs * steps_per_epoch, t.warmup_steps + 1)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, total)
+  tx = optax.chain(optax.clip_by_global_norm(t.clip_norm),
+                   optax.adamw(schedule, weight_decay=t.weight_decay))
   opt_state = tx.init(params)
   step = make_step(graphdef, tx)
   sids = jnp.asarray(sids_np)
@@ -153,16 +157,17 @@ def run(config: Any, out_path: str | None = None) -> dict:
   rng = np.random.default_rng(config.seed)
   key = jax.random.PRNGKey(config.seed)
   best, best_params, best_epoch, bad, curve, epoch = -1.0, params, 0, 0, [], 0
+  stopped = "epochs"
   t_train = time.time()
-  for epoch in range(1, c.max_epochs + 1):
+  for epoch in range(1, t.epochs + 1):
     losses = []
-    for rows, length in data.epoch_batches(windows, c.length_buckets, c.batch_size, rng):
+    for rows, length in data.epoch_batches(windows, t.length_buckets, t.batch_size, rng):
       key, sub = jax.random.split(key)
-      batch = make_batch(windows, rows, length, c.batch_size, sids_np)
+      batch = make_batch(windows, rows, length, t.batch_size, sids_np)
       params, opt_state, value = step(params, opt_state, batch, sub)
       losses.append(value)
     out_of_time = c.time_budget_s > 0 and time.time() - t_train > c.time_budget_s
-    if epoch % c.eval_every == 0 or epoch == c.max_epochs or out_of_time:
+    if epoch % t.eval_every_epochs == 0 or epoch == t.epochs or out_of_time:
       score = valid_ndcg(params)
       curve.append({"epoch": epoch, "loss": float(np.mean(jax.device_get(losses))),
                     "valid_ndcg@10": score, "seconds": time.time() - t_train})
@@ -171,7 +176,8 @@ def run(config: Any, out_path: str | None = None) -> dict:
         best, best_params, best_epoch, bad = score, params, epoch, 0
       else:
         bad += 1
-      if bad >= c.patience or out_of_time:
+      if bad >= t.patience or out_of_time:
+        stopped = "time_budget" if out_of_time else "patience"
         break
   train_s = time.time() - t_train
 
@@ -188,24 +194,24 @@ def run(config: Any, out_path: str | None = None) -> dict:
       name = split if seen_removed else f"{split}_full_ranking"
       for method, fn in (("graph", lambda b: graph_rank(best_params, b, jax.random.PRNGKey(0))),
                          ("exact", lambda b: exact(best_params, b))):
-        evaluate.rank_in_batches(fn, inputs, c.eval_batch_size, mesh)   # compile
-        t = time.time()
+        start = time.time()
         ranked = evaluate.rank_in_batches(fn, inputs, c.eval_batch_size, mesh)
-        decode_s[f"{name}_{method}"] = time.time() - t
-        result = evaluate.ranking_metrics(ranked, targets, ks)
-        result["users"] = int(ranked.shape[0])
-        metrics[name if method == "graph" else f"{name}_exact"] = result
+        decode_s[f"{name}_{method}"] = time.time() - start
+        scores = evaluate.ranking_metrics(ranked, targets, ks)
+        scores["users"] = int(ranked.shape[0])
+        metrics[name if method == "graph" else f"{name}_exact"] = scores
 
   result = {
-      "kind": "experiment", "method": "rpg", "dataset": inter.name,
-      "tokenizer": f"opq(m={cfg.num_digits},K={cfg.codebook_size},pca={c.pca_dim})",
+      "kind": "experiment", "dataset": inter.name, "tokenizer": "rpg", "variant": "",
       "vectors": pipeline.vectors_label(config), "seed": config.seed,
       "device": jax.devices()[0].device_kind, "commit": io.source_commit(),
       "data_stats": dataset.stats(inter), "config": config.to_dict(),
-      "metrics": metrics, "sid": sid_report, "curve": curve,
-      "best_epoch": best_epoch, "epochs_run": epoch, "steps_per_epoch": steps_per_epoch,
-      "seconds": {"vectors": t_vec - t0, "tokenize": t_tok - t_vec, "train": train_s,
-                  "graph": graph_s, "decode": decode_s, "total": time.time() - t0},
+      "metrics": metrics, "sid_metrics": sid_report,
+      "train": {"best_epoch": best_epoch, "epochs_run": epoch, "stopped": stopped,
+                "steps_per_epoch": steps_per_epoch, "curve": curve},
+      "wall_time_s": {"vectors": t_vec - t0, "tokenize": t_tok - t_vec, "train": train_s,
+                      "graph": graph_s, "evaluate": time.time() - t_graph - graph_s},
+      "decode_with_compile_s": decode_s,
   }
   if out_path:
     io.write_json(out_path, result)
