@@ -85,3 +85,15 @@ def test_train_windows_label_every_next_item_once():
   rows = np.sort(np.concatenate([r for r, _ in batches]))
   np.testing.assert_array_equal(rows, np.arange(5))
   assert {length for _, length in batches} == {1, 3}
+
+
+def test_presets_follow_the_released_settings():
+  import pytest  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.configs import rpg  # pylint: disable=g-import-not-at-top
+  got = {d: (rpg.get_config(d).rpg.num_digits, rpg.get_config(d).rpg.num_beams)
+         for d in ("beauty", "sports", "toys")}
+  assert got == {"beauty": (32, 20), "sports": (16, 100), "toys": (16, 200)}
+  assert rpg.get_config("beauty").vectors.source == "minilm-text"
+  assert rpg.get_config("toys").vectors.source == "interactions-svd"
+  with pytest.raises(ValueError, match="dataset"):
+    rpg.get_config("lastfm")

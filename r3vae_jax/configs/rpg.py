@@ -49,7 +49,8 @@ def get_config(arg=None):
   t = c.train
   # The released runs train up to 150 epochs with 10,000 warm-up steps and patience 20; 50
   # epochs with a shorter warm-up is what one shared GPU fits for nine rows at once.
-  t.epochs, t.lr, t.warmup_steps, t.weight_decay, t.clip_norm = 50, PRESETS[parts[0]][1], 800, 0.0, 1.0
+  t.epochs, t.lr, t.warmup_steps = 50, PRESETS[parts[0]][1], 1500
+  t.weight_decay, t.clip_norm = 0.0, 1.0
   t.batch_size, t.eval_every_epochs, t.patience, t.length_buckets = 256, 5, 4, (8, 16, 32)
   t.example_window = 0  # whole training sequences, cut into windows of max_len + 1 items
   return c
