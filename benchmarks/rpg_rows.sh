@@ -6,10 +6,11 @@
 #
 # Writes $OUT/rpg_speed.json (+ .log) and $OUT/rows.tar.gz (one JSON + log per row).
 set -u
+py=${PYTHON:-python3}
 budget=${1:-120}
 : "${OUT:?set OUT}" "${BEAUTY_NPY:?set BEAUTY_NPY}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-timeout "${SPEED_TIMEOUT:-100}" python -m benchmarks.rpg_speed --out="$OUT/rpg_speed.json" \
+timeout "${SPEED_TIMEOUT:-100}" "$py" -m benchmarks.rpg_speed --out="$OUT/rpg_speed.json" \
   > "$OUT/rpg_speed.log" 2>&1
 echo "speed rc=$?"
 unset XLA_PYTHON_CLIENT_PREALLOCATE
@@ -18,8 +19,9 @@ rows=$(mktemp -d)
 launch() {  # name config-arg seed [flags...]
   local name=$1 arg=$2 seed=$3
   shift 3
-  python -m r3vae_jax.rpg.train --config="r3vae_jax/configs/rpg.py:$arg" --config.seed="$seed" \
-    --config.rpg.time_budget_s="$budget" --out="$rows/rpg_${name}_s$seed.json" "$@" \
+  timeout "${ROW_TIMEOUT:-$((budget + 150))}" "$py" -m r3vae_jax.rpg.train \
+    --config="r3vae_jax/configs/rpg.py:$arg" --config.seed="$seed" --config.rpg.time_budget_s="$budget" \
+    --out="$rows/rpg_${name}_s$seed.json" "$@" \
     > "$rows/rpg_${name}_s$seed.log" 2>&1 &
 }
 for seed in 0 1 2; do

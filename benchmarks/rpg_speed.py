@@ -198,6 +198,7 @@ def main(argv):
                       "beams": config.rpg.num_beams, "edges": config.rpg.num_edges,
                       "steps": config.rpg.propagation_steps},
             "ours": ours}
+  _write(result)
   if not _SKIP_TORCH.value:
     try:
       theirs, torch_top = _torch(config, sids, windows, history, _STEPS.value,
@@ -208,7 +209,13 @@ def main(argv):
                            ("train_step_s", "graph_build_s", "decode_exact_s", "decode_graph_s")}
     except Exception as e:  # pylint: disable=broad-except
       result["torch_error"] = f"{type(e).__name__}: {e}"
-  print(json.dumps(result, indent=1))
+  _write(result)
+
+
+def _write(result: dict) -> None:
+  """Prints and (with --out) saves the JSON; called after each side, so a run cut short keeps
+  what it measured."""
+  print(json.dumps(result, indent=1), flush=True)
   if _OUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     io.write_json(_OUT.value, result)
