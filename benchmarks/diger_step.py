@@ -40,7 +40,7 @@ from r3vae_jax.configs import beauty
 from r3vae_jax.diger import noise
 from r3vae_jax.diger import train as diger_train
 from r3vae_jax.recommender import data as rec_data
-from r3vae_jax.tokenizer import train as tok_train
+from r3vae_jax.tokenizer import programs as tok_programs
 
 VARIANTS = ("padded", "bucketed")
 _BATCHES_PER_SHAPE = 3
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
   examples = synthetic_inputs.beauty_like_examples(_ITEMS, config.data.max_history, seed=1)
   pre = config.copy_and_resolve_references()
   pre.tokenizer = config.diger.pretrain
-  tokenizer = tok_train.build_model(pre, _VECTOR_DIM, config.seed)
+  tokenizer = tok_programs.build_model(pre, _VECTOR_DIM, config.seed)
   prog = diger_train.joint_program(config, diger_train.joint_config(config), tokenizer, mesh,
                                    total_steps=10_000)
   args = (jax.device_put(vectors, rep), jax.device_put(table, rep),

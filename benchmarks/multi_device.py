@@ -1,6 +1,6 @@
 """Sharded recommender training and decoding on every device of one host, against one device.
 
-  python -m benchmarks.multi_device --out=$OUT/multi_gpu.json     # a multi-GPU host (issue 11)
+  python -m benchmarks.multi_device --out=$OUT/multi_gpu.json     # a multi-GPU host
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \
       python -m benchmarks.multi_device --tiny --out=/tmp/md.json  # CPU, 8 fake devices
 
@@ -44,9 +44,9 @@ from r3vae_jax.configs import default
 from r3vae_jax.decode import build_trie
 from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import state as state_lib
-from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender import programs as rec_programs
 from r3vae_jax.recommender.tokens import layout_from_config
-from r3vae_jax.tokenizer import train as tok_train
+from r3vae_jax.tokenizer import programs as tok_programs
 
 FLAGS = flags.FLAGS
 
@@ -130,7 +130,7 @@ def _workload(config: ml_collections.ConfigDict, items: int, batches: int):
 def run_curve(config, shape, source, steps) -> tuple[list[float], dict, Any]:
   """Losses of `steps` updates on `shape`; (losses, final state, train programs)."""
   mesh = _mesh(shape)
-  prog = rec_train.train_programs(config, mesh, steps)
+  prog = rec_programs.train_programs(config, mesh, steps)
   state, losses = prog.init(), []
   for i in range(steps):
     state, m = prog.train_step(state, parallel.to_global(source.host_batch(i), mesh))
@@ -165,7 +165,7 @@ def part_rate(config, shapes, source, timing: dict[str, int], steps: int) -> dic
   out = {}
   for shape in shapes:
     mesh = _mesh(shape)
-    prog = rec_train.train_programs(config, mesh, steps)
+    prog = rec_programs.train_programs(config, mesh, steps)
     batches = [parallel.to_global(source.host_batch(i), mesh) for i in range(4)]
     start = time.perf_counter()
     compiled = prog.train_step.lower(prog.init(), batches[0]).compile()
@@ -194,7 +194,7 @@ def part_decode(config, shapes, table, params_host, users) -> dict:
   out, ref = {}, None
   for shape in shapes:
     mesh = _mesh(shape)
-    prog = rec_train.model_programs(config, mesh)
+    prog = rec_programs.model_programs(config, mesh)
     params = jax.device_put(params_host, prog.param_shardings)
     rank = lambda b, p=params, g=prog.generate: g(p, b, trie)
     size = min(users, 256 * shape[0])
@@ -223,8 +223,8 @@ def _restore_on(config, state, shape, directory, steps) -> Any:
   manager = checkpoint.make_manager(directory, keep=1, async_save=False)
   try:
     checkpoint.save(manager, 1, state, {"from": "multi_device"}, force=True)
-    prog = rec_train.train_programs(config, _mesh(shape), steps)
-    abstract = state_lib.abstract_state(rec_train.model_programs(config, _mesh(shape)).mdef,
+    prog = rec_programs.train_programs(config, _mesh(shape), steps)
+    abstract = state_lib.abstract_state(rec_programs.model_programs(config, _mesh(shape)).mdef,
                                         prog.tx, prog.shardings)
     return checkpoint.restore(manager, abstract, step=1)[1], prog
   finally:
@@ -269,16 +269,16 @@ def part_tokenizer(config, shapes, vectors: np.ndarray, epochs: int) -> dict:
   out, ref = {}, None
   for shape in shapes:
     mesh = _mesh(shape)
-    setup = tok_train.init_state(config, vectors, mesh, kmeans=True)
+    setup = tok_programs.init_state(config, vectors, mesh, kmeans=True)
     args = (setup.vectors, setup.shuffle_key, np.int32(0))
     start = time.perf_counter()
-    compiled = tok_train.train_chunk.lower(setup.state, *args, num_epochs=epochs,
+    compiled = tok_programs.train_chunk.lower(setup.state, *args, num_epochs=epochs,
                                            **setup.static).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     state, terms = jax.block_until_ready(compiled(setup.state, *args))
     seconds = time.perf_counter() - start
-    codes, _ = tok_train.encode(setup.graphdef, state["params"], vectors, mesh)
+    codes, _ = tok_programs.encode(setup.graphdef, state["params"], vectors, mesh)
     losses = [float(x) for x in jax.device_get(terms["loss"])]
     params = jax.device_get(state["params"])
     entry = {"devices": shape[0], "losses": losses, "compile_s": compile_s,

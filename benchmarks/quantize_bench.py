@@ -3,7 +3,7 @@
   python benchmarks/quantize_bench.py --out=benchmarks/results/quantize_bench.json
   python benchmarks/quantize_bench.py --num_vectors=20000 --out=/tmp/qb.json   # CPU check
 
-Default problem (issue 3): 1M vectors, d=256, 3 levels x 256 codes. The numpy reference is the
+Default problem: 1M vectors, d=256, 3 levels x 256 codes. The numpy reference is the
 straightforward implementation: per level, chunked float32 matmul distances
 `||c||^2 - 2 x.c`, argmin, gather, subtract. JAX time is for device-resident inputs (the one-off
 host->device copy is reported separately); both take the median of `--repeats` runs after a

@@ -1,6 +1,6 @@
-"""Recommender training step time, variant by variant (issue 10: where the step time goes).
+"""Recommender training step time, variant by variant: where the step time goes.
 
-Times the trainer's compiled update step (`recommender.train.train_programs`, one device) on
+Times the trainer's compiled update step (`recommender.programs.train_programs`, one device) on
 pre-placed batches, paper size (T5 6+6, d_model 128, 4 heads, d_kv 64, d_ff 256, ReLU, dropout
 0.1, SIDs 3 x 256 + 256 collision codes, history 20 items x 4 tokens, batch 512). Histories
 follow Beauty's training-history lengths (`synthetic_inputs.BEAUTY_LENGTHS`), so padding is as
@@ -47,7 +47,7 @@ from benchmarks import harness, physics, synthetic_inputs
 from r3vae_jax import io, parallel
 from r3vae_jax.configs import default
 from r3vae_jax.recommender import data as rec_data
-from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender import programs as rec_programs
 from r3vae_jax.recommender.tokens import layout_from_config
 
 VARIANTS = ("scatter", "base", "bf16", "nodropout", "bucketed", "bucketed_bf16")
@@ -102,7 +102,7 @@ def _prepare(variant: str, examples: rec_data.Examples, table: np.ndarray, state
   plan = rec_data.make_plan(examples, config.train.batch_size, config.seed,
                             config.train.length_buckets)
   order = plan.order(0)
-  prog = rec_train.train_programs(config, mesh, 1000)
+  prog = rec_programs.train_programs(config, mesh, 1000)
   source = rec_data.BatchSource(examples, plan, layout_from_config(config).item_tokens(table),
                                 table)
   shapes, counts, real = {}, {}, {}
@@ -144,7 +144,7 @@ def main(argv: list[str]) -> None:
   examples = synthetic_inputs.beauty_like_examples(len(table), probe.data.max_history,
                                                   seed=1)
   first = _config(FLAGS.variants[0], FLAGS.tiny, FLAGS.batch if not FLAGS.tiny else 16)
-  state0 = rec_train.train_programs(first, parallel.config_mesh(first), 1000).init()
+  state0 = rec_programs.train_programs(first, parallel.config_mesh(first), 1000).init()
   prepared = {v: _prepare(v, examples, table, state0) for v in FLAGS.variants}
   lowered = {}
   for p in prepared.values():

@@ -8,7 +8,7 @@
 
 Per tokenizer (the base config's settings unless overridden by flags):
 
-* `train`: the trainer's own jitted program (`train.train_chunk`): k-means init (timed),
+* `train`: the trainer's own jitted program (`programs.train_chunk`): k-means init (timed),
   ahead-of-time compile (timed), then `--epochs` epochs as one call, timed to
   `block_until_ready`: `train_seconds`, `items_per_second` = epochs * N / train_seconds.
 * `fit` (unless `--nofit`): `api.fit_tokenizer` end to end in a temporary workdir (k-means init,
@@ -32,7 +32,7 @@ from r3vae_jax import io
 from r3vae_jax import parallel
 from r3vae_jax.configs import default
 from r3vae_jax.tokenizer import api
-from r3vae_jax.tokenizer import train
+from r3vae_jax.tokenizer import programs
 
 flags.DEFINE_string("vectors", None, ".npy of float32 [N, D] item vectors (default: synthetic)")
 flags.DEFINE_integer("num_items", 12101, "synthetic: rows")
@@ -82,17 +82,17 @@ def _train_only(config, vectors: np.ndarray) -> dict:
   c = config[config.tokenizer]
   mesh = parallel.config_mesh(config)
   start = time.perf_counter()
-  setup = train.init_state(config, vectors, mesh, kmeans=c.kmeans_init)
+  setup = programs.init_state(config, vectors, mesh, kmeans=c.kmeans_init)
   jax.block_until_ready(setup.state)
   init_s = time.perf_counter() - start
   args = (setup.state, setup.vectors, setup.shuffle_key, jnp.int32(0))
   start = time.perf_counter()
-  compiled = train.train_chunk.lower(*args, num_epochs=c.epochs, **setup.static).compile()
+  compiled = programs.train_chunk.lower(*args, num_epochs=c.epochs, **setup.static).compile()
   compile_s = time.perf_counter() - start
   start = time.perf_counter()
   state, terms = jax.block_until_ready(compiled(*args))
   train_s = time.perf_counter() - start
-  codes, recon = train.encode(setup.graphdef, state["params"], vectors, mesh)
+  codes, recon = programs.encode(setup.graphdef, state["params"], vectors, mesh)
   return dict(kmeans_init_seconds=init_s, compile_seconds=compile_s, train_seconds=train_s,
               items_per_second=c.epochs * vectors.shape[0] / train_s,
               steps=c.epochs * -(-vectors.shape[0] // setup.static["batch"]),

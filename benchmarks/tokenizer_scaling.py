@@ -4,8 +4,8 @@
       --out=benchmarks/results/tokenizer_scaling_h100.json
 
 Per workload (`beauty` from `--vectors`, `synthetic` = `--synthetic_items` x `--synthetic_dim`
-rows around unit-sphere topic centres): the trainer's own program (`train.init_state`,
-`train.train_chunk`, `train.encode`) runs the base config's R3-VAE (`--epochs`, default
+rows around unit-sphere topic centres): the trainer's own program (`programs.init_state`,
+`programs.train_chunk`, `programs.encode`) runs the base config's R3-VAE (`--epochs`, default
 `r3vae.epochs`; synthetic: `--synthetic_epochs`) in chunks of `--eval_every` epochs. Each chunk
 is timed to `block_until_ready` (compile excluded: the chunk program is compiled ahead of
 time), then every item is coded and its collision rate, level-1 usage and reconstruction MSE
@@ -27,7 +27,7 @@ from r3vae_jax import io
 from r3vae_jax import parallel
 from r3vae_jax import quantize
 from r3vae_jax.configs import default
-from r3vae_jax.tokenizer import train
+from r3vae_jax.tokenizer import programs
 
 flags.DEFINE_string("vectors", None, ".npy float32 [N, D] Beauty item vectors (None: skip)")
 flags.DEFINE_integer("synthetic_items", 1_000_000, "synthetic rows (0: skip)")
@@ -54,13 +54,13 @@ def _run(vectors: np.ndarray, epochs: int, eval_every: int, seed: int, tol: floa
   c = config.r3vae
   mesh = parallel.config_mesh(config)
   start = time.perf_counter()
-  setup = train.init_state(config, vectors, mesh, kmeans=c.kmeans_init)
+  setup = programs.init_state(config, vectors, mesh, kmeans=c.kmeans_init)
   jax.block_until_ready(setup.state)
   init_s = time.perf_counter() - start
   state = setup.state
   args = (setup.vectors, setup.shuffle_key)
   start = time.perf_counter()
-  chunk = train.train_chunk.lower(state, *args, jnp.int32(0), num_epochs=eval_every,
+  chunk = programs.train_chunk.lower(state, *args, jnp.int32(0), num_epochs=eval_every,
                                   **setup.static).compile()
   compile_s = time.perf_counter() - start
   curve, train_s = [], 0.0
@@ -68,7 +68,7 @@ def _run(vectors: np.ndarray, epochs: int, eval_every: int, seed: int, tol: floa
     start = time.perf_counter()
     state, terms = jax.block_until_ready(chunk(state, *args, jnp.int32(epoch)))
     train_s += time.perf_counter() - start
-    codes, recon = train.encode(setup.graphdef, state["params"], vectors, mesh)
+    codes, recon = programs.encode(setup.graphdef, state["params"], vectors, mesh)
     curve.append(dict(epoch=epoch + eval_every, train_seconds=train_s,
                       train_loss=float(terms["loss"][-1]), reconstruction_mse=recon,
                       collision_rate=float(quantize.collision_rate(jnp.asarray(codes))),

@@ -4,7 +4,7 @@ One catalogue of random SIDs (`items` x (levels codes of `codebook` + a collisio
 random user histories, the paper's model with the same weights on both sides, beam 20,
 20 items returned per user. Variants:
 
-* `ours`: the trainer's validation path: `recommender.train.model_programs(...).generate`
+* `ours`: the trainer's validation path: `recommender.programs.model_programs(...).generate`
   (encoder + L+1 cached decoder steps + trie masking + top-k in one `jax.jit`) over all users
   with `evaluate.rank_in_batches` (host->device transfer and the result fetch included).
 * `torch_eager`: `T5ForConditionalGeneration.generate(num_beams=20,
@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks import harness, synthetic_inputs
 from r3vae_jax import evaluate, parallel
 from r3vae_jax.decode import build_trie
-from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender import programs as rec_programs
 from r3vae_jax.recommender.tokens import layout_from_config
 
 
@@ -38,7 +38,7 @@ def _ours(config: ml_collections.ConfigDict, table: np.ndarray, inputs: dict[str
   start = time.perf_counter()
   trie = build_trie(table, list(layout.level_sizes))
   trie_s = time.perf_counter() - start
-  prog = rec_train.model_programs(config, mesh)
+  prog = rec_programs.model_programs(config, mesh)
   params = jax.device_put(prog.mdef.init_params(), prog.param_shardings)
   shared["params"] = jax.device_get(params)
   rank = lambda b: prog.generate(params, b, trie)

@@ -4,7 +4,7 @@ Synthetic training examples of the real shape (Beauty-size catalogue of random S
 of 1..max_history items flattened to `max_history * (L+1)` left-padded tokens, the next item's
 L+1 tokens as target), the paper's model and batch. Variants:
 
-* `ours`: the trainer's update step (`recommender.train.train_programs`, AOT-compiled) fed by
+* `ours`: the trainer's update step (`recommender.programs.train_programs`, AOT-compiled) fed by
   the trainer's input pipeline (`recommender.data.device_batches`: host batch assembly on a
   background thread, transfer, prefetch 2); what `train_recommender` runs per step.
 * `ours_step_only`: the same compiled step on pre-placed device batches (no input pipeline).
@@ -29,7 +29,7 @@ import numpy as np
 from benchmarks import harness, physics, synthetic_inputs
 from r3vae_jax import parallel
 from r3vae_jax.recommender import data as rec_data
-from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender import programs as rec_programs
 from r3vae_jax.recommender.tokens import layout_from_config
 
 _ROTATING_BATCHES = 8
@@ -52,7 +52,7 @@ def _ours(config: ml_collections.ConfigDict, table: np.ndarray, examples: rec_da
   mesh = parallel.config_mesh(config)
   plan = rec_data.BatchPlan(len(examples), config.train.batch_size, config.seed)
   total_steps = config.train.epochs * plan.steps_per_epoch
-  prog = rec_train.train_programs(config, mesh, total_steps)
+  prog = rec_programs.train_programs(config, mesh, total_steps)
   state = prog.init()
   shared["params"] = jax.device_get(state["params"])
   source = rec_data.BatchSource(examples, plan, item_tokens, table)

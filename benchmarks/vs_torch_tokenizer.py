@@ -2,7 +2,7 @@
 
 Variants of one case (tokenizer x catalogue size), same model, batch and optimizer:
 
-* `ours`: `r3vae_jax.tokenizer.train.train_chunk`, the trainer's own jitted program: the item
+* `ours`: `r3vae_jax.tokenizer.programs.train_chunk`, the trainer's own jitted program: the item
   vectors on the device, whole epochs of AdamW steps in one jitted `lax.scan`.
 * `ours_step_loop`: one jitted step per batch dispatched from a Python loop (pre-placed device
   batches), the PyTorch-shaped loop in JAX; its compiled step also gives XLA's cost analysis.
@@ -27,14 +27,14 @@ import optax
 
 from benchmarks import harness, physics
 from r3vae_jax import parallel
-from r3vae_jax.tokenizer import train as tok_train
+from r3vae_jax.tokenizer import programs as tok_programs
 
 
 def _ours_chunk(config: ml_collections.ConfigDict, vectors: np.ndarray, batch: int,
                 min_steps: int, opts: harness.Options) -> dict[str, Any]:
   n = vectors.shape[0]
   mesh = parallel.make_mesh(1, 1, jax.devices()[:1])
-  setup = tok_train.init_state(config, vectors, mesh, kmeans=False)
+  setup = tok_programs.init_state(config, vectors, mesh, kmeans=False)
   if setup.static["batch"] != batch:
     raise ValueError(f"tokenizer trainer batch {setup.static['batch']} != benchmark batch {batch}")
   steps_per_epoch = math.ceil(n / batch)
@@ -43,7 +43,7 @@ def _ours_chunk(config: ml_collections.ConfigDict, vectors: np.ndarray, batch: i
 
   def call():
     nonlocal state, epoch
-    state, terms = tok_train.train_chunk(state, setup.vectors, setup.shuffle_key,
+    state, terms = tok_programs.train_chunk(state, setup.vectors, setup.shuffle_key,
                                          jnp.int32(epoch), num_epochs=epochs, **setup.static)
     epoch += epochs
     return terms
@@ -57,7 +57,7 @@ def _ours_chunk(config: ml_collections.ConfigDict, vectors: np.ndarray, batch: i
 def _ours_step_loop(config: ml_collections.ConfigDict, vectors: np.ndarray, batch: int,
                     opts: harness.Options) -> dict[str, Any]:
   c = config[config.tokenizer]
-  model = tok_train.build_model(config, vectors.shape[1], config.seed)
+  model = tok_programs.build_model(config, vectors.shape[1], config.seed)
   graphdef, params = nnx.split(model)
   params = nnx.to_pure_dict(params)
   tx = optax.adamw(c.lr, weight_decay=c.weight_decay)
@@ -132,7 +132,7 @@ def run_case(runner: harness.Runner, config: ml_collections.ConfigDict, label: s
   if "xla_flops_per_step" in entry.get("ours_step_loop", {}) and "rate" in entry["ours"]:
     for key in ("xla_flops_per_step", "xla_bytes_per_step"):
       entry["ours"][key] = entry["ours_step_loop"][key]
-  params = nnx.to_pure_dict(nnx.state(tok_train.build_model(config, dim, config.seed), nnx.Param))
+  params = nnx.to_pure_dict(nnx.state(tok_programs.build_model(config, dim, config.seed), nnx.Param))
   device_vectors: dict = {}
   runner.variant(entry, "torch_eager", lambda: _torch(config, vectors, params, batch,
                                                       "dataloader", False, device_vectors, opts))

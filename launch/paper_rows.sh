@@ -4,7 +4,7 @@
 #
 #   launch/paper_rows.sh OUTDIR beauty:r3vae:0 beauty:rqvae:0 sports:r3vae:0 ... [-- --config.x=y ...]
 #
-# A row is dataset:tokenizer[+variant]:seed[:vectors] (variants: r3vae_jax/configs/variants.py).
+# A row is dataset:preset[+ablation...]:seed[:vectors] (r3vae_jax/configs/presets.py, ablations.py).
 # With $VECTORS_DIR set, text-vector rows of Beauty and
 # LastFM read <dataset>_minilm.npy from there (text vectors computed on another machine, labelled
 # minilm-text) instead of running the text encoder. Extra flags after `--` go to every row.
@@ -13,10 +13,10 @@
 # the host overlaps with the others' device work). Each row's log goes to OUTDIR/<row>.log (with
 # JOBS=1 also to the terminal). Rows share a persistent XLA compilation cache
 # ($JAX_COMPILATION_CACHE_DIR, default under WORKROOT), so seeds of one configuration compile
-# once, provided they do not all compile at the same time: on a cold cache, six rows (session 17)
-# and then three DIGER rows (session 18) compiling at once on one H100 trained nothing in over
+# once, provided they do not all compile at the same time: on a cold cache, six rows
+# and then three DIGER rows compiling at once on one H100 trained nothing in over
 # 6 minutes, while one DIGER row alone compiles its step in ~2.5 minutes, and two first rows of
-# different datasets compiling at once took ~5 minutes each (session 19). So with JOBS > 1 the
+# different datasets compiling at once took ~5 minutes each. So with JOBS > 1 the
 # first row of each program (dataset:tokenizer[+variant]:vectors; seeds share programs) runs
 # without another row starting until its trainer has logged its first epoch (or it ended): one
 # cold compilation at a time, while the seeds of compiled programs start from the cache

@@ -7,7 +7,7 @@
     print(item, round(score, 3), rec.title(item))
 
 `Recommender.load` restores the best recommender checkpoint (by validation
-`config.train.select_metric`) with `recommender.train.restore_params`, builds the device trie of
+`config.train.select_metric`) with `recommender.artifacts.restore_params`, builds the device trie of
 the SID table once and compiles the constrained beam search once per padded batch size (powers of
 two), so later queries cost one device call each. A history is encoded exactly as the evaluation
 path encodes it (`recommender.data.make_batch`: the last `config.data.max_history` items, SID
@@ -38,7 +38,7 @@ from r3vae_jax.data.splits import pad_histories
 from r3vae_jax.decode import build_trie
 from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import fusion, ranking
-from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender import artifacts as rec_artifacts
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 from r3vae_jax.tokenizer import sid_table as sid_table_lib
 
@@ -168,7 +168,7 @@ class Recommender(_TopK):
     config = config.copy_and_resolve_references()
     config.eval.beam_size = beam  # model_programs builds (and caches) the decoder of this beam
     mesh = parallel.config_mesh(config)
-    prog, params, step = rec_train.restore_params(config, workdir, table, mesh, which)
+    prog, params, step = rec_artifacts.restore_params(config, workdir, table, mesh, which)
     return cls(config, inter, table, params, prog.generate_scored, mesh, beam, step)
 
   # ---- catalogue -------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def run_source(path: str) -> dict | None:
   (to the working directory) where `path` is, so a committed fusion JSON names no machine's
   folders."""
   folder, name = os.path.split(os.path.abspath(path))
-  row = re.fullmatch(r"(.+)\.(valid|test)(_ensemble)?_ranking\.npz", name)
+  row = re.fullmatch(r"(.+)\.(valid|test)_ranking\.npz", name)
   if row:
     candidate = os.path.join(folder, row.group(1) + ".json")
   else:

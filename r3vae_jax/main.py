@@ -123,7 +123,7 @@ def _stage_tokenize(config, workdir):
   table, metrics = api.fit_tokenizer(config, vectors, workdir)
   # Per prefix length: how much more often consecutive training items share the prefix than
   # independent items do; the table statistic that tracked the recommenders' test NDCG@10 best
-  # in a screen of 15 tables (results/README.md, "What a SID table's statistics say").
+  # in a screen of 15 tables (docs/experiments.md).
   lift = quantize.transition_lift(table[:, :config.sid.levels], spl.train)
   return {**metrics, "transition_lift": [None if math.isnan(v) else float(v) for v in lift]}
 
@@ -140,37 +140,17 @@ def _stage_train(config, workdir):
   if config.tokenizer == "diger":
     from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
     return diger_train.train_diger(config, workdir, _load_vectors(workdir, inter.num_items), spl)
-  from r3vae_jax.recommender import ensemble, train  # pylint: disable=g-import-not-at-top
-  table = _load_sid_table(workdir, inter.num_items)
-  summary = train.train_recommender(config, workdir, table, spl)
-  if config.train.ensemble_size > 1 and summary["finished"] != "preempted":
-    summary["ensemble_members"] = ensemble.train_members(config, workdir, table, spl)
-  return summary
+  from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
+  return train.train_recommender(config, workdir, _load_sid_table(workdir, inter.num_items), spl)
 
 
 def _stage_evaluate(config, workdir):
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.recommender import ensemble  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.recommender import popularity, train  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.recommender import evaluation  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   table = _load_sid_table(workdir, inter.num_items)
-  metrics = {split: train.evaluate_recommender(config, workdir, table, spl, split=split)
+  metrics = {split: evaluation.evaluate_recommender(config, workdir, table, spl, split=split)
              for split in ("valid", "test")}
-  if config.eval.popularity_alphas:
-    alpha = popularity.select(metrics["valid"]["popularity"], config.train.select_metric)
-    metrics["test_popularity"] = {"alpha": float(alpha), **metrics["test"]["popularity"][alpha]}
-  size = ensemble.check_size(config)
-  if size > 1:  # each trained member alone on test, then all of them decoding together
-    members, dirs = ensemble.trained_members(workdir, size), ensemble.member_workdirs(workdir, size)
-    if len(members) < size:
-      logging.warning("ensemble: %d of %d members trained (a stopped run); scoring those",
-                      len(members), size)
-    metrics["test_members"] = [metrics["test"]] + [
-        train.evaluate_recommender(ensemble.member_config(config, k), dirs[k], table, spl)
-        for k in members if k > 0]
-    for split in ("valid", "test") if len(members) > 1 else ():
-      metrics[f"{split}_ensemble"] = ensemble.evaluate(config, workdir, table, spl, split,
-                                                       members)
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
   for split, m in metrics.items():
     if not isinstance(m, dict):
@@ -316,7 +296,7 @@ def run_all(config, workdir) -> dict:
       else {"sid_metrics": out["tokenize"]}
   results = {
       "kind": "experiment", "dataset": config.dataset, "tokenizer": config.tokenizer,
-      "variant": config.variant, "vectors": out["vectors"]["source"],
+      "preset": config.preset, "variant": config.variant, "vectors": out["vectors"]["source"],
       "vectors_fingerprint": out["vectors"]["fingerprint"], "seed": config.seed,
       "config": config.to_dict(),
       "data_stats": out["prepare"], "metrics": out["evaluate"], **sid,

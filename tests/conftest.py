@@ -15,8 +15,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def load_results_script(name: str) -> ModuleType:
-  """results/<name>.py as a module (the folder is scripts, not a package)."""
-  spec = importlib.util.spec_from_file_location(name, REPO / "results" / f"{name}.py")
+  """results/<name>.py or experiments/<name>.py as a module (the folders hold scripts, not
+  packages)."""
+  path = REPO / "results" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(
+      name, path if path.exists() else REPO / "experiments" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module

@@ -13,7 +13,7 @@ from r3vae_jax import api, evaluate, io, main, parallel
 from r3vae_jax.configs import default
 from r3vae_jax.data import dataset, splits as splits_lib
 from r3vae_jax.decode import build_trie
-from r3vae_jax.recommender import data as rec_data, fusion, ranking, train as rec_train
+from r3vae_jax.recommender import artifacts as rec_artifacts, data as rec_data, fusion, ranking
 from r3vae_jax.recommender.tokens import layout_from_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def _check_ranking_equals_the_evaluate_path(rec, workdir):
                         for i in range(0, len(spl.test_history), chunk)])
 
   mesh = parallel.config_mesh(config)
-  prog, params, step = rec_train.restore_params(config, workdir, table, mesh)
+  prog, params, step = rec_artifacts.restore_params(config, workdir, table, mesh)
   examples = rec_data.eval_examples(spl, "test", config.data.max_history)
   layout = layout_from_config(config)
   batch = rec_data.make_batch(examples, np.arange(len(examples)), np.ones(len(examples)),

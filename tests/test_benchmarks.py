@@ -17,7 +17,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks import harness, physics, plot, synthetic_inputs  # pylint: disable=wrong-import-position
 from r3vae_jax.configs import default  # pylint: disable=wrong-import-position
-from r3vae_jax.tokenizer import train as tok_train  # pylint: disable=wrong-import-position
+from r3vae_jax.tokenizer import programs as tok_programs  # pylint: disable=wrong-import-position
 
 PEAKS = {"bf16": 1e15, "tf32": 5e14, "fp32": 6e13, "hbm": 3e12}
 
@@ -120,7 +120,7 @@ def test_tokenizer_flop_count_agrees_with_xla(name):
   c = config[name]
   c.hidden, c.latent_dim = (64, 32), 16
   dim, batch = 48, 256
-  model = tok_train.build_model(config, dim, 0)
+  model = tok_programs.build_model(config, dim, 0)
   graphdef, params = nnx.split(model)
   tx = optax.adamw(1e-3)
 

@@ -49,14 +49,6 @@ def test_notebook_runs_offline_on_cpu(tmp_path):
   assert diger["tokenizer"] == "diger" and diger["variant"] == "detached_follow"
   assert "SIDs that differ from the pretrained RQ-VAE" in text
   assert text.count("test recall@10=") == 2  # R3-VAE's and DIGER's, side by side
-  # The popularity prior: alpha chosen on validation from the grid, its test metrics beside the
-  # plain protocol's (the grid's alpha 0 is the plain beam order).
-  metrics = json.loads((tmp_path / "demo" / "r3vae" / "results.json").read_text())["metrics"]
-  chosen = metrics["test_popularity"]
-  grid = metrics["valid"]["popularity"]
-  assert chosen["alpha"] in [float(a) for a in grid]
-  assert grid[f"{chosen['alpha']:g}"]["ndcg@10"] == max(m["ndcg@10"] for m in grid.values())
-  assert metrics["test"]["popularity"]["0"]["ndcg@10"] == metrics["test"]["ndcg@10"]
 
 
 def test_plots_say_which_file_is_missing(tmp_path):

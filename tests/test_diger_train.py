@@ -12,12 +12,12 @@ from r3vae_jax import decode
 from r3vae_jax import io
 from r3vae_jax import quantize
 from r3vae_jax.configs import default
-from r3vae_jax.configs import variants
+from r3vae_jax.configs import ablations
 from r3vae_jax.data import splits as splits_lib
 from r3vae_jax.data import synthetic
 from r3vae_jax.diger import train as diger_train
 from r3vae_jax.recommender import data as rec_data
-from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender import evaluation as rec_evaluation
 from r3vae_jax.tokenizer import sid_table
 from conftest import load_results_script
 
@@ -109,7 +109,7 @@ def test_saved_table_recommender_and_tokenizer_belong_together(synthetic_run):
   assert len(np.unique(table, axis=0)) == len(table) == 240
   assert os.path.isdir(os.path.join(workdir, "diger", "model"))
   # --mode=evaluate's path reads the exported recommender with the saved table: same ranking.
-  valid = rec_train.evaluate_recommender(config, workdir, table, splits, split="valid")
+  valid = rec_evaluation.evaluate_recommender(config, workdir, table, splits, split="valid")
   assert valid["ndcg@10"] == pytest.approx(summary["valid"]["ndcg@10"], abs=1e-6)
 
 
@@ -129,7 +129,7 @@ def test_sigterm_or_deadline_saves_the_best_epoch_so_far_and_a_relaunch_finishes
   stopped. The settings are the DIGER rows' (detached reader, the tokenizer's rate following the
   recommender's schedule, noise annealed by step), which stop at a deadline and resume."""
   config = small_config()
-  variants.apply(config, "diger", "detached_follow")
+  ablations.apply(config, "diger", "detached_follow")
   config.train.update(dict(epochs=2, eval_every_epochs=1))
   inter, vectors = synthetic.make_synthetic(config.data.synthetic)
   splits = splits_lib.leave_one_out(inter.sequences)

@@ -44,14 +44,14 @@ def _run_rows(tmp_path, stub_text: str, args: list[str], **env_vars: str):
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
   started = int(time.time())
-  out, workroot = _run_rows(tmp_path, STUB, ["beauty:r3vae+ema:0", "toys:rqvae:1:interactions-svd",
+  out, workroot = _run_rows(tmp_path, STUB, ["beauty:r3vae+no_sc:0", "toys:rqvae:1:interactions-svd",
                                              "--", "--config.x=1"], JOBS=jobs)
   names = sorted(p.name for p in out.iterdir())
-  assert names == ["beauty_r3vae-ema_default_s0.json", "beauty_r3vae-ema_default_s0.log",
-                   "beauty_r3vae-ema_default_s0.test_ranking.npz",
+  assert names == ["beauty_r3vae-no_sc_default_s0.json", "beauty_r3vae-no_sc_default_s0.log",
+                   "beauty_r3vae-no_sc_default_s0.test_ranking.npz",
                    "toys_rqvae_interactions-svd_s1.json", "toys_rqvae_interactions-svd_s1.log"]
-  args = (workroot / "beauty_r3vae-ema_default_s0" / "args.txt").read_text()
-  assert "--config=r3vae_jax/configs/beauty.py:r3vae+ema " in args
+  args = (workroot / "beauty_r3vae-no_sc_default_s0" / "args.txt").read_text()
+  assert "--config=r3vae_jax/configs/beauty.py:r3vae+no_sc " in args
   assert "--config.seed=0" in args and "--config.x=1" in args
   # ROW_TIMEOUT becomes the trainer's deadline (Unix seconds), so the row still evaluates.
   stop_at = int(re.search(r"--config\.train\.stop_at=(\d+)", args).group(1))

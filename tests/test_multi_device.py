@@ -1,4 +1,4 @@
-"""benchmarks/multi_device.py (issue 11's program) on 8 fake CPU devices: every mesh computes
+"""benchmarks/multi_device.py on 8 fake CPU devices: every mesh computes
 the one-device loss curve, decodes the same items, and a checkpoint moves between meshes.
 
 Tolerance: 1e-5 absolute on losses and parameters (float32 reductions in another order).

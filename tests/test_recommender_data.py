@@ -152,9 +152,9 @@ def test_bucketed_batches_are_the_full_batches_cut_to_the_bucket():
     data.make_batch(ex, np.arange(len(ex)), np.ones(len(ex)), item_tokens, SID, 1)
 
 
-def test_precompile_buckets_compiles_every_bucket_shape_once_ahead_of_training():
+def test_precompile_compiles_every_bucket_shape_once_ahead_of_training():
   from jax._src import monitoring  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.training import compile as compile_lib  # pylint: disable=g-import-not-at-top
   ex = data.train_examples(_splits(), max_history=3)
   plan = data.make_plan(ex, global_batch=2, seed=3, length_buckets=(1,))
   source = data.BatchSource(ex, plan, LAYOUT.item_tokens(SID), SID)
@@ -169,7 +169,8 @@ def test_precompile_buckets_compiles_every_bucket_shape_once_ahead_of_training()
   monitoring.register_event_duration_secs_listener(listen)
   try:
     abstract = jax.ShapeDtypeStruct((), np.int32)
-    train.precompile_buckets(lambda b: step.lower(abstract, b).compile(), source, mesh)
+    compile_lib.precompile(lambda b: step.lower(abstract, b).compile(),
+                           data.bucket_batches(source, mesh), "buckets")
     assert len(compiles) == 2  # buckets of 1 and 3 items
     for s in range(plan.steps_per_epoch):
       step(np.int32(0), parallel.to_global(source.host_batch(s), mesh))

@@ -5,7 +5,7 @@ parameters (float32 reductions in a different order across devices).
 
 Compile time dominates on CPU, so the CI tests share one config (no dropout) and one mesh
 (data=4 x model=2 over the 8 fake devices): when they run in one process the training runs
-reuse the step compiled by the sharding test (`train.train_programs` caches programs). The
+reuse the step compiled by the sharding test (`programs.train_programs` caches programs). The
 `slow` variants add the data=8 mesh and dropout.
 """
 import json
@@ -20,7 +20,7 @@ import pytest
 from r3vae_jax import parallel
 from r3vae_jax.configs import default
 from r3vae_jax.io import ArtifactError
-from r3vae_jax.recommender import data, tokens, train
+from r3vae_jax.recommender import artifacts, data, evaluation, programs, tokens, train
 
 USERS = 300
 
@@ -66,7 +66,7 @@ def test_sharded_step_equals_single_device_step(setup, meshes):
   out, initial = {}, None
   for n_data, n_model in ((1, 1),) + meshes:
     mesh = parallel.make_mesh(n_data, n_model, jax.devices()[:n_data * n_model])
-    prog = train.train_programs(config, mesh, _total_steps(config, splits))
+    prog = programs.train_programs(config, mesh, _total_steps(config, splits))
     state = prog.init()
     # Parameters are created in their shardings, with the same values on every mesh.
     initial = jax.device_get(state["params"]) if initial is None else initial
@@ -89,7 +89,7 @@ def _records(workdir, kind):
 
 def _latest_params(config, table, workdir):
   mesh = parallel.config_mesh(config)
-  return jax.device_get(train.restore_params(config, workdir, table, mesh, "latest")[1])
+  return jax.device_get(artifacts.restore_params(config, workdir, table, mesh, "latest")[1])
 
 
 class _Crash(Exception):
@@ -154,7 +154,7 @@ def test_train_crash_sigterm_resume_evaluate(setup, tmp_path, dropout):
   # A finished run: relaunching changes nothing; evaluation reads the best checkpoint.
   again = train.train_recommender(config, reference, table, splits)
   assert again["step"] == expected["step"] and again["best_valid"] == expected["best_valid"]
-  metrics = train.evaluate_recommender(config, reference, table, splits, split="valid")
+  metrics = evaluation.evaluate_recommender(config, reference, table, splits, split="valid")
   assert metrics["step"] == expected["best_step"]
   for key in ("recall@5", "ndcg@5", "recall@10", "ndcg@10"):
     assert metrics[key] == pytest.approx(expected["best_valid"][key])
@@ -172,7 +172,7 @@ def test_nonfinite_step_is_skipped_and_named(setup):
   mesh = parallel.config_mesh(config)
   batch = _first_batch(config, table, splits)
   # The same programs as the training runs (reused when they run in this process).
-  prog = train.train_programs(config, mesh, _total_steps(config, splits))
+  prog = programs.train_programs(config, mesh, _total_steps(config, splits))
   state = prog.init()
   before = jax.device_get(state["params"])
   bad = dict(batch, weight=np.where(np.arange(len(batch["weight"])) == 3, np.nan,
@@ -184,7 +184,7 @@ def test_nonfinite_step_is_skipped_and_named(setup):
   assert m["finite"]
   record = jax.device_get(state["nonfinite"])
   assert record["first_step"] == 0 and record["count"] == 1
-  names = train.model_programs(config, mesh).mdef.param_names()
+  names = programs.model_programs(config, mesh).mdef.param_names()
   message = train.nonfinite_error(record, names)
   assert "non-finite loss" in message and "at step 0" in message
   with pytest.raises(ValueError, match="config.train.nonfinite"):
@@ -205,7 +205,7 @@ def test_seeds_share_one_compiled_train_step(setup):
   for seed in (0, 1):
     c = config.copy_and_resolve_references()
     c.seed, c.recommender.dropout = seed, 0.1
-    prog = train.train_programs(c, mesh, _total_steps(c, splits))
+    prog = programs.train_programs(c, mesh, _total_steps(c, splits))
     state = prog.init()
     texts.append(prog.train_step.lower(state, placed).as_text())
     if first_params is None:
@@ -221,10 +221,10 @@ def test_checkpoint_fingerprint_covers_what_orders_the_batches(setup):
   """A resume must see the same batches: length buckets and the example window are part of the
   config fingerprint; the learning rate and epochs (may change on a relaunch) are not."""
   config, table, _ = setup
-  base = train.fingerprints(config, table)["config"]
+  base = artifacts.fingerprints(config, table)["config"]
   for field, value in (("length_buckets", (4, 8)), ("example_window", 20), ("lr", 1.0),
                        ("epochs", 99)):
     c = config.copy_and_resolve_references()
     c.train[field] = value
-    changed = train.fingerprints(c, table)["config"] != base
+    changed = artifacts.fingerprints(c, table)["config"] != base
     assert changed == (field in ("length_buckets", "example_window")), field

@@ -1,4 +1,4 @@
-"""Validation inside training vs the evaluate path used for the test split (GitHub issue 9).
+"""Validation inside training vs the evaluate path used for the test split.
 
 On a real Beauty slice: the validation split scored through `evaluate_recommender` (the path
 that scores the test split) on the restored best checkpoint equals the validation line that
@@ -16,7 +16,7 @@ import pytest
 
 from r3vae_jax import fuse
 from r3vae_jax.configs import default
-from r3vae_jax.recommender import data, fusion, ranking, train
+from r3vae_jax.recommender import data, evaluation, fusion, ranking, train
 
 USERS = 200
 KEYS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
@@ -60,14 +60,11 @@ def test_valid_through_the_evaluate_path_equals_the_logged_best(setup, tmp_path)
   assert best["epoch"] <= 3 and lines[-1]["ndcg@10"] < best["ndcg@10"]
   assert result["best_step"] == best["step"] and result["best_epoch"] == best["epoch"]
 
-  metrics = train.evaluate_recommender(ruin, workdir, table, splits, split="valid")
+  metrics = evaluation.evaluate_recommender(ruin, workdir, table, splits, split="valid")
   assert metrics["step"] == best["step"] and metrics["users"] == USERS
   for key in KEYS:
     assert metrics[key] == pytest.approx(best[key], abs=1e-12), key
-  # The popularity prior's grid: alpha 0 is the beam's own order; a larger alpha reorders.
-  assert set(metrics["popularity"]) == {f"{a:g}" for a in config.eval.popularity_alphas}
-  assert all(metrics["popularity"]["0"][key] == metrics[key] for key in KEYS)
-  test = train.evaluate_recommender(ruin, workdir, table, splits, split="test")
+  test = evaluation.evaluate_recommender(ruin, workdir, table, splits, split="test")
   assert test["step"] == best["step"] and test["users"] == USERS
   # The ranking file that `fuse` reads scores as evaluate did, and holds no seen item.
   for split, scored in (("valid", metrics), ("test", test)):
@@ -117,22 +114,3 @@ def test_drop_seen_keeps_the_order_of_unseen_items():
                                 [[5, 7, -1, -1], [3, 4, -1, -1], [8, 8, 0, 6]])
   with pytest.raises(ValueError, match="drop_seen"):
     ranking.drop_seen(ranked, seen[:2])
-
-
-def test_moving_average_is_what_training_validates_and_evaluate_restores(setup, tmp_path,
-                                                                          monkeypatch):
-  """train.ema_decay > 0: the logged validation and `evaluate_recommender` both score the
-  average (equal), and scoring the raw parameters instead gives other numbers."""
-  config, table, splits = setup
-  config = config.copy_and_resolve_references()
-  config.train.update(dict(epochs=2, ema_decay=0.99))
-  workdir = str(tmp_path / "ema")
-  train.train_recommender(config, workdir, table, splits)
-  best = max(_valid_lines(workdir), key=lambda r: r["ndcg@10"])
-  averaged = train.evaluate_recommender(config, workdir, table, splits, split="valid")
-  assert averaged["step"] == best["step"]
-  for key in KEYS:
-    assert averaged[key] == pytest.approx(best[key], abs=1e-12), key
-  monkeypatch.setattr(train.ema, "eval_params", lambda state: state["params"])
-  raw = train.evaluate_recommender(config, workdir, table, splits, split="valid")
-  assert any(raw[key] != averaged[key] for key in KEYS), (raw, averaged)

@@ -1,4 +1,4 @@
-"""Checkpoint integrity (issue 13, item 2): checksums, fallback to the previous good step,
+"""Checkpoint integrity: checksums, fallback to the previous good step,
 unreadable steps set aside, no non-finite checkpoint."""
 import json
 import pathlib

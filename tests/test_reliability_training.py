@@ -1,4 +1,4 @@
-"""Reliability of training (issue 13): preemption, corrupted checkpoints, mixed artifacts,
+"""Reliability of training: preemption, corrupted checkpoints, mixed artifacts,
 non-finite steps, determinism.
 
 Every run is the tiny pipeline of tests/bad_inputs/reliability_harness.py in its own process:

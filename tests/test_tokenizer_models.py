@@ -8,7 +8,7 @@ import pytest
 from r3vae_jax import quantize
 from r3vae_jax.tokenizer import models
 from r3vae_jax.tokenizer import quantizers
-from r3vae_jax.tokenizer import train
+from r3vae_jax.tokenizer import programs
 
 D_IN, LATENT, LEVELS, K = 12, 6, 2, 5
 
@@ -195,14 +195,14 @@ def test_straight_through_ablation_codes_are_nearest_codes_of_e0():
 def test_kmeans_init_fits_the_codebooks_on_e0():
   model = _r3vae()
   x = _x(40)
-  train.kmeans_init(model, x, jax.random.PRNGKey(0), iters=5, max_items=1000)
+  programs.kmeans_init(model, x, jax.random.PRNGKey(0), iters=5, max_items=1000)
   p = nnx.to_pure_dict(nnx.state(model))
   np.testing.assert_allclose(model.reference[...], _np_mlp(p["encoder"]["layers"], x).mean(0),
                              rtol=1e-4, atol=1e-5)
   codes, _, _ = quantize.residual_quantize(jax.jit(model.init_latents)(x), model.codebooks[...])
   assert len(np.unique(np.asarray(codes[:, 0]))) == K  # every first-level code is used
   with pytest.raises(ValueError, match="at least codebook_size=5 items"):
-    train.kmeans_init(_r3vae(), x[:3], jax.random.PRNGKey(0), iters=5, max_items=1000)
+    programs.kmeans_init(_r3vae(), x[:3], jax.random.PRNGKey(0), iters=5, max_items=1000)
 
 
 def test_rqvae_balanced_training_assignment_and_nearest_sid_pass():

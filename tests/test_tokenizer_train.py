@@ -12,6 +12,7 @@ from r3vae_jax.io import ArtifactError
 from r3vae_jax.tokenizer import api
 from r3vae_jax.tokenizer import rqkmeans
 from r3vae_jax.tokenizer import sid_table
+from r3vae_jax.tokenizer import programs
 from r3vae_jax.tokenizer import train
 
 K, LEVELS = 8, 2
@@ -116,7 +117,7 @@ def test_select_last_keeps_the_final_epoch(tmp_path, synthetic_vectors):
       by_collision.history, key=lambda m: (m["collision_rate"], m["reconstruction_mse"]))["epoch"]
   for result in (by_collision, last):  # the returned codes are the chosen epoch's
     chosen = result.history[result.best_epoch - 1]
-    report = train.evaluate(synthetic_vectors, result.codes, 0.0, K)
+    report = programs.evaluate(synthetic_vectors, result.codes, 0.0, K)
     assert report["collision_rate"] == pytest.approx(chosen["collision_rate"])
     assert report["usage_per_level"] == pytest.approx(chosen["usage_per_level"])
 
@@ -125,7 +126,7 @@ def test_warmup_raises_the_rate_linearly_then_holds_it():
   """With a constant gradient Adam's normalised step is 1, so each update is minus the rate:
   lr * k / warmup_steps at step k < warmup_steps, then lr."""
   lr, warmup = 1e-3, 4
-  tx = train.optimizer(lr, 0.0, warmup)
+  tx = programs.optimizer(lr, 0.0, warmup)
   params = {"w": np.ones(3, np.float32)}
   grads = {"w": np.full(3, 0.5, np.float32)}
   state, steps = tx.init(params), []
@@ -149,15 +150,13 @@ def test_warmup_trains_and_resumes(tmp_path, synthetic_vectors):
   assert resumed.history == once.history
 
 
-def test_fingerprint_leaves_out_the_warmup_at_its_default():
-  """Checkpoints written before `warmup_steps` existed (no warm-up) keep their fingerprint;
-  a warm-up run has another one."""
+def test_fingerprint_covers_the_warmup_but_not_the_epochs():
+  """A warm-up run cannot resume a run without one; more epochs extend a run."""
   config = _config("rqvae")
   vectors = np.zeros((4, 3), np.float32)
   plain = train._run_fingerprint(config, vectors)  # pylint: disable=protected-access
-  del config.rqvae["warmup_steps"]  # the config of an earlier version
+  config.rqvae.epochs += 10
   assert train._run_fingerprint(config, vectors) == plain  # pylint: disable=protected-access
-  config = _config("rqvae")
   config.rqvae.warmup_steps = 300
   assert train._run_fingerprint(config, vectors) != plain  # pylint: disable=protected-access
 
@@ -204,7 +203,7 @@ def _beauty_slice_run(beauty_prefix, workdir: str, **overrides) -> tuple[list[di
   config.r3vae.update(overrides)
   history = train.train_tokenizer(config, vectors, workdir).history
   _, codes, _ = rqkmeans.fit_rqkmeans(vectors, 2, 64, 10, 0)
-  return history, train.evaluate(vectors, codes, 0.0, 64)["collision_rate"]
+  return history, programs.evaluate(vectors, codes, 0.0, 64)["collision_rate"]
 
 
 def test_r3vae_keeps_beauty_groups_small_and_collides_less_than_rqkmeans(tmp_path, beauty_prefix):

@@ -20,7 +20,7 @@ from r3vae_jax.configs import default
 from r3vae_jax.recommender import loss as rec_loss
 from r3vae_jax.recommender import state as rec_state
 from r3vae_jax.recommender.model import make_step_fn
-from r3vae_jax.tokenizer import train as tok_train
+from r3vae_jax.tokenizer import programs as tok_programs
 
 RTOL = 1e-4
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def _tokenizer_pair(ref, name, rating, dim):
   config.r3vae.update(default.R3VAE_SOFT_VARIANT)  # the variant the torch twin implements
   if rating:
     config.r3vae.rating = rating
-  ours = tok_train.build_model(config, dim, seed=1)
+  ours = tok_programs.build_model(config, dim, seed=1)
   graphdef, params = nnx.split(ours)
   theirs = ref["tokenizer"].build(name, config[name], config.sid, dim)
   ref["weights"].load_tokenizer(theirs, nnx.to_pure_dict(params))

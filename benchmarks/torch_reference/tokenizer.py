@@ -166,7 +166,7 @@ class R3VAE(nn.Module):
 
 
 def build(name: str, section, sid, input_dim: int) -> nn.Module:
-  """The torch twin of `r3vae_jax.tokenizer.train.build_model` from the same config sections.
+  """The torch twin of `r3vae_jax.tokenizer.programs.build_model` from the same config sections.
 
   Args:
     name: "rqvae" | "r3vae".

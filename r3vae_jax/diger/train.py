@@ -56,18 +56,23 @@ from r3vae_jax import decode
 from r3vae_jax.decode import trie as trie_lib
 from r3vae_jax.diger import joint
 from r3vae_jax.diger import noise
+from r3vae_jax.recommender import artifacts as rec_artifacts
 from r3vae_jax.recommender import data as rec_data
+from r3vae_jax.recommender import evaluation as rec_evaluation
+from r3vae_jax.recommender import programs as rec_programs
 from r3vae_jax.recommender import ranking as rec_ranking
 from r3vae_jax.recommender import state as rec_state
-from r3vae_jax.recommender import train as rec_train
-from r3vae_jax.recommender.preemption import PreemptionWatch
 from r3vae_jax.tokenizer import api as tok_api
 from r3vae_jax.tokenizer import models as tok_models
+from r3vae_jax.tokenizer import programs as tok_programs
 from r3vae_jax.tokenizer import sid_table as sid_lib
-from r3vae_jax.tokenizer import train as tok_train
+from r3vae_jax.training import compile as compile_lib
+from r3vae_jax.training import eta, resume, stage as stage_lib
+from r3vae_jax.training.preemption import PreemptionWatch
+from r3vae_jax.training.selection import Progress
 
 DIGER_DIR = "diger"
-METRICS_FILE = "metrics.jsonl"
+META_VERSION = 1
 GROUPS = ("tokenizer", "recommender", "sigma")
 
 
@@ -103,9 +108,9 @@ def load_pretrained_tokenizer(config: ml_collections.ConfigDict, vectors: np.nda
   if not (os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))):
     logging.info("diger: no pretrained %s in %s; fitting it first", pre.tokenizer, ckpt_dir)
     tok_api.fit_tokenizer(pre, vectors, workdir)
-  graphdef, params = nnx.split(tok_train.build_model(pre, vectors.shape[1], pre.seed))
+  graphdef, params = nnx.split(tok_programs.build_model(pre, vectors.shape[1], pre.seed))
   params = nnx.to_pure_dict(params)
-  tx = tok_train.optimizer(c.lr, c.weight_decay, c.warmup_steps)  # layout.
+  tx = tok_programs.optimizer(c.lr, c.weight_decay, c.warmup_steps)  # layout.
   tree = {"state": {"params": params, "opt": tx.init(params)}, "best_params": params}
   manager = checkpoint.make_manager(ckpt_dir, keep=c.checkpoint_keep, async_save=False)
   restored = checkpoint.restore(manager, checkpoint.abstract_like(tree))
@@ -124,7 +129,7 @@ def tokenizer_lr_schedule(config: ml_collections.ConfigDict, rec_schedule: optax
   recommender's schedule scaled by `tokenizer_lr / train.lr` (same warm-up and decay, peak
   `tokenizer_lr`), so the codes stop moving when the recommender can no longer follow them. At
   a constant tokenizer rate the full-data rows' training loss rose again once the recommender's
-  cosine rate had decayed (results/README.md, session 7).
+  cosine rate had decayed (docs/experiments.md).
   """
   d = config.diger
   if d.tokenizer_schedule == "follow":
@@ -223,7 +228,7 @@ class JointProgram:
       devices (`make_train_step`'s layout).
     train_step: `make_train_step`'s `step(state, batch, vectors, table, decay_id)`.
     tok_graph: the tokenizer's nnx graph (its parameters live in the state).
-    programs: the recommender's `rec_train.model_programs` (model definition, shardings,
+    programs: the recommender's `rec_programs.model_programs` (model definition, shardings,
       constrained-beam `generate`).
   """
   state: dict[str, Any]
@@ -241,7 +246,7 @@ def joint_program(config: ml_collections.ConfigDict, cfg: joint.JointConfig,
   sid = config.sid
   rep = parallel.replicated(mesh)
   tok_graph, tok_params = nnx.split(tokenizer)
-  programs = rec_train.model_programs(config, mesh)
+  programs = rec_programs.model_programs(config, mesh)
   tx = make_optimizer(config, total_steps)
   params = {
       "tokenizer": jax.device_put(nnx.to_pure_dict(tok_params), rep),
@@ -276,7 +281,7 @@ def build_table(tok_graph: Any, tok_params: Any, vectors: np.ndarray, mesh: jax.
     collision_rate, max_group_size, reconstruction_mse).
   """
   k = config.sid.codebook_size
-  codes, recon = tok_train.encode(tok_graph, tok_params, vectors, mesh)
+  codes, recon = tok_programs.encode(tok_graph, tok_params, vectors, mesh)
   max_group = int(np.asarray(quantize.collision_tokens(codes)).max()) + 1
   table = (sid_lib.make_sid_table(codes, config.sid.max_collisions)
            if max_group <= config.sid.max_collisions else None)
@@ -330,7 +335,7 @@ def validate(generate: Any, rec_params: Any, table: np.ndarray, layout: Any,
   multiple = int(np.lcm(mesh.shape[parallel.DATA], jax.process_count()))
   batch = -(-min(config.eval.batch_size, len(examples)) // multiple) * multiple
   return rec_ranking.score(lambda b: generate(rec_params, b, trie), inputs, examples.target,
-                           rec_train.eval_seen(config, examples), batch, mesh,
+                           rec_evaluation.eval_seen(config, examples), batch, mesh,
                            tuple(config.eval.ks))
 
 
@@ -360,34 +365,8 @@ def save_final(workdir: str, params: dict[str, Any], table: np.ndarray, summary:
           "vectors_fingerprint": io.fingerprint_array(vectors), "best_epoch": best_epoch,
           "config": config.diger.to_dict()}
   sid_lib.save_sid_table(workdir, table, {**summary["sid_metrics"], "tokenizer": "diger"}, meta)
-  export_recommender(workdir, params["recommender"], table, summary["valid"], best_epoch, step,
-                     config, mesh)
-
-
-def export_recommender(workdir: str, rec_params: Any, table: np.ndarray, valid: dict[str, float],
-                       best_epoch: int, step: int, config: ml_collections.ConfigDict,
-                       mesh: jax.sharding.Mesh) -> None:
-  """Writes the recommender as the best step of `workdir/recommender/checkpoints`, with the meta
-  (`rec_train.Progress`, fingerprints of this config and table) that `evaluate_recommender`
-  and `api.Recommender` check; the optimizer part of that train state is freshly initialised."""
-  select = config.train.select_metric
-  directory = os.path.join(workdir, "recommender", "checkpoints")
-  manager = checkpoint.make_manager(directory, keep=config.train.checkpoint_keep,
-                                    best_metric=select, async_save=False)
-  if step in manager.all_steps():
-    return
-  state = rec_train.train_programs(config, mesh, 1).init()
-  state["params"] = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), rec_params,
-                                 state["params"])
-  state["step"] = jax.device_put(jnp.int32(step), state["step"].sharding)
-  progress = rec_train.Progress(
-      validated_epochs=best_epoch, best=float(valid.get(select, -1.0)), best_epoch=best_epoch,
-      best_step=step, best_metrics=dict(valid), finished="diger")
-  meta = {"version": rec_train.META_VERSION, "step": step,
-          "progress": dataclasses.asdict(progress),
-          "fingerprints": rec_train.fingerprints(config, table)}
-  checkpoint.save(manager, step, state, meta, metrics={select: progress.best}, force=True)
-  manager.wait_until_finished()
+  rec_artifacts.export_params(config, workdir, params["recommender"], table, summary["valid"],
+                              best_epoch, step, mesh)
 
 
 # ---- train loop --------------------------------------------------------------------------
@@ -440,10 +419,10 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   """
   cfg = joint_config(config)
   vectors = np.asarray(vectors, np.float32)
-  t, sid = config.train, config.sid
+  t, select = config.train, config.train.select_metric
   if vectors.ndim != 2:
     raise ValueError(f"diger: vectors must be [N, D], got shape {vectors.shape}")
-  out_dir = os.path.join(workdir, DIGER_DIR)
+  stage = stage_lib.begin(workdir, DIGER_DIR, {"config": _fingerprint(config, vectors)})
 
   # ================================ Mesh ======================================================
   mesh = parallel.config_mesh(config)
@@ -465,127 +444,172 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   # ================================ Model, optimizer, shard & transfer ========================
   tokenizer = load_pretrained_tokenizer(config, vectors, workdir)
   prog = joint_program(config, cfg, tokenizer, mesh, t.epochs * steps_per_epoch)
-  tok_graph, programs, train_step = prog.tok_graph, prog.programs, prog.train_step
-  layout, state, params = programs.mdef.layout, prog.state, prog.state["params"]
+  tok_graph, generate = prog.tok_graph, prog.programs.generate
+  layout, params = prog.programs.mdef.layout, prog.state["params"]
   vectors_dev = jax.device_put(vectors, rep)
   decay_id = jax.device_put(noise.decay_index(cfg.decay), rep)
+
+  def joint_step(state, batch, table_dev):
+    return prog.train_step(state, batch, vectors_dev, table_dev, decay_id)
 
   # ================================ Load checkpoint ===========================================
   table, stats = build_table(tok_graph, params["tokenizer"], vectors, mesh, config)
   if table is None:
     raise ValueError(f"diger: the pretrained {config.diger.pretrain} puts "
                      f"{stats['max_group_size']} items on one code tuple, more than "
-                     f"config.sid.max_collisions={sid.max_collisions}: no SID table")
+                     f"config.sid.max_collisions={config.sid.max_collisions}: no SID table")
   pretrained_table = table
-  manager = checkpoint.make_manager(os.path.join(out_dir, "ckpt"), keep=t.checkpoint_keep)
-  log = rec_train.MetricsLog(os.path.join(out_dir, METRICS_FILE))
-  fingerprint = _fingerprint(config, vectors)
-  tree = {"state": state, "best": _copy(params), "table": jax.device_put(table, rep)}
-  restored = checkpoint.restore(manager, checkpoint.abstract_like(tree))
+  manager = checkpoint.make_manager(stage.path("ckpt"), keep=t.checkpoint_keep)
+  tree = {"state": prog.state, "best": _copy(params), "table": jax.device_put(table, rep)}
+  restored = resume.resume(manager, tree, META_VERSION, stage.fingerprints)
   if restored is not None:
-    epoch, tree, meta = restored
-    if meta["fingerprint"] != fingerprint:
-      raise io.ArtifactError(f"{out_dir}/ckpt: checkpoint of another run (fingerprint "
-                             f"{meta['fingerprint']} != {fingerprint}); use a fresh workdir")
-    history, best_epoch, bad_epochs = meta["history"], meta["best_epoch"], meta["bad_epochs"]
-    logging.info("diger: resumed after epoch %d", epoch)
+    _, tree, meta = restored
+    history, progress = meta["history"], Progress(**meta["progress"])
+    progress.extend_to(t.epochs)
+    logging.info("diger: resumed after epoch %d", progress.validated_epochs)
   else:
-    epoch, history, best_epoch, bad_epochs = 0, [], 0, 0
-    history.append({"epoch": 0, **stats, "sigma": _floats(params["sigma"]),
-                    "table_valid": True})
-    log.write(history[-1])
+    progress = Progress(best_epoch=0, best_step=0)
+    history = [{"epoch": 0, **stats, "sigma": _floats(params["sigma"]), "table_valid": True}]
+    stage.metrics.write(history[-1])
     logging.info("diger epoch 0 (pretrained %s): usage %s collision %.4f max group %d",
                  config.diger.pretrain, _fmt(stats["usage_per_level"]),
                  stats["collision_rate"], stats["max_group_size"])
 
   # ================================ Train loop ================================================
-  if epoch < t.epochs and bad_epochs < t.patience:
-    rec_train.precompile_buckets(
-        lambda b: train_step.lower(tree["state"], b, vectors_dev, tree["table"],
-                                   decay_id).compile(), source, mesh)
-  select, stopped = t.select_metric, "finished"
+  if not progress.finished:
+    compile_lib.precompile(
+        lambda b: prog.train_step.lower(tree["state"], b, vectors_dev, tree["table"],
+                                        decay_id).compile(),
+        rec_data.bucket_batches(source, mesh), "each history-length bucket")
+  stopped, clock = "finished", eta.Eta(t.epochs, progress.validated_epochs)
   with PreemptionWatch(t.stop_at) as preemption:
-    while epoch < t.epochs and bad_epochs < t.patience:
-      start = time.time()
-      state, table_dev = tree["state"], tree["table"]
-      sums: dict[str, jax.Array] = {}
-      batches = rec_data.Prefetcher(lambda s: parallel.to_global(source.host_batch(s), mesh),
-                                    epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch,
-                                    t.prefetch)
-      for step, batch in batches:
-        if step_hook is not None:
-          step_hook(step)
-        if preemption.requested(step):
-          stopped = "preempted"
-          break
-        state, metrics = train_step(state, batch, vectors_dev, table_dev, decay_id)
-        sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
-        if (step + 1) % t.log_every_steps == 0:
-          logging.info("diger step %d: loss %.4f rec_ce %.4f noisy %.3f", step + 1,
-                       float(metrics["loss"]), float(metrics["rec_ce"]),
-                       float(metrics["noisy_fraction"]))
-      batches.close()
-      if stopped == "preempted":
+    while not progress.finished:
+      start, epoch = time.time(), progress.validated_epochs + 1
+      state, sums = _train_epoch(joint_step, tree, source, epoch - 1, mesh, config, preemption,
+                                 step_hook)
+      if state is None:
+        stopped = "preempted"
         logging.warning("diger: preempted in epoch %d; its steps are dropped, the best epoch so "
-                        "far (%d) is saved, a relaunch resumes after epoch %d", epoch + 1,
-                        best_epoch, epoch)
+                        "far (%d) is saved, a relaunch resumes after epoch %d", epoch,
+                        progress.best_epoch, epoch - 1)
         break
-      epoch += 1
       means = {k: np.asarray(v) / steps_per_epoch for k, v in sums.items()}
       if t.nonfinite == "raise" and not math.isfinite(float(means["loss"])):
         raise FloatingPointError(f"diger: non-finite loss in epoch {epoch} ({means['loss']})")
 
-      # ---- evals: the epoch's SID table, its statistics, validation over it -------------------
-      new_table, stats = build_table(tok_graph, state["params"]["tokenizer"], vectors, mesh,
-                                     config)
-      evaluated = epoch % t.eval_every_epochs == 0 or epoch == t.epochs
-      valid = (validate(programs.generate, state["params"]["recommender"], new_table, layout,
-                        valid_ex, config, mesh) if evaluated and new_table is not None else {})
-      record = {"epoch": epoch, **{f"train_{k}": _floats(v) for k, v in means.items()}, **stats,
-                "sigma": _floats(state["params"]["sigma"]), "table_valid": new_table is not None,
-                **{f"valid_{k}": v for k, v in valid.items()}, "seconds": time.time() - start}
-      best_value = max((h.get(f"valid_{select}", -1.0) for h in history), default=-1.0)
+      new_table, valid, record = _evaluate_epoch(
+          tok_graph, generate, state, means, epoch, vectors, layout, valid_ex, config, mesh)
+      record["seconds"] = time.time() - start
       history.append(record)
-      log.write(record)
-      if new_table is None:
-        logging.warning("diger epoch %d: %d items share one code tuple, more than "
-                        "config.sid.max_collisions=%d: no valid SID table this epoch; training "
-                        "goes on with the last valid table, and this epoch is not validated and "
-                        "cannot be the best", epoch, stats["max_group_size"], sid.max_collisions)
-      improved = bool(valid) and valid[select] > best_value
-      if improved:
-        best_epoch, bad_epochs = epoch, 0
-      elif evaluated:
-        bad_epochs += 1
+      stage.metrics.write(record)
+      evaluated = epoch % t.eval_every_epochs == 0 or epoch == t.epochs
+      improved = evaluated and progress.record_validation(
+          valid or None, select, epoch, epoch * steps_per_epoch, t.patience)
+      progress.end_epoch(epoch, t.epochs)
       tree = {"state": state, "best": _copy(state["params"]) if improved else tree["best"],
-              "table": table_dev if new_table is None else jax.device_put(new_table, rep)}
-      checkpoint.save(manager, epoch, tree, {"fingerprint": fingerprint, "history": history,
-                                             "best_epoch": best_epoch, "bad_epochs": bad_epochs})
-      logging.info("diger epoch %d: rec_ce %.4f recon %.4g usage %s collision %.4f max group %d "
-                   "sigma %s noisy %.3f %s %s (%.0fs)", epoch, record["train_rec_ce"],
-                   record["train_recon"], _fmt(stats["usage_per_level"]),
-                   stats["collision_rate"], stats["max_group_size"], _fmt(record["sigma"]),
-                   record["train_noisy_fraction"], select,
-                   f"{valid[select]:.4f}" if valid else "-", record["seconds"])
+              "table": tree["table"] if new_table is None else jax.device_put(new_table, rep)}
+      checkpoint.save(manager, epoch, tree, resume.make_meta(
+          META_VERSION, stage.fingerprints, history=history,
+          progress=dataclasses.asdict(progress)))
+      _log_epoch(record, select, valid, clock.tick(epoch)[1])
   manager.wait_until_finished()
+  stage.close()
 
   # ================================ Save ======================================================
+  summary = _summary(tok_graph, tree["best"], progress.best_epoch, history, stopped,
+                     pretrained_table, vectors, cfg, config, mesh)
+  save_final(workdir, tree["best"], summary.pop("table"), summary, config, vectors,
+             progress.best_epoch * steps_per_epoch, mesh)
+  return summary
+
+
+def _evaluate_epoch(tok_graph: Any, generate: Callable, state: dict[str, Any],
+                    means: dict[str, np.ndarray], epoch: int, vectors: np.ndarray, layout: Any,
+                    valid_ex: rec_data.Examples, config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh
+                    ) -> tuple[np.ndarray | None, dict[str, float], dict[str, Any]]:
+  """The epoch's SID table, its statistics and validation over it (every
+  `train.eval_every_epochs` epochs and the last, when the table is valid).
+
+  Returns:
+    (the table or None when collapsed, validation metrics or {}, the epoch's history record
+    without "seconds").
+  """
+  t = config.train
+  table, stats = build_table(tok_graph, state["params"]["tokenizer"], vectors, mesh, config)
+  evaluated = epoch % t.eval_every_epochs == 0 or epoch == t.epochs
+  valid = (validate(generate, state["params"]["recommender"], table, layout, valid_ex, config,
+                    mesh) if evaluated and table is not None else {})
+  if table is None:
+    logging.warning("diger epoch %d: %d items share one code tuple, more than "
+                    "config.sid.max_collisions=%d: no valid SID table this epoch; training "
+                    "goes on with the last valid table, and this epoch is not validated and "
+                    "cannot be the best", epoch, stats["max_group_size"],
+                    config.sid.max_collisions)
+  record = {"epoch": epoch, **{f"train_{k}": _floats(v) for k, v in means.items()}, **stats,
+            "sigma": _floats(state["params"]["sigma"]), "table_valid": table is not None,
+            **{f"valid_{k}": v for k, v in valid.items()}}
+  return table, valid, record
+
+
+def _summary(tok_graph: Any, best: dict[str, Any], best_epoch: int, history: list[dict],
+             stopped: str, pretrained_table: np.ndarray, vectors: np.ndarray,
+             cfg: joint.JointConfig, config: ml_collections.ConfigDict,
+             mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """`train_diger`'s summary of the best epoch, with its SID table under "table"."""
   if best_epoch == 0:
     logging.warning("diger: no epoch was validated with a valid SID table; saving the pretrained "
                     "%s and the recommender as initialised (epoch 0)", config.diger.pretrain)
-  best = tree["best"]
   table, stats = build_table(tok_graph, best["tokenizer"], vectors, mesh, config)
   best_record = next(h for h in history if h["epoch"] == best_epoch)
   summary = {"decay": cfg.decay, "stopped": stopped, "best_epoch": best_epoch,
              "valid": {k[len("valid_"):]: v for k, v in best_record.items()
                        if k.startswith("valid_")},
              "sid_metrics": stats, "history": history,
-             "sid_changes": quantize.sid_changes(pretrained_table, table, config.sid.levels)}
+             "sid_changes": quantize.sid_changes(pretrained_table, table, config.sid.levels),
+             "table": table}
   logging.info("diger: %.1f%% of the items' SIDs differ from the pretrained %s's (codes per "
                "level %s)", 100 * summary["sid_changes"]["sid_changed"], config.diger.pretrain,
                _fmt(summary["sid_changes"]["code_changed"]))
-  save_final(workdir, best, table, summary, config, vectors, best_epoch * steps_per_epoch, mesh)
   return summary
+
+
+def _train_epoch(joint_step: Callable, tree: dict[str, Any], source: ItemBatchSource,
+                 epoch: int, mesh: jax.sharding.Mesh, config: ml_collections.ConfigDict, preemption: PreemptionWatch,
+                 step_hook: Callable[[int], None] | None) -> tuple[Any, dict[str, jax.Array]]:
+  """The joint steps (`joint_step(state, batch, table)`) of epoch `epoch` (0-based) from
+  `tree`'s state and table: (state, the step metrics summed over the epoch), or (None, ...)
+  when preemption was requested."""
+  steps_per_epoch, t = source.plan.steps_per_epoch, config.train
+  state, sums = tree["state"], {}
+  batches = rec_data.Prefetcher(lambda s: parallel.to_global(source.host_batch(s), mesh),
+                                epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch,
+                                t.prefetch)
+  try:
+    for step, batch in batches:
+      if step_hook is not None:
+        step_hook(step)
+      if preemption.requested(step):
+        return None, sums
+      state, metrics = joint_step(state, batch, tree["table"])
+      sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
+      if (step + 1) % t.log_every_steps == 0:
+        logging.info("diger step %d: loss %.4f rec_ce %.4f noisy %.3f", step + 1,
+                     float(metrics["loss"]), float(metrics["rec_ce"]),
+                     float(metrics["noisy_fraction"]))
+  finally:
+    batches.close()
+  return state, sums
+
+
+def _log_epoch(record: dict[str, Any], select: str, valid: dict[str, float], eta_s: float
+               ) -> None:
+  logging.info("diger epoch %d: rec_ce %.4f recon %.4g usage %s collision %.4f max group %d "
+               "sigma %s noisy %.3f %s %s (%.0fs, ETA %.0fs)", record["epoch"],
+               record["train_rec_ce"], record["train_recon"], _fmt(record["usage_per_level"]),
+               record["collision_rate"], record["max_group_size"], _fmt(record["sigma"]),
+               record["train_noisy_fraction"], select,
+               f"{valid[select]:.4f}" if valid else "-", record["seconds"], eta_s)
 
 
 def _fingerprint(config: ml_collections.ConfigDict, vectors: np.ndarray) -> str:

@@ -26,13 +26,13 @@ import queue
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
+import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from r3vae_jax import parallel
 from r3vae_jax.data.splits import Splits, pad_histories, training_examples
 from r3vae_jax.io import ArtifactError
-from r3vae_jax.recommender import smoothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +281,20 @@ def steps_by_width(plan: BatchPlan | BucketedPlan, epoch: int = 0) -> dict[int |
   return groups
 
 
+def bucket_batches(source: Any, mesh: Mesh) -> list[dict[str, jax.Array]]:
+  """One global batch per history-length bucket of epoch 0, placed on `mesh`: each is its own
+  compiled shape (`training.compile.precompile`); none for a `BatchPlan` (one shape).
+
+  Args:
+    source: has `plan` and `host_batch(step)` (`BatchSource`, DIGER's item batches).
+    mesh: the run's.
+  """
+  if not isinstance(source.plan, BucketedPlan):
+    return []
+  first = {items: steps[0] for items, steps in steps_by_width(source.plan).items()}
+  return [parallel.to_global(source.host_batch(s), mesh) for s in first.values()]
+
+
 class PlanRows:
   """The rows of any global batch of a plan, with the epoch's order cached (a `BucketedPlan`'s
   order shuffles every bucket; steps of one epoch share it)."""
@@ -300,31 +314,20 @@ class PlanRows:
 
 
 class BatchSource:
-  """Builds this host's rows of any global batch of an example set.
-
-  With `target_support` (bool[N, L+1, Kmax], `smoothing.support_table`; None = hard targets),
-  each batch also holds "target_dist": float32[b, L+1, Kmax], the targets smoothed with weight
-  `label_smoothing`.
-  """
+  """Builds this host's rows of any global batch of an example set."""
 
   def __init__(self, examples: Examples, plan: BatchPlan | BucketedPlan,
-               item_tokens: np.ndarray, sid_table: np.ndarray,
-               target_support: np.ndarray | None = None, label_smoothing: float = 0.0):
+               item_tokens: np.ndarray, sid_table: np.ndarray):
     self.examples, self.plan = examples, plan
     self.item_tokens, self.sid_table = item_tokens, sid_table
-    self.target_support, self.label_smoothing = target_support, label_smoothing
     self.plan_rows = PlanRows(plan)
 
   def host_batch(self, step: int) -> dict[str, np.ndarray]:
     """This host's slice of global batch `step` (numpy)."""
     index, weight, items = self.plan_rows(step)
     rows = parallel.host_batch_slice(self.plan.global_batch)
-    batch = make_batch(self.examples, index[rows], weight[rows], self.item_tokens,
-                       self.sid_table, items)
-    if self.target_support is not None:
-      batch["target_dist"] = smoothing.target_distributions(
-          batch["targets"], self.target_support[batch["target_items"]], self.label_smoothing)
-    return batch
+    return make_batch(self.examples, index[rows], weight[rows], self.item_tokens,
+                      self.sid_table, items)
 
 
 class Prefetcher:

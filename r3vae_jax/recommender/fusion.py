@@ -7,10 +7,11 @@ seed or SID table: items, not SIDs, are combined) fuse into the mixture
 
     p(item) = sum_m w_m p_m(item),   p_m = 0 outside run m's beam,
 
-ranked by p and cut to B items (`mixture`). Unlike `ensemble.py` (K recommenders on ONE table
-decoding together), fusion needs no shared SID space, so it also combines runs whose tables were
-trained with different seeds or tokenizers; it costs the runs' training and decoding, nothing
-more. `python -m r3vae_jax.fuse` is its command line.
+ranked by p and cut to B items (`mixture`). Fusion needs no shared SID space, so it combines
+runs whose tables were trained with different seeds or tokenizers; it costs the runs' training
+and decoding, nothing more. Measured at paper size, two seeds of a row fused raise test N@10 over
+the pair's mean by 8.1-11.5% on Beauty, Sports and Toys (R3-VAE) and 12.4-16.6% on LastFM
+(RQ-VAE) (docs/experiments.md); it is never part of a single-model row. `python -m r3vae_jax.fuse` is its command line.
 """
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from r3vae_jax import parallel
-from r3vae_jax.recommender import ema
 from r3vae_jax.recommender import sharding
 from r3vae_jax.recommender.model import T5Recommender
 from r3vae_jax.recommender.tokens import TokenLayout, layout_from_config
@@ -76,8 +75,7 @@ def step_key(rng: jax.Array, step: jax.Array, impl: str) -> jax.Array:
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW (decay on matrices only) after global-norm clipping (none when `clip_norm` is 0),
-  warm-up, then cosine / linear decay to 0 or a constant rate; with `train.ema_decay` > 0 the
-  state also tracks the parameters' moving average (`ema.py`)."""
+  warm-up, then cosine / linear decay to 0 or a constant rate."""
   t = config.train
   if t.schedule not in ("cosine", "linear", "constant"):
     raise ValueError(f"config.train.schedule must be cosine, linear or constant, got "
@@ -98,10 +96,7 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   adamw = optax.adamw(schedule, weight_decay=t.weight_decay, mask=decay_mask)
   parts = [optax.clip_by_global_norm(t.clip_norm)] if t.clip_norm else []
-  parts.append(adamw)
-  if t.ema_decay:
-    parts.append(ema.track_ema(t.ema_decay))
-  tx = optax.chain(*parts) if len(parts) > 1 else adamw
+  tx = optax.chain(*parts, adamw) if parts else adamw
   return tx, schedule
 
 

@@ -13,7 +13,7 @@ import optax
 from jax.sharding import Mesh
 
 from r3vae_jax import parallel
-from r3vae_jax.decode import DeviceTrie, beam_search, ensemble_step_fn
+from r3vae_jax.decode import DeviceTrie, beam_search
 from r3vae_jax.recommender.loss import sid_loss
 from r3vae_jax.recommender.model import make_step_fn
 from r3vae_jax.recommender.state import ModelDef, batch_shardings, step_key
@@ -47,8 +47,7 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
     model = mdef.bind(params)
     logits = model(batch["enc_tokens"], batch["enc_mask"], batch["targets"],
                    deterministic=False, rng=key)
-    # Smoothed targets when the batch has them (`smoothing.py`); teacher forcing reads codes.
-    return sid_loss(logits, batch.get("target_dist", batch["targets"]), sizes, batch["weight"])
+    return sid_loss(logits, batch["targets"], sizes, batch["weight"])
 
   def step(state: dict, batch: dict) -> tuple[dict, dict]:
     # The key is built inside the trace: a closed-over key array is a host transfer on GPU.
@@ -116,21 +115,3 @@ def make_generate(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Me
     return result.item_ids, result.scores
 
   return _jit_generate(generate, param_shardings, mesh)
-
-
-def make_generate_ensemble(mdef: ModelDef, beam_size: int, param_shardings: Any, mesh: Mesh,
-                           size: int):
-  """Constrained beam search of `size` recommenders of one structure decoding together
-  (`decode.ensemble_step_fn`: the mean of their per-level log-probabilities), one `jax.jit`.
-
-  Returns:
-    generate(params: tuple of `size` param dicts, batch, trie) -> (item_ids int32[B, beam_size],
-    scores float32[B, beam_size]), as `make_generate`.
-  """
-  def generate(params: tuple, batch: dict, trie: DeviceTrie) -> tuple[jax.Array, jax.Array]:
-    step_fns, caches = zip(*(_decoder(mdef, member, batch, beam_size) for member in params))
-    result = beam_search(ensemble_step_fn(step_fns), caches, trie,
-                         batch["enc_tokens"].shape[0], beam_size)
-    return result.item_ids, result.scores
-
-  return _jit_generate(generate, (param_shardings,) * size, mesh)

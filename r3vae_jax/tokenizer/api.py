@@ -10,6 +10,7 @@ import numpy as np
 from r3vae_jax import io
 from r3vae_jax.tokenizer import rqkmeans
 from r3vae_jax.tokenizer import sid_table
+from r3vae_jax.tokenizer import programs
 from r3vae_jax.tokenizer import train
 
 TOKENIZERS = ("rqkmeans", "rqvae", "r3vae")
@@ -55,7 +56,7 @@ def fit_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, workdi
   if name == "rqkmeans":
     _, codes, recon = rqkmeans.fit_rqkmeans(vectors, sid.levels, sid.codebook_size,
                                             config.rqkmeans.iters, config.rqkmeans.seed)
-    metrics = train.evaluate(vectors, codes, recon, sid.codebook_size)
+    metrics = programs.evaluate(vectors, codes, recon, sid.codebook_size)
   else:
     run_config = config.copy_and_resolve_references()
     run_config.tokenizer = name

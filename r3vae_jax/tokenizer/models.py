@@ -104,7 +104,7 @@ class RQVAE(nnx.Module):
       never trained) and encode `x - mean`, decode to `decoder(z_q) + mean`. Sentence vectors
       share a large common direction; the Beauty MiniLM codes collapse in the first steps either
       way (collisions 0.026 -> 0.98 after 10 steps) and recover to 0.129 uncentred, 0.081
-      centred by step 600 (0.96 vs 0.24 at step 150; results/rqvae_early_steps_cpu.json).
+      centred by step 600 (0.96 vs 0.24 at step 150; docs/experiments.md).
     rngs: parameter RNG (one `params` key seeds the host-side initialisation).
   """
 
