@@ -24,7 +24,7 @@ def _tiny_config() -> ml_collections.ConfigDict:
 def test_run_writes_rows_of_both_protocols_and_decoders(tmp_path):
   from r3vae_jax.rpg import train  # pylint: disable=g-import-not-at-top
   out = tmp_path / "rpg.json"
-  result = train.run(_tiny_config(), str(out))
+  result = train.run(_tiny_config(), str(tmp_path / "work"), str(out))
   saved = json.loads(out.read_text())
   assert saved["tokenizer"] == "rpg" and saved["kind"] == "experiment"
   for split in ("valid", "test"):
@@ -34,4 +34,7 @@ def test_run_writes_rows_of_both_protocols_and_decoders(tmp_path):
         assert 0.0 <= saved["metrics"][key]["ndcg@10"] <= saved["metrics"][key]["recall@10"] <= 1
   assert len(saved["sid_metrics"]["usage_per_codebook"]) == 4
   assert 0.0 <= saved["sid_metrics"]["collision_rate"] <= 1.0
-  assert [p["epoch"] for p in result["train"]["curve"]] == [1, 2]
+  records = [json.loads(line) for line in (tmp_path / "work" / "rpg" / "metrics.jsonl").open()]
+  assert [(r["kind"], r["epoch"]) for r in records] == [("train", 1), ("valid", 1), ("train", 2),
+                                                        ("valid", 2)]
+  assert result["train"]["finished"] == "epochs" and result["train"]["best_epoch"] in (1, 2)

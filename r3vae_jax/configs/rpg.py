@@ -6,7 +6,7 @@ The argument is `dataset[,vector_source]`: dataset beauty | sports | toys (the d
 gives data paths, vectors and evaluation settings); vectors as that config (Beauty minilm-text,
 Sports/Toys interactions-svd by default). Presets per dataset follow RPG's released settings
 (codes per item, temperature, beams, graph out-degree, propagation steps, learning rate);
-the `train` section holds the optimiser and epochs, `rpg.time_budget_s` bounds the training.
+the `train` section holds the optimiser and epochs (`train.stop_at` bounds the training in time).
 """
 import ml_collections
 
@@ -31,7 +31,6 @@ def rpg_section(dataset: str) -> ml_collections.ConfigDict:
       # model (GPT-2 style)
       "d_model": 448, "num_layers": 2, "num_heads": 4, "d_ff": 1024, "max_len": 50,
       "temperature": temperature, "embed_dropout": 0.5, "attn_dropout": 0.5,
-      "time_budget_s": 0.0,  # > 0: stop training after this many seconds
       # decoding
       "num_beams": beams, "num_edges": edges, "propagation_steps": steps, "graph_block": 1024,
       "eval_batch_size": 1024,

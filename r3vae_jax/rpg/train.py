@@ -1,11 +1,15 @@
 """RPG end to end on one dataset: vectors -> OPQ SIDs -> training -> graph decoding -> JSON.
 
-  python -m r3vae_jax.rpg.train --config=r3vae_jax/configs/rpg.py:beauty --out=/tmp/rpg.json
+  python -m r3vae_jax.rpg.train --config=r3vae_jax/configs/rpg.py:beauty --workdir=/tmp/rpg \
+      --out=/tmp/rpg.json
 
-Training (`config.train`): AdamW with linear warm-up then cosine decay over `epochs`, gradient
-clipping, validation every `eval_every_epochs` epochs by exact full-catalogue scoring (seen
-items removed, N@10); the best validation state is kept and training stops after `patience`
-evaluations without improvement, at `epochs`, or once `rpg.time_budget_s` (if > 0) has passed. The best
+Training (`config.train`) on the shared training core (`r3vae_jax/training`): AdamW with linear
+warm-up then cosine decay over `epochs`, gradient clipping, validation every
+`eval_every_epochs` epochs by exact full-catalogue scoring (seen items removed);
+`selection.Progress` keeps the best state on `select_metric` and stops after `patience`
+validations without improvement or at `epochs`; `preemption.PreemptionWatch` stops the training
+on SIGTERM or once `train.stop_at` (Unix time) has passed, and the run goes on to evaluate.
+Metrics go to the stage's `metrics.jsonl`. Checkpoints are not written (a run is minutes long). The best
 state is then evaluated on valid and test by graph decoding and by exact scoring, each under
 both protocols: the user's seen items removed from the ranking (`valid`, `test`) and the raw
 ranking (`valid_full_ranking`, `test_full_ranking`).
@@ -18,6 +22,7 @@ from typing import Any
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -29,6 +34,7 @@ from r3vae_jax import evaluate, io, parallel
 from r3vae_jax.data import dataset, pipeline, splits as splits_lib
 from r3vae_jax.quantize import sid_metrics
 from r3vae_jax.rpg import data, decode, graph, model as model_lib, opq
+from r3vae_jax.training import preemption, selection, stage as stage_lib
 
 def model_config(c: Any, num_digits: int) -> model_lib.RPGConfig:
   return model_lib.RPGConfig(
@@ -120,7 +126,9 @@ def eval_inputs(spl: splits_lib.Splits, split: str, max_len: int, exclude_seen: 
   return out
 
 
-def run(config: Any, out_path: str | None = None) -> dict:
+def run(config: Any, workdir: str, out_path: str | None = None) -> dict:
+  """The whole run; the training stage's metrics go to `workdir/rpg/metrics.jsonl`, the
+  results JSON to `out_path` (if given). Returns the results."""
   c = config.rpg
   t0 = time.time()
   inter = pipeline.prepare(config)
@@ -150,35 +158,39 @@ def run(config: Any, out_path: str | None = None) -> dict:
   exact, _ = rank_fns(graphdef, sids, None, c, width)
   valid_seen = eval_inputs(spl, "valid", c.max_len, True)
 
-  def valid_ndcg(p):
+  def valid_scores(p):
     ranked = evaluate.rank_in_batches(lambda b: exact(p, b), valid_seen, c.eval_batch_size, mesh)
-    return evaluate.ranking_metrics(ranked, spl.valid_target, ks)["ndcg@10"]
+    return evaluate.ranking_metrics(ranked, spl.valid_target, ks)
 
   rng = np.random.default_rng(config.seed)
   key = jax.random.PRNGKey(config.seed)
-  best, best_params, best_epoch, bad, curve, epoch = -1.0, params, 0, 0, [], 0
-  stopped = "epochs"
+  stage = stage_lib.begin(workdir, "rpg", {"config": io.fingerprint_json(config.to_dict())})
+  progress, best_params, step_count, epoch, stopped = selection.Progress(), params, 0, 0, ""
   t_train = time.time()
-  for epoch in range(1, t.epochs + 1):
-    losses = []
-    for rows, length in data.epoch_batches(windows, t.length_buckets, t.batch_size, rng):
-      key, sub = jax.random.split(key)
-      batch = make_batch(windows, rows, length, t.batch_size, sids_np)
-      params, opt_state, value = step(params, opt_state, batch, sub)
-      losses.append(value)
-    out_of_time = c.time_budget_s > 0 and time.time() - t_train > c.time_budget_s
-    if epoch % t.eval_every_epochs == 0 or epoch == t.epochs or out_of_time:
-      score = valid_ndcg(params)
-      curve.append({"epoch": epoch, "loss": float(np.mean(jax.device_get(losses))),
-                    "valid_ndcg@10": score, "seconds": time.time() - t_train})
-      print(json.dumps(curve[-1]), flush=True)
-      if score > best:
-        best, best_params, best_epoch, bad = score, params, epoch, 0
-      else:
-        bad += 1
-      if bad >= t.patience or out_of_time:
-        stopped = "time_budget" if out_of_time else "patience"
-        break
+  with preemption.PreemptionWatch(t.stop_at) as watch:
+    while not progress.finished and not stopped:
+      epoch += 1
+      losses = []
+      for rows, length in data.epoch_batches(windows, t.length_buckets, t.batch_size, rng):
+        key, sub = jax.random.split(key)
+        batch = make_batch(windows, rows, length, t.batch_size, sids_np)
+        params, opt_state, value = step(params, opt_state, batch, sub)
+        losses.append(value)
+        step_count += 1
+        if watch.requested(step_count):
+          stopped = "preempted"
+          break
+      loss_value = float(np.mean(jax.device_get(losses)))
+      stage.metrics.write({"kind": "train", "epoch": epoch, "step": step_count,
+                           "loss": loss_value, "seconds": time.time() - t_train})
+      if epoch % t.eval_every_epochs == 0 or epoch == t.epochs or stopped:
+        scores = valid_scores(params)
+        stage.metrics.write({"kind": "valid", "epoch": epoch, "step": step_count, **scores})
+        logging.info("rpg epoch %d: loss %.4f, valid %s", epoch, loss_value, scores)
+        if progress.record_validation(scores, t.select_metric, epoch, step_count, t.patience):
+          best_params = params
+      progress.end_epoch(epoch, t.epochs)
+  stage.close()
   train_s = time.time() - t_train
 
   t_graph = time.time()
@@ -207,8 +219,9 @@ def run(config: Any, out_path: str | None = None) -> dict:
       "device": jax.devices()[0].device_kind, "commit": io.source_commit(),
       "data_stats": dataset.stats(inter), "config": config.to_dict(),
       "metrics": metrics, "sid_metrics": sid_report,
-      "train": {"best_epoch": best_epoch, "epochs_run": epoch, "stopped": stopped,
-                "steps_per_epoch": steps_per_epoch, "curve": curve},
+      "train": {"best_epoch": progress.best_epoch, "best_valid": progress.best_metrics,
+                "epochs_run": epoch, "steps": step_count, "steps_per_epoch": steps_per_epoch,
+                "finished": stopped or progress.finished},
       "wall_time_s": {"vectors": t_vec - t0, "tokenize": t_tok - t_vec, "train": train_s,
                       "graph": graph_s, "evaluate": time.time() - t_graph - graph_s},
       "decode_with_compile_s": decode_s,
@@ -221,12 +234,13 @@ def run(config: Any, out_path: str | None = None) -> dict:
 def cli() -> None:
   """Command line: --config=r3vae_jax/configs/rpg.py:<dataset> [--config.x=...] --out=FILE."""
   config = config_flags.DEFINE_config_file("config", None, "configs/rpg.py:<dataset>")
+  workdir = flags.DEFINE_string("workdir", None, "run folder (training metrics)")
   out = flags.DEFINE_string("out", None, "where the results JSON goes")
-  flags.mark_flags_as_required(["config"])
+  flags.mark_flags_as_required(["config", "workdir"])
 
   def main(argv):
     del argv
-    result = run(config.value, out.value)
+    result = run(config.value, workdir.value, out.value)
     print(json.dumps({k: result["metrics"][k] for k in ("test", "test_full_ranking",
                                                         "test_exact")}))
 
