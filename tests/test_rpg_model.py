@@ -17,6 +17,24 @@ def _model():
   return m
 
 
+@jax.jit
+def _states(params, sids, mask):
+  return nnx.merge(GRAPHDEF, params).states(sids, mask)
+
+
+@jax.jit
+def _last(params, sids, mask):
+  return model_lib.last_states(nnx.merge(GRAPHDEF, params), sids, mask)
+
+
+@jax.jit
+def _loss(params, sids, mask, labels):
+  return model_lib.loss(nnx.merge(GRAPHDEF, params), sids, mask, labels, None)
+
+
+GRAPHDEF, PARAMS = nnx.split(_model(), nnx.Param)
+
+
 def _inputs():
   rng = np.random.default_rng(0)
   sids = rng.integers(0, 5, size=(2, 4, 3)).astype(np.int32)
@@ -28,10 +46,9 @@ def _inputs():
 
 
 def test_loss_matches_definition():
-  m = _model()
   sids, mask, labels = _inputs()
-  states = np.asarray(m.states(sids, mask), np.float64)                     # [B, T, m, d]
-  table = np.asarray(m.tokens[...], np.float64).reshape(3, 5, 8)
+  states = np.asarray(_states(PARAMS, sids, mask), np.float64)              # [B, T, m, d]
+  table = np.asarray(PARAMS["tokens"][...], np.float64).reshape(3, 5, 8)
   total, count = 0.0, 0
   for b in range(2):
     for t in range(4):
@@ -43,36 +60,33 @@ def test_loss_matches_definition():
         e = table[j] / np.linalg.norm(table[j], axis=1, keepdims=True)
         logits = e @ s / 0.1
         total += -(logits[labels[b, t, j]] - np.log(np.exp(logits).sum())) / 3
-  np.testing.assert_allclose(model_lib.loss(m, sids, mask, labels, None), total / count,
-                             rtol=1e-5)
+  np.testing.assert_allclose(_loss(PARAMS, sids, mask, labels), total / count, rtol=1e-5)
 
 
 def test_causal_and_right_padding_invariant():
-  m = _model()
   sids, mask, _ = _inputs()
-  base = m.states(sids, mask)
-  changed = m.states(sids.at[1, 3].set((sids[1, 3] + 1) % 5), mask)
+  base = _states(PARAMS, sids, mask)
+  changed = _states(PARAMS, sids.at[1, 3].set((sids[1, 3] + 1) % 5), mask)
   np.testing.assert_allclose(base[1, :3], changed[1, :3], atol=1e-6)
   assert not np.allclose(base[1, 3], changed[1, 3])
-  short = m.states(sids[:, :3], mask[:, :3])
-  np.testing.assert_allclose(model_lib.last_states(m, sids, mask)[0],
-                             model_lib.last_states(m, sids[:, :3], mask[:, :3])[0], atol=1e-6)
+  short = _states(PARAMS, sids[:, :3], mask[:, :3])
+  np.testing.assert_allclose(_last(PARAMS, sids, mask)[0], _last(PARAMS, sids[:, :3], mask[:, :3])[0],
+                             atol=1e-6)
   np.testing.assert_allclose(base[0, :3], short[0], atol=1e-6)
 
 
 def test_training_steps_lower_the_loss():
-  m = _model()
   sids, mask, labels = _inputs()
-  graphdef, params = nnx.split(m, nnx.Param)
+  params = PARAMS
   tx = optax.adam(1e-2)
-  step = train.make_step(graphdef, tx)
+  step = train.make_step(GRAPHDEF, tx)
   opt_state = tx.init(params)
   batch = {"sids": sids, "mask": mask, "labels": labels}
   first = None
   for i in range(20):
     params, opt_state, value = step(params, opt_state, batch, jax.random.PRNGKey(i))
     first = float(value) if first is None else first
-  after = model_lib.loss(nnx.merge(graphdef, params), sids, mask, labels, None)
+  after = _loss(params, sids, mask, labels)
   assert float(after) < 0.7 * first
 
 
