@@ -9,6 +9,8 @@ Modes (each reads and writes files in --workdir, so any stage can be rerun alone
   train      train the T5 recommender on the SID table (config.tokenizer=diger: joint training)
   evaluate   constrained beam search on validation and test; writes eval.json
   all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json
+             (a baseline config, `beauty.py:sasrec` (popularity | markov | sasrec): prepare,
+             fit, both protocols; r3vae_jax/baselines)
   recommend  top-K items for --user (or --items=i1,i2,...) from a trained workdir
              (--fuse=DIR,...: mixed with other runs of the dataset, late fusion)
 
@@ -151,6 +153,8 @@ def _stage_evaluate(config, workdir):
   table = _load_sid_table(workdir, inter.num_items)
   metrics = {split: evaluation.evaluate_recommender(config, workdir, table, spl, split=split)
              for split in ("valid", "test")}
+  for split in ("valid", "test"):  # both protocols: seen items removed and untouched
+    metrics[f"{split}_full_ranking"] = metrics[split].pop("full_ranking")
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
   for split, m in metrics.items():
     if not isinstance(m, dict):
@@ -326,7 +330,12 @@ def main(argv):
     validate.validate(config)
     parallel.initialize_distributed()
     os.makedirs(workdir, exist_ok=True)
-    if _MODE.value == "all":
+    if config.get("method"):  # a baseline row (`dataset.py:popularity|markov|sasrec`)
+      if _MODE.value != "all":
+        raise ValueError(f"config.method={config.method}: baseline rows run with --mode=all")
+      from r3vae_jax.baselines import run as baseline_run  # pylint: disable=g-import-not-at-top
+      baseline_run.run_all(config, workdir)
+    elif _MODE.value == "all":
       run_all(config, workdir)
     elif _MODE.value == "recommend":
       _stage_recommend(config, workdir)

@@ -66,6 +66,9 @@ def test_valid_through_the_evaluate_path_equals_the_logged_best(setup, tmp_path)
     assert metrics[key] == pytest.approx(best[key], abs=1e-12), key
   test = evaluation.evaluate_recommender(ruin, workdir, table, splits, split="test")
   assert test["step"] == best["step"] and test["users"] == USERS
+  # Removing seen items only moves a (never seen) target up: the untouched ranking scores lower.
+  for key in KEYS:
+    assert test["full_ranking"][key] <= test[key], key
   # The ranking file that `fuse` reads scores as evaluate did, and holds no seen item.
   for split, scored in (("valid", metrics), ("test", test)):
     saved = fuse.fuse_runs([workdir], split, None, (5, 10))

@@ -187,10 +187,10 @@ _REMOVED_FIELDS = {("train", "ema_decay"), ("train", "ensemble_size"),
 
 
 @pytest.mark.parametrize("row,arg", [
-    ("beauty_diger-detached_follow-warmup-last_table-tokenizer_lr_1e-7_minilm_window20_s0", "npy"),
-    ("sports_diger-detached_follow-tokenizer_lr_1e-7_interactions-svd_window20_s0",
+    ("beauty_diger-detached_follow-warmup-last_table-tokenizer_lr_1e-7_minilm_60ep_s0", "npy"),
+    ("sports_diger-detached_follow-tokenizer_lr_1e-7_svd_30ep_s0",
      "interactions-svd"),
-    ("toys_diger-detached_follow-last_table-tokenizer_lr_1e-7_interactions-svd_window20_s0",
+    ("toys_diger-detached_follow-last_table-tokenizer_lr_1e-7_svd_30ep_s0",
      "interactions-svd")])
 def test_published_diger_rows_rebuild_from_their_preset(row, arg):
   """`<dataset>.py:diger` rebuilds the recorded rows' training, DIGER, tokenizer, SID and

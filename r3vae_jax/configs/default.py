@@ -67,7 +67,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.sid = ml_collections.ConfigDict()
   c.sid.levels = 3
   c.sid.codebook_size = 256
-  c.sid.max_collisions = 256      # prefix groups larger than this are an error
+  c.sid.max_collisions = 256      # prefix groups larger than this are an error, unless
+  # spill_overflow: their further items move to a free last-level code of the same prefix
+  # (quantize.spill_overflow; catalogues of millions of items, docs/scale.md).
+  c.sid.spill_overflow = False
   # Which evaluated tokenizer epoch gives the table (tokenizer/train.py): min_collision | last.
   # On Toys' interactions-svd vectors the RQ-VAE's collision rate stays at 0.057-0.064 from
   # epoch 10 to 200 while its reconstruction error falls 0.0056 -> 0.0035, so min_collision
@@ -191,6 +194,9 @@ def base_config() -> ml_collections.ConfigDict:
   # as RecBoard/freerec do when no user repeats an item (true of the Amazon 5-core files).
   c.eval = ml_collections.ConfigDict(dict(beam_size=20, ks=(5, 10), batch_size=1024,
                                           exclude_seen=True))
+  # eval.max_users > 0: validation and test rank only this many users, evenly spaced over the
+  # user ids (catalogues of millions of users; docs/scale.md); 0 = every user.
+  c.eval.max_users = 0
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
   return c

@@ -105,6 +105,7 @@ FIELDS: dict[str, Check] = {
     "sid.levels": _POSITIVE,
     "sid.codebook_size": _int(2),
     "sid.max_collisions": _POSITIVE,
+    "sid.spill_overflow": _bool,
     "sid.select": _choice("min_collision", "last"),
     "rqkmeans.iters": _POSITIVE,
     "rqkmeans.seed": _int(0),
@@ -181,6 +182,7 @@ FIELDS: dict[str, Check] = {
     "eval.ks": _ints(1),
     "eval.batch_size": _POSITIVE,
     "eval.exclude_seen": _bool,
+    "eval.max_users": _int(0),
     "mesh.data": _int(1, also=(-1,)),
     "mesh.model": _POSITIVE,
 }

@@ -433,7 +433,8 @@ def train_diger(config: ml_collections.ConfigDict, workdir: str, vectors: np.nda
   # examples and batches are the fixed-table trainer's (same history cap, train.example_window
   # and train.length_buckets).
   train_ex = rec_data.train_examples(splits, config.data.max_history, t.example_window)
-  valid_ex = rec_data.eval_examples(splits, "valid", config.data.max_history)
+  valid_ex = rec_data.eval_examples(splits, "valid", config.data.max_history,
+                                     config.eval.max_users)
   for ex, name in ((train_ex, "train"), (valid_ex, "valid")):
     rec_data.check_items(ex, vectors.shape[0], f"diger {name} examples")
   parallel.check_batch_size(t.batch_size, mesh)

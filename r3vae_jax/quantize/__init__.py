@@ -10,6 +10,7 @@ from r3vae_jax.quantize.assign import rating_quantize
 from r3vae_jax.quantize.collision import append_collision_token
 from r3vae_jax.quantize.collision import collision_tokens
 from r3vae_jax.quantize.collision import group_ids
+from r3vae_jax.quantize.collision import spill_overflow
 from r3vae_jax.quantize.estimators import gumbel_soft_sample
 from r3vae_jax.quantize.estimators import gumbel_softmax
 from r3vae_jax.quantize.estimators import rotation_trick
@@ -71,6 +72,7 @@ __all__ = [
     "soft_group_centres",
     "soft_preference_discrimination",
     "soft_semantic_cohesion",
+    "spill_overflow",
     "straight_through",
     "transition_lift",
     "update_usage_ema",

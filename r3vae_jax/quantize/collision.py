@@ -90,3 +90,49 @@ def append_collision_token(codes: jax.Array | np.ndarray, max_collisions: int) -
         f"{tuple(int(c) for c in codes[worst])} but max_collisions={max_collisions} "
         "(raise config.sid.max_collisions or use more codes per level)")
   return np.concatenate([codes, tokens[:, None]], axis=1).astype(np.int32)
+
+
+def spill_overflow(codes: np.ndarray, max_collisions: int, codebook_size: int
+                   ) -> tuple[np.ndarray, int]:
+  """Moves the items that do not fit a code tuple's collision level to sibling tuples.
+
+  A tuple shared by more than `max_collisions` items keeps its first `max_collisions` (by item
+  id); each further item keeps its first L-1 codes and takes, in item-id order, a free place of
+  the last level under that prefix: the lowest last-level code whose tuple holds fewer than
+  `max_collisions` items. Items stay in their (L-1)-prefix, so the SID still says where they
+  belong; only their last code, the finest, changes. Host numpy; the loop runs over the
+  over-full prefixes only.
+
+  Args:
+    codes: int `[N, L]`, last-level codes in `[0, codebook_size)`.
+    max_collisions: the collision level's vocabulary.
+    codebook_size: K, the codes of the last level.
+
+  Returns:
+    (codes int32 `[N, L]` where no tuple has more than `max_collisions` items, the number of
+    items moved).
+
+  Raises:
+    ValueError: a prefix holds more items than its `K x max_collisions` places (names it).
+  """
+  codes = np.array(codes, np.int32)
+  rank = np.asarray(collision_tokens(jnp.asarray(codes)))
+  over = np.flatnonzero(rank >= max_collisions)
+  if over.size == 0:
+    return codes, 0
+  k = codebook_size
+  _, prefix = np.unique(codes[:, :-1], axis=0, return_inverse=True)
+  prefix = prefix.ravel()
+  for p in np.unique(prefix[over]):
+    members = np.flatnonzero(prefix == p)
+    movers = members[rank[members] >= max_collisions]
+    kept = members[rank[members] < max_collisions]
+    room = max_collisions - np.bincount(codes[kept, -1], minlength=k)
+    places = np.repeat(np.arange(k), room)
+    if places.size < movers.size:
+      raise ValueError(
+          f"quantize/collision.py: {members.size} items share the prefix "
+          f"{tuple(int(c) for c in codes[members[0], :-1])}, more than its {k} x "
+          f"max_collisions={max_collisions} places (raise config.sid.max_collisions)")
+    codes[movers, -1] = places[:movers.size]
+  return codes, int(over.size)

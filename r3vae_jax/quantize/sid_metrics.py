@@ -12,6 +12,7 @@ Definitions (`v̂ = v / ||v||`; a "group" = the items sharing a code tuple):
   v̂_i . v̂_j). NaN when no group has two items. Higher = more cohesive.
 * Preference discrimination `PD = log(mean_{a<b} exp(-t (1 - cos(p_a, p_b))))` over the group
   centres `p_g = mean_{i in g} v_i`. NaN with fewer than 2 groups. Lower = more uniform.
+  Beyond `PD_MAX_GROUPS` items, estimated on that many random groups (a fixed key).
 * Collision rate: fraction of items whose code tuple is shared with another item.
 * Usage per level: fraction of the K codes used at that level. Perplexity per level:
   `exp(-sum_k p_k log p_k)` of the code distribution at that level.
@@ -153,21 +154,35 @@ def mean_pair_kernel(points: jax.Array, count: jax.Array, t: float = 2.0,
   return total / (count * (count - 1) / 2)
 
 
-@functools.partial(jax.jit, static_argnames=("block",))
+PD_MAX_GROUPS = 65536  # PD over more groups than this is estimated on a random subset
+
+
+@functools.partial(jax.jit, static_argnames=("block", "max_groups"))
 def preference_discrimination(vectors: jax.Array, codes: jax.Array, t: float = 2.0,
-                              block: int = 2048) -> jax.Array:
+                              block: int = 2048, max_groups: int = PD_MAX_GROUPS) -> jax.Array:
   """`log(mean_{a<b} exp(-t (1 - cos(p_a, p_b))))` over the group centres p.
+
+  The pairs cost `O(G^2 D)`: 1M groups would be 5e11 kernel values. With more than
+  `max_groups` items (N, static), the mean runs over the pairs of a uniform random subset of
+  `max_groups` groups (drawn with a fixed key, so reproducible): an unbiased estimate of the
+  mean pair kernel; with at most `max_groups` items every pair counts.
 
   Args:
     vectors: `[N, D]`.
     codes: `int[N, L']`.
     t: kernel sharpness (R3-VAE: 2).
     block: tile size of the pairwise sum (static).
+    max_groups: the subset size beyond which PD is estimated (static).
 
   Returns:
     scalar PD (NaN with fewer than two groups). Lower = centres spread more uniformly.
   """
   centres, num_groups = group_centres(vectors, codes)
+  if centres.shape[0] > max_groups:
+    rows = jnp.arange(centres.shape[0])
+    draw = jax.random.uniform(jax.random.PRNGKey(0), rows.shape)
+    keep = jnp.argsort(jnp.where(rows < num_groups, draw, 2.0))[:max_groups]
+    centres, num_groups = centres[keep], jnp.minimum(num_groups, max_groups)
   return jnp.log(mean_pair_kernel(centres, num_groups, t, block))
 
 

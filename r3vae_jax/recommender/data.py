@@ -72,19 +72,40 @@ def train_examples(splits: Splits, max_history: int, window: int = 0) -> Example
   return Examples(history, target)
 
 
-def eval_examples(splits: Splits, split: str, max_history: int) -> Examples:
+def eval_examples(splits: Splits, split: str, max_history: int, max_users: int = 0
+                  ) -> Examples:
   """The last `max_history` items of each user's `split` ("valid" | "test") history -> target.
 
   The validation history is the training sequence, the test history adds the validation item;
   `seen` keeps the whole history (the reference protocol's seen items).
+
+  Args:
+    splits: the leave-one-out splits.
+    split: "valid" | "test".
+    max_history: history cap.
+    max_users: > 0 evaluates only this many users, evenly spaced over the user ids
+      (`eval_users`; `config.eval.max_users`, for catalogues of millions of users); 0 = all.
   """
   if split not in ("valid", "test"):
     raise ValueError(f"recommender data: split must be 'valid' or 'test', got {split!r}")
   histories: Sequence[np.ndarray] = getattr(splits, f"{split}_history")
+  targets = np.asarray(getattr(splits, f"{split}_target"), np.int32)
+  users = eval_users(len(histories), max_users)
+  if users is not None:
+    histories, targets = [histories[u] for u in users], targets[users]
   longest = max((len(h) for h in histories), default=0)
-  return Examples(pad_histories(histories, max_history),
-                  np.asarray(getattr(splits, f"{split}_target"), np.int32),
+  return Examples(pad_histories(histories, max_history), targets,
                   pad_histories(histories, max(longest, 1)))
+
+
+def eval_users(num_users: int, max_users: int) -> np.ndarray | None:
+  """int64[max_users] user ids `floor(j * num_users / max_users)`, evenly spaced and increasing;
+  None (every user) when `max_users` is 0 or at least `num_users`."""
+  if not isinstance(max_users, int) or max_users < 0:
+    raise ValueError(f"config.eval.max_users must be an int >= 0, got {max_users!r}")
+  if max_users == 0 or max_users >= num_users:
+    return None
+  return np.arange(max_users, dtype=np.int64) * num_users // max_users
 
 
 def check_items(examples: Examples, num_items: int, source: str) -> None:

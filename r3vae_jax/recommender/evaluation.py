@@ -56,7 +56,9 @@ def evaluate_recommender(config: ml_collections.ConfigDict, workdir: str,
   `python -m r3vae_jax.fuse`).
 
   Returns:
-    {"recall@K", "ndcg@K" for K in config.eval.ks, "users", "step"}.
+    {"recall@K", "ndcg@K" for K in config.eval.ks, "users", "step", "full_ranking": the same
+    metrics of the ranking with the user's seen items kept (equal to the rest without
+    `eval.exclude_seen`)}.
   """
   mesh = parallel.config_mesh(config)
   table = check_sid_table(sid_table, layout_from_config(config), "recommender: sid_table")
@@ -78,16 +80,19 @@ def score_split(config: ml_collections.ConfigDict, table: np.ndarray, splits: Sp
   returns the metrics of `evaluate_recommender` (without "step"); with `ranking_path`, also
   writes the scored rankings there (`fusion.save_ranking`)."""
   layout = layout_from_config(config)
-  examples = data.eval_examples(splits, split, config.data.max_history)
+  examples = data.eval_examples(splits, split, config.data.max_history,
+                                config.eval.max_users)
   data.check_items(examples, table.shape[0], f"recommender: {split} data")
   trie = build_trie(table, list(layout.level_sizes))
   inputs = ranking_inputs(examples, layout.item_tokens(table), table)
   ids, scores = evaluate.rank_in_batches(
       lambda batch: generate_scored(batch, trie), inputs,
       eval_batch_size(config, len(examples), mesh), mesh)
-  seen = eval_seen(config, examples)
+  seen, ks = eval_seen(config, examples), tuple(config.eval.ks)
   shown, shown_scores = (ids, scores) if seen is None else ranking.drop_seen(ids, seen, scores)
-  metrics = ranking.metrics_of(shown, examples.target, None, tuple(config.eval.ks))
+  metrics = ranking.metrics_of(shown, examples.target, None, ks)
+  # The other protocol beside it: the beam's ranking untouched, the user's own items kept.
+  metrics["full_ranking"] = ranking.metrics_of(ids, examples.target, None, ks)
   if ranking_path is not None and jax.process_index() == 0:
     fusion.save_ranking(ranking_path, shown, shown_scores, examples.target)
   return metrics

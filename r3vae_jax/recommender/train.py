@@ -82,7 +82,8 @@ def train_recommender(config: ml_collections.ConfigDict, workdir: str, sid_table
 
   # ================================ Input pipeline ==============================================
   train_ex = data.train_examples(splits, config.data.max_history, t.example_window)
-  valid_ex = data.eval_examples(splits, "valid", config.data.max_history)
+  valid_ex = data.eval_examples(splits, "valid", config.data.max_history,
+                                 config.eval.max_users)
   data.check_items(train_ex, table.shape[0], "recommender: training data")
   data.check_items(valid_ex, table.shape[0], "recommender: validation data")
   item_tokens = layout.item_tokens(table)

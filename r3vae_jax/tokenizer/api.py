@@ -62,8 +62,11 @@ def fit_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, workdi
     run_config.tokenizer = name
     result = train.train_tokenizer(run_config, vectors, workdir)
     codes, metrics = result.codes, {**result.metrics, "best_epoch": result.best_epoch}
-  table = sid_table.make_sid_table(codes, sid.max_collisions)
-  metrics = {**metrics, "tokenizer": name, "fit_seconds": time.time() - start}
+  table = sid_table.make_sid_table(codes, sid.max_collisions,
+                                   sid.codebook_size if sid.spill_overflow else 0)
+  spilled = int(np.any(table[:, :codes.shape[1]] != codes, axis=1).sum())
+  metrics = {**metrics, "tokenizer": name, "fit_seconds": time.time() - start,
+             "spilled_items": spilled}
   section = config[name].to_dict()
   meta = {"tokenizer": name, "num_items": int(vectors.shape[0]), "levels": sid.levels,
           "codebook_size": sid.codebook_size, "max_collisions": sid.max_collisions,

@@ -22,20 +22,28 @@ METRICS_FILE = "sid_metrics.json"
 _INT32_MAX = np.iinfo(np.int32).max
 
 
-def make_sid_table(codes: np.ndarray, max_collisions: int) -> np.ndarray:
+def make_sid_table(codes: np.ndarray, max_collisions: int, spill_codes: int = 0) -> np.ndarray:
   """Appends the collision token (rank among items sharing the L-code tuple, by item id).
 
   Args:
     codes: int `[N, L]`.
     max_collisions: vocabulary of the last level (config.sid.max_collisions).
+    spill_codes: > 0 (the last level's codebook size, with config.sid.spill_overflow): items
+      beyond `max_collisions` in a tuple first move to a free sibling last-level code of their
+      prefix (`quantize.spill_overflow`) instead of an error; 0 = no spilling.
 
   Returns:
-    int32 `[N, L + 1]` with unique rows.
+    int32 `[N, L + 1]` with unique rows (when spilling, the rows whose first L codes differ
+    from `codes` are the moved items).
 
   Raises:
-    ValueError: when more than `max_collisions` items share one L-code tuple (names it).
+    ValueError: when more than `max_collisions` items share one L-code tuple (names it), or
+      when spilling, more than the prefix's places share an (L-1)-prefix.
   """
-  return quantize.append_collision_token(np.asarray(codes), max_collisions)
+  codes = np.asarray(codes)
+  if spill_codes:
+    codes, _ = quantize.spill_overflow(codes, max_collisions, spill_codes)
+  return quantize.append_collision_token(codes, max_collisions)
 
 
 def save_sid_table(workdir: str, table: np.ndarray, metrics: dict[str, Any],

@@ -134,8 +134,10 @@ def selection_key(metrics: dict[str, Any], max_collisions: int, rule: str = "min
 
 
 def pick_best(history: list[dict[str, Any]], sid: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The best of the evaluated epochs' metrics under `sid.select` (the earliest on a tie)."""
-  return min(history, key=lambda m: selection_key(m, sid.max_collisions, sid.select))
+  """The best of the evaluated epochs' metrics under `sid.select` (the earliest on a tie).
+  With `sid.spill_overflow` every epoch's table can be built (over-full tuples spill)."""
+  limit = math.inf if sid.spill_overflow else sid.max_collisions
+  return min(history, key=lambda m: selection_key(m, limit, sid.select))
 
 
 def _run_fingerprint(config: ml_collections.ConfigDict, vectors: np.ndarray) -> str:
