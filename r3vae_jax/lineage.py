@@ -110,6 +110,8 @@ def record(workdir: str, name: str, fingerprint: str, made_from: Mapping[str, st
   if name not in ARTIFACTS:
     raise ValueError(f"lineage.record: unknown artifact {name!r}; expected one of "
                      f"{sorted(ARTIFACTS)}")
+  if not io.writes_files():  # process 0 records; the others would read a file being written
+    return
   artifacts = read(workdir) or {}
   artifacts[name] = {"fingerprint": fingerprint, "stage": stage or ARTIFACTS[name][1],
                      "made_from": dict(made_from)}
