@@ -13,6 +13,7 @@ _CORE = [
     "tqdm>=4.66",
     "tokenizers>=0.19",
     "safetensors>=0.4",
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow (training/tensorboard.py)
 ]
 
 _EXTRAS = {
@@ -36,4 +37,5 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=_CORE,
     extras_require=_EXTRAS,
+    entry_points={"console_scripts": ["r3vae = r3vae_jax.main:run"]},
 )

@@ -1,6 +1,6 @@
 """The command line: every stage of the pipeline as an absl app mode.
 
-  python -m r3vae_jax.main --config=r3vae_jax/configs/beauty.py:r3vae --workdir=DIR --mode=all
+  r3vae --config=beauty:r3vae --workdir=DIR --mode=all     # or python -m r3vae_jax.main ...
 
 Modes (each reads and writes files in --workdir, so any stage can be rerun alone):
   prepare    read the dataset (config.data), 5-core filter, write data/ and print statistics
@@ -8,16 +8,22 @@ Modes (each reads and writes files in --workdir, so any stage can be rerun alone
   tokenize   vectors -> SID table tokenizer/sid_table.npy + sid_metrics.json (config.tokenizer)
   train      train the T5 recommender on the SID table (config.tokenizer=diger: joint training)
   evaluate   constrained beam search on validation and test; writes eval.json
-  all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json
-             (a baseline config, `beauty.py:sasrec` (popularity | markov | sasrec): prepare,
-             fit, both protocols; r3vae_jax/baselines)
+  all        prepare -> vectors -> tokenize -> train -> evaluate; writes results.json and
+             prints the metrics beside the popularity baseline's (a baseline config,
+             `beauty:sasrec` (popularity | markov | sasrec): prepare, fit, both protocols;
+             r3vae_jax/baselines)
   recommend  top-K items for --user (or --items=i1,i2,...) from a trained workdir
              (--fuse=DIR,...: mixed with other runs of the dataset, late fusion)
 
-Main config fields: dataset, tokenizer (rqkmeans|rqvae|r3vae|diger), data.*, vectors.source,
-sid.levels / sid.codebook_size, <tokenizer>.* (epochs, lr, ...), recommender.* (T5 sizes),
-train.* (batch_size, lr, epochs, patience), eval.beam_size / eval.ks, mesh.data / mesh.model.
-Override any of them: --config.train.lr=5e-4.
+--config is NAME[:ARG] of r3vae_jax/configs (default, beauty, sports, toys, lastfm, ml1m) or a
+config file PATH[:ARG]; without it, every mode but prepare and all uses the workdir's saved
+config.json (so `r3vae --mode=recommend --workdir=DIR --user=2` works from any directory), and
+prepare/all use `default`. Main config fields: dataset, tokenizer (rqkmeans|rqvae|r3vae|diger),
+data.*, vectors.source, sid.levels / sid.codebook_size, <tokenizer>.* (epochs, lr, ...),
+recommender.* (T5 sizes), train.* (batch_size, lr, epochs, patience), eval.beam_size / eval.ks,
+mesh.data / mesh.model. Override any of them: --config.train.lr=5e-4.
+Output: this package's progress lines; --verbose adds the libraries' INFO logs (orbax, JAX).
+Curves: `tensorboard --logdir DIR` (event files in DIR/tensorboard/<stage>).
 
 Every mode but recommend holds the workdir's lock (`workdir_lock.py`) and checks the lineage of
 the artifacts it reads (`lineage.py`). Exit codes: 0 done; 2 a bad input, artifact or
@@ -27,10 +33,12 @@ internal error (the same, the line says so); 130 stopped by Ctrl-C (after a chec
 from __future__ import annotations
 
 import contextlib
+import difflib
 import glob
 import logging as std_logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -38,10 +46,11 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "r3vae_jax/configs/default.py", "Config file, optionally `path:tokenizer`.")
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Config NAME[:ARG] of r3vae_jax/configs (default, beauty, sports, toys, "
+    "lastfm, ml1m; ARG = preset[+ablation][,vectors]) or a config file PATH[:ARG]. Default: the "
+    "workdir's saved config.json for every mode but prepare and all, else `default`.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every artifact of the run.")
 _MODE = flags.DEFINE_enum(
     "mode", "all", ["prepare", "vectors", "tokenize", "train", "evaluate", "all", "recommend"],
@@ -51,6 +60,15 @@ _ITEMS = flags.DEFINE_list("items", None, "recommend: a history as item ids inst
 _TOP_K = flags.DEFINE_integer("top_k", 10, "recommend: how many items to print.")
 _FUSE = flags.DEFINE_list("fuse", None, "recommend: other trained workdirs of the same dataset "
                           "whose beams are mixed with --workdir's (late fusion, uniform weights).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Also print the INFO logs of the libraries "
+                             "(orbax, JAX) and absl's full log prefix.")
+_PROFILE_STEPS = flags.DEFINE_list(
+    "profile_steps", None, "train: A,B writes a jax.profiler trace of recommender (or DIGER) "
+    "steps A..B-1 to WORKDIR/profile (open with TensorBoard's profile plugin or Perfetto).")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# `--config.FIELD=VALUE` overrides of this command line, in order (parse_flags fills it).
+_OVERRIDES: list[tuple[str, str]] = []
 
 
 def _stage_prepare(config, workdir):
@@ -174,6 +192,7 @@ def _with_tokenizer(config, name):
 
 def _stage_train(config, workdir):
   from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.training import profile  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   if config.tokenizer == "diger":
     from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
@@ -181,7 +200,7 @@ def _stage_train(config, workdir):
     vectors = _load_vectors(workdir, inter.num_items)
     inputs = {"data": _data_fingerprint(inter), "vectors": _fingerprint(vectors)}
     lineage.check(workdir, inputs)
-    out = diger_train.train_diger(config, workdir, vectors, spl)
+    out = diger_train.train_diger(config, workdir, vectors, spl, step_hook=profile.hook())
     table = _fingerprint(sid_table.load_sid_table(workdir)[0])
     lineage.record(workdir, "sid_table", table, inputs, stage="train")
     inputs = {**inputs, "sid_table": table}
@@ -194,7 +213,7 @@ def _stage_train(config, workdir):
     table = _load_sid_table(workdir, inter.num_items)
     inputs = {"data": _data_fingerprint(inter), "sid_table": _fingerprint(table)}
     lineage.check(workdir, inputs)
-    out = train.train_recommender(config, workdir, table, spl)
+    out = train.train_recommender(config, workdir, table, spl, step_hook=profile.hook())
   lineage.record(workdir, "recommender",
                  io.fingerprint_json({**inputs, "config": config.recommender.to_dict(),
                                       "step": out.get("step"), "best": out.get("best_step")}),
@@ -228,8 +247,7 @@ def _stage_evaluate(config, workdir):
   for split, m in metrics.items():
     if not isinstance(m, dict):
       continue
-    print(split, " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())
-                          if isinstance(v, (int, float))))
+    print(split, format_metrics(m))
   return metrics
 
 
@@ -243,6 +261,12 @@ def _items_flag() -> list[int] | None:
     raise io.ArtifactError(f"--items: {bad!r} is not an item id (expected integers, e.g. "
                            "--items=3,17,42)")
   return [int(i) for i in _ITEMS.value]
+
+
+def format_metrics(metrics: dict) -> str:
+  """`k=v` pairs, sorted: counts (users, step) as ints, measurements with 4 decimals."""
+  from r3vae_jax.training import progress  # pylint: disable=g-import-not-at-top
+  return progress.format_metrics(metrics)
 
 
 def _stage_recommend(config, workdir):
@@ -446,6 +470,62 @@ def _install_quiet_hooks() -> None:
   sys.unraisablehook = _unraisable_to_log
 
 
+def print_summary(config, workdir, results) -> None:
+  """The metrics of `results` beside the popularity baseline's, the SIDs and the files."""
+  from r3vae_jax import summary  # pylint: disable=g-import-not-at-top
+  _, spl = _load_data(workdir)
+  ks = tuple(config.eval.ks)
+  popularity = {split: summary.popularity_metrics(spl, split, ks, config.eval.exclude_seen)
+                for split in ("valid", "test")}
+  summary.print_summary(results, workdir, popularity, ks)
+
+
+def _usage(message: str) -> None:
+  """A usage mistake: one `error:` line (advice first), no help dump, exit 2."""
+  _fail(message)
+
+
+def _workdir_config(workdir: str):
+  """The config a run in `workdir` saved (config.json, else results.json), or None."""
+  from r3vae_jax import api  # pylint: disable=g-import-not-at-top
+  return api.saved_config(workdir)
+
+
+def resolve_config(spec: str | None, overrides, workdir: str, mode: str):
+  """The run's config: `spec` (configs.load), else the workdir's saved config for every mode
+  but prepare and all, else `default`; then the `--config.FIELD=VALUE` overrides."""
+  from r3vae_jax import configs  # pylint: disable=g-import-not-at-top
+  config = None
+  if spec is None and mode not in ("prepare", "all"):
+    config = _workdir_config(workdir)
+    if config is None and mode in ("evaluate", "recommend"):
+      raise configs.ConfigError(
+          f"give --config=NAME or train in this workdir first: {workdir} holds no config.json "
+          "(--mode=all writes it)")
+  if config is None:
+    config = configs.load(spec or "default")
+  configs.apply_overrides(config, overrides)
+  return config
+
+
+class _LibraryFilter(std_logging.Filter):
+  """Passes this package's records and every warning; hides other libraries' INFO (orbax, JAX)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
+
+
+def setup_logging(verbose: bool) -> None:
+  """Quiet output unless `verbose`: this package's INFO lines with a short time prefix, other
+  libraries' warnings and errors only."""
+  handler = logging.get_absl_handler()
+  if verbose or any(isinstance(f, _LibraryFilter) for f in handler.filters):
+    return
+  handler.addFilter(_LibraryFilter())
+  handler.python_handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s",
+                                                            "%H:%M:%S"))
+
+
 def _run_mode(config, workdir) -> None:
   from r3vae_jax import io, parallel, workdir_lock  # pylint: disable=g-import-not-at-top
   from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
@@ -457,14 +537,17 @@ def _run_mode(config, workdir) -> None:
     return
   import jax  # pylint: disable=g-import-not-at-top
   io.makedirs(workdir)
-  with workdir_lock.hold(workdir, _MODE.value, chief=jax.process_index() == 0):
-    if config.get("method"):  # a baseline row (`dataset.py:popularity|markov|sasrec`)
+  with workdir_lock.hold(workdir, _MODE.value, chief=jax.process_index() == 0), \
+      _profiler(workdir):
+    if config.get("method"):  # a baseline row (`dataset:popularity|markov|sasrec`)
       if _MODE.value != "all":
         raise ValueError(f"config.method={config.method}: baseline rows run with --mode=all")
       from r3vae_jax.baselines import run as baseline_run  # pylint: disable=g-import-not-at-top
       baseline_run.run_all(config, workdir)
     elif _MODE.value == "all":
-      run_all(config, workdir)
+      results = run_all(config, workdir)
+      if results:  # empty when Ctrl-C stopped the run
+        print_summary(config, workdir, results)
     else:
       _STAGES[_MODE.value](config, workdir)
       parallel.sync_processes(f"stage {_MODE.value}")
@@ -479,12 +562,19 @@ EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from r3vae_jax import io, workdir_lock  # pylint: disable=g-import-not-at-top
+    _usage(f"pass every option as --flag=value; unexpected arguments: {' '.join(argv[1:])}")
+  from r3vae_jax import configs, io, workdir_lock  # pylint: disable=g-import-not-at-top
   from r3vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
-  config, workdir = _CONFIG.value, _WORKDIR.value
+    _usage("add --workdir=DIR, the folder of the run's files (e.g. --workdir=/tmp/r3vae)")
+  if _MODE.value == "recommend" and _USER.value is None and not _ITEMS.value:
+    _usage("add --user=N (a user index) or --items=i1,i2,... to --mode=recommend")
+  setup_logging(_VERBOSE.value)
+  workdir = _WORKDIR.value
+  try:
+    config = resolve_config(_CONFIG.value, _OVERRIDES, workdir, _MODE.value)
+  except configs.ConfigError as e:
+    _fail(f"flags: {e}")
   try:
     _run_mode(config, workdir)
   except workdir_lock.LockedError as e:  # another process's workdir: nothing written there
@@ -562,23 +652,57 @@ def _fail(message: str, workdir: str | None = None, code: int = EXIT_INPUT) -> N
   sys.exit(code)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing; a bad flag, config file or `--config.*` override is one error line."""
+def _profiler(workdir: str):
+  """`--profile_steps=A,B`: a jax.profiler trace of training steps A..B-1 (training.profile)."""
+  if not _PROFILE_STEPS.value:
+    return contextlib.nullcontext()
+  from r3vae_jax.training import profile  # pylint: disable=g-import-not-at-top
   try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:  # ml_collections: an override of no config field.
-    while e.args and isinstance(e.args[0], BaseException):
-      e = e.args[0]
-    _fail(f"flags: no such config field {e.args[0] if e.args else e}")
-  except Exception as e:  # pylint: disable=broad-except  # a config file may raise anything.
-    # ml_collections puts a config file's traceback in the message: keep only its last line.
-    head, _, trace = str(e).partition("Traceback (most recent call last):")
-    message = head + (trace.strip().splitlines()[-1] if trace.strip() else "")
-    _fail(f"flags: {type(e).__name__ + ': ' if not isinstance(e, flags.Error) else ''}{message}")
+    start, stop = (int(v) for v in _PROFILE_STEPS.value)
+  except ValueError:
+    start = stop = -1
+  if not 0 <= start < stop:
+    _usage(f"write --profile_steps=A,B with 0 <= A < B (training steps); got "
+           f"{','.join(_PROFILE_STEPS.value)}")
+  return profile.StepTrace(os.path.join(workdir, "profile"), start, stop)
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """(argv without them, [(field, value)]) of the `--config.FIELD=VALUE` (or
+  `--config.FIELD VALUE`) arguments, in order."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config.") and i > 0:
+      field, sep, value = arg[len("--config."):].partition("=")
+      if not sep:
+        if i + 1 >= len(argv):
+          _usage(f"write {arg}=VALUE: {arg} has no value")
+        value, i = argv[i + 1], i + 1
+      overrides.append((field, value))
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing; `--config.*` overrides are kept for `resolve_config`. A bad flag is one
+  error line, without the help text."""
+  rest, overrides = split_overrides(argv)
+  _OVERRIDES[:] = overrides
+  try:
+    return flags.FLAGS(rest)
+  except flags.Error as e:
+    names = re.findall(r"flag '-*([\w.-]+)'", str(e))
+    near = difflib.get_close_matches(names[0], list(flags.FLAGS), n=1) if names else []
+    hint = f"did you mean --{near[0]}? " if near else ""
+    _fail(f"{hint}{str(e).split('. Did you mean')[0]} (r3vae --help lists the flags)")
+    return []
 
 
 def run() -> None:
-  """The command line entry point (`python -m r3vae_jax.main`)."""
+  """The command line entry point (`python -m r3vae_jax.main`, `r3vae`)."""
   app.run(main, flags_parser=parse_flags)
 
 

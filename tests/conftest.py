@@ -4,11 +4,20 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import getpass  # pylint: disable=g-import-not-at-top,wrong-import-position
 import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
 from types import ModuleType  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# One persistent compilation cache for the whole session and both xdist workers (keyed by the
+# program, so a stale entry is never used): tests that build the same tiny models compile once.
+jax.config.update("jax_compilation_cache_dir", os.path.join(
+    tempfile.gettempdir(), f"r3vae_jax_test_cache_{getpass.getuser()}"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

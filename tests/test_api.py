@@ -32,7 +32,7 @@ def tiny_config():
   return c
 
 
-def test_recommender_on_a_trained_workdir(tmp_path, capsys):
+def test_recommender_on_a_trained_workdir(tmp_path, capsys, monkeypatch):
   """One test, so that pytest-xdist trains the tiny workdir once (a module fixture would be
   built again in every worker that runs one of its tests)."""
   workdir = str(tmp_path / "run")
@@ -46,6 +46,8 @@ def test_recommender_on_a_trained_workdir(tmp_path, capsys):
   _check_bad_queries_raise_value_error(rec)
   _check_load_errors_name_what_is_missing(tmp_path / "other", workdir, rec)
   _check_main_recommend_prints_titles(workdir, rec, capsys)
+  _check_cli_from_another_directory_uses_the_saved_config(workdir, rec, capsys, monkeypatch)
+  _check_tensorboard_curves_match_metrics_jsonl(workdir)
   _check_fused_recommender(tmp_path / "seed1", workdir, rec, capsys)
 
 
@@ -178,6 +180,35 @@ def _check_main_recommend_prints_titles(workdir, rec, capsys):
     assert rec.title(item) in out
   for item, score in top:
     assert f"{item:>7d}  {score:8.3f}  {rec.title(item)}" in out
+
+
+def _check_cli_from_another_directory_uses_the_saved_config(workdir, rec, capsys, monkeypatch):
+  """`cd /tmp && r3vae --mode=recommend --workdir=W --user=2`: no --config, the workdir's own."""
+  monkeypatch.chdir(pathlib.Path(workdir).parent)
+  capsys.readouterr()
+  main.parse_flags(["r3vae", "--mode=recommend", f"--workdir={workdir}", "--user=2",
+                    f"--top_k={K}"])
+  try:
+    main.main(["r3vae"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  out = capsys.readouterr().out
+  for item, score in rec.recommend(rec.user_history(2), K):
+    assert f"{item:>7d}  {score:8.3f}  {rec.title(item)}" in out
+
+
+def _check_tensorboard_curves_match_metrics_jsonl(workdir):
+  """The recommender's event file holds the loss and validation curves of metrics.jsonl."""
+  import json  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.training import tensorboard  # pylint: disable=g-import-not-at-top
+  scalars = tensorboard.read_scalars(f"{workdir}/tensorboard/recommender")
+  records = [json.loads(line) for line in open(f"{workdir}/recommender/metrics.jsonl")]
+  train = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
+  valid = [(r["step"], r["ndcg@10"]) for r in records if r["kind"] == "valid"]
+  assert train and valid
+  np.testing.assert_allclose(scalars["train/loss"], train, rtol=1e-6)
+  np.testing.assert_allclose(scalars["valid/ndcg_10"], valid, rtol=1e-6)
+  assert "train/examples_per_s" in scalars and "train/token_accuracy" in scalars
 
 
 def _check_fused_recommender(other_workdir, workdir, rec, capsys):

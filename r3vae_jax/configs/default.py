@@ -1,4 +1,4 @@
-"""The embedded synthetic default: the whole pipeline offline on a CPU in minutes.
+"""The embedded synthetic default: the whole pipeline offline on a CPU in about a minute.
 
   python -m r3vae_jax.main --config=r3vae_jax/configs/default.py --workdir=/tmp/r3vae --mode=all
 
@@ -203,22 +203,29 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Synthetic catalogue, small models, a few epochs: minutes on a laptop CPU."""
+  """Synthetic catalogue, small models, a short run: about a minute on a 2-core CPU."""
   c = base_config()
   paths.apply_arg(c, arg, c.tokenizer, c.vectors.source)
+  # 1,000 users (17,517 interactions) and histories of 10 items: half the examples of 2,000 users
+  # and half the tokens per example of 20 items, the next-item task unchanged.
+  c.data.synthetic.num_users = 1000
+  c.data.max_history = 10
   c.sid.codebook_size = 64
   for name in ("rqvae", "r3vae"):
     c[name].epochs = 60
+    c[name].eval_every = 10  # 6 evaluations and checkpoints
     c[name].batch_size = 256
     c[name].hidden = (128, 64)
     c[name].latent_dim = 16
-  # A short run (CPU, minutes): a 1+1-layer T5 of width 32 (3.2 GFLOP, 0.6 CPU-s per step of
-  # 256; the former 2+2 layers, d_model 64, d_kv 64: 44 GFLOP, 3.9 CPU-s), 4 epochs, a higher,
-  # decaying learning rate, validation every epoch; the raw beam is scored (as `api.Recommender`).
+  # A 1+1-layer T5 of width 32, 2 epochs of batches of 64 at a peak lr of 5e-3 (454 steps),
+  # validation every epoch; the raw beam is scored (as `api.Recommender`). On an RQ-KMeans table
+  # this reached validation Recall@10 0.334 against popularity's 0.152; batches of 128 at lr 1e-2
+  # reached 0.201 after their first epoch, batches of 256 at lr 2e-3 only 0.043 after 3 epochs.
+  # No dropout: 2 epochs do not overfit, and the step compiles ~25% faster without its RNG.
   c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=32, num_heads=2,
-                            d_kv=16, d_ff=64))
-  c.train.update(dict(batch_size=256, epochs=4, lr=1e-3, weight_decay=0.01, warmup_steps=100,
+                            d_kv=16, d_ff=64, dropout=0.0))
+  c.train.update(dict(batch_size=64, epochs=2, lr=5e-3, weight_decay=0.01, warmup_steps=20,
                       schedule="cosine", clip_norm=1.0, eval_every_epochs=1, patience=4,
-                      log_every_steps=20, example_window=0, length_buckets=()))
+                      log_every_steps=50, example_window=0, length_buckets=()))
   c.eval.update(dict(beam_size=10, batch_size=256, exclude_seen=False))
   return c

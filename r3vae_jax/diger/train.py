@@ -68,6 +68,7 @@ from r3vae_jax.tokenizer import programs as tok_programs
 from r3vae_jax.tokenizer import sid_table as sid_lib
 from r3vae_jax.training import compile as compile_lib
 from r3vae_jax.training import eta, resume, stage as stage_lib
+from r3vae_jax.training import progress as progress_line
 from r3vae_jax.training.preemption import PreemptionWatch
 from r3vae_jax.training.selection import Progress
 
@@ -595,9 +596,10 @@ def _train_epoch(joint_step: Callable, tree: dict[str, Any], source: ItemBatchSo
       state, metrics = joint_step(state, batch, tree["table"])
       sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
       if (step + 1) % t.log_every_steps == 0:
-        logging.info("diger step %d: loss %.4f rec_ce %.4f noisy %.3f", step + 1,
-                     float(metrics["loss"]), float(metrics["rec_ce"]),
-                     float(metrics["noisy_fraction"]))
+        logging.info("%s", progress_line.line(
+            "diger", step + 1, t.epochs * steps_per_epoch, "step",
+            {"loss": float(metrics["loss"]), "rec_ce": float(metrics["rec_ce"]),
+             "noisy": float(metrics["noisy_fraction"])}))
   finally:
     batches.close()
   return state, sums

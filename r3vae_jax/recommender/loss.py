@@ -41,7 +41,8 @@ def sid_loss(logits: jax.Array, targets: jax.Array, level_sizes: Sequence[int],
 
   Returns:
     (scalar loss, {"loss_per_level": float32[L+1], "accuracy": float32 (all L+1 codes right,
-    hard targets; argmax agreement for soft ones), "weight": float32 total weight}).
+    hard targets; argmax agreement for soft ones), "token_accuracy": float32 (share of the
+    L+1 code positions right, teacher-forced), "weight": float32 total weight}).
   """
   ce = sid_cross_entropy(logits, targets, level_sizes)
   w = jnp.ones(ce.shape[0], jnp.float32) if weights is None else weights.astype(jnp.float32)
@@ -49,9 +50,11 @@ def sid_loss(logits: jax.Array, targets: jax.Array, level_sizes: Sequence[int],
   codes = targets if jnp.issubdtype(targets.dtype, jnp.integer) else jnp.argmax(targets, -1)
   valid = jnp.arange(logits.shape[-1]) < jnp.asarray(level_sizes)[:, None]
   predicted = jnp.argmax(jnp.where(valid, logits, NEG), axis=-1)
-  correct = jnp.all(predicted == codes, axis=1)
+  position_correct = predicted == codes  # [B, L+1]
+  correct = jnp.all(position_correct, axis=1)
   return jnp.sum(w * jnp.mean(ce, axis=1)) / total, {
       "loss_per_level": jnp.sum(w[:, None] * ce, axis=0) / total,
       "accuracy": jnp.sum(w * correct) / total,
+      "token_accuracy": jnp.sum(w * jnp.mean(position_correct, axis=1)) / total,
       "weight": jnp.sum(w),
   }

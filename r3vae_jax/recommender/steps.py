@@ -71,7 +71,8 @@ def train_step_fn(mdef: ModelDef, tx: optax.GradientTransformation, schedule: op
                       "count": bad["count"] + (~finite).astype(jnp.int32),
                       "which": jnp.where(first, ~leaf_finite, bad["which"])},
     }
-    measurements = {"loss": loss, "accuracy": aux["accuracy"], "examples": aux["weight"],
+    measurements = {"loss": loss, "accuracy": aux["accuracy"],
+                    "token_accuracy": aux["token_accuracy"], "examples": aux["weight"],
                     "grad_norm": jnp.sqrt(jnp.sum(grad_sq)), "lr": schedule(state["step"]),
                     "finite": finite, "loss_per_level": aux["loss_per_level"]}
     return new_state, measurements

@@ -34,6 +34,7 @@ from r3vae_jax.recommender import state as state_lib
 from r3vae_jax.recommender.tokens import check_sid_table, layout_from_config
 from r3vae_jax.training import compile as compile_lib
 from r3vae_jax.training import eta, resume, stage as stage_lib
+from r3vae_jax.training import progress as progress_line
 from r3vae_jax.training.preemption import PreemptionWatch
 from r3vae_jax.training.selection import Progress
 
@@ -245,10 +246,11 @@ class _Loop:
               "input_wait_frac": self.window["input_wait"] / elapsed, "eta_s": eta_s,
               "time": self.stage.elapsed()}
     self.stage.metrics.write(record)
-    logging.info("recommender: step %d/%d epoch %.2f loss %.4f acc %.3f |g| %.3f lr %.2e "
-                 "%.0f ex/s ETA %.0fs", self.step, self.total_steps, record["epoch"],
-                 record["loss"], record["accuracy"], record["grad_norm"], record["lr"],
-                 record["examples_per_s"], eta_s)
+    logging.info("%s", progress_line.line(
+        "recommender", self.step, self.total_steps, "step",
+        {"epoch": round(record["epoch"], 2), "loss": record["loss"],
+         "acc": record["token_accuracy"], "lr": record["lr"]},
+        f"{record['examples_per_s']:.0f} ex/s", eta_s))
     self.window = {"examples_start": time.time(), "input_wait": 0.0}
 
   def end_epoch(self) -> None:
@@ -261,8 +263,7 @@ class _Loop:
         metrics = self.validate(self.state["params"])
       self.stage.metrics.write({"kind": "valid", "step": self.step, "epoch": epoch, **metrics,
                                 "time": self.stage.elapsed()})
-      logging.info("recommender: epoch %d valid %s", epoch,
-                   " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+      logging.info("recommender: epoch %d valid %s", epoch, progress_line.format_metrics(metrics))
       improved = p.record_validation(metrics, t.select_metric, epoch, self.step, t.patience)
     p.end_epoch(epoch, t.epochs)
     # Only improvements carry the metric: orbax's BestN then keeps exactly our best (ties and
@@ -279,7 +280,7 @@ class _Loop:
               "outside_step_frac": 1.0 - min(timing["train_step_s"] / wall, 1.0),
               "time": self.stage.elapsed()}
     self.stage.metrics.write(record)
-    logging.info("recommender: epoch %d took %.2fs: train step %.2fs, input wait %.2fs, "
+    logging.debug("recommender: epoch %d took %.2fs: train step %.2fs, input wait %.2fs, "
                  "valid %.2fs, checkpoint %.2fs; outside the train step %.1f%%", epoch, wall,
                  timing["train_step_s"], timing["input_wait_s"], timing["valid_s"],
                  timing["checkpoint_s"], 100 * record["outside_step_frac"])
@@ -292,6 +293,7 @@ def _mean_measurements(host: list[dict]) -> dict[str, Any]:
   finite = [m for m in host if m["finite"]]
   mean = lambda key, empty: float(np.mean([m[key] for m in finite])) if finite else empty
   return {"loss": mean("loss", float("nan")), "accuracy": mean("accuracy", 0.0),
+          "token_accuracy": mean("token_accuracy", 0.0),
           "grad_norm": mean("grad_norm", 0.0),
           "loss_per_level": (np.mean([m["loss_per_level"] for m in finite], 0).tolist()
                              if finite else []),

@@ -33,6 +33,7 @@ import numpy as np
 from r3vae_jax import checkpoint, io, parallel
 from r3vae_jax.tokenizer import programs
 from r3vae_jax.training import eta, resume, stage as stage_lib
+from r3vae_jax.training import progress
 
 STAGE = "tokenizer"
 META_VERSION = 1
@@ -107,11 +108,13 @@ def train_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, work
                     resume.make_meta(META_VERSION, stage.fingerprints, history=history))
     rate, eta_s = clock.tick(epoch)
     stage.metrics.write({"kind": "eval", "tokenizer": name, **metrics, "eta_s": eta_s,
+                         "items_per_s": rate * vectors.shape[0],
                          "time": stage.elapsed()})
-    logging.info("%s epoch %d/%d: loss %.4g recon %.4g collision %.4f usage@1 %.3f | "
-                 "%.0f items/s, ETA %.0fs", name, epoch, c.epochs, metrics["train_loss"],
-                 metrics["reconstruction_mse"], metrics["collision_rate"],
-                 metrics["usage_per_level"][0], rate * vectors.shape[0], eta_s)
+    logging.info("%s", progress.line(
+        name, epoch, c.epochs, "epoch",
+        {"loss": metrics["train_loss"], "recon": metrics["reconstruction_mse"],
+         "collision": metrics["collision_rate"], "usage@1": metrics["usage_per_level"][0]},
+        f"{rate * vectors.shape[0]:.0f} items/s", eta_s))
   manager.wait_until_finished()
   stage.close()
 

@@ -23,15 +23,15 @@ def check_meta(meta: dict[str, Any], version: int, fingerprints: dict[str, str],
                directory: str) -> None:
   """Raises `io.ArtifactError` unless `meta` has `version` and every one of `fingerprints`."""
   if meta.get("version") != version:
-    raise io.ArtifactError(f"{directory}: checkpoint meta version {meta.get('version')!r}, "
-                           f"this code reads version {version}; use a fresh --workdir")
+    raise io.ArtifactError(f"use a fresh --workdir: {directory}: checkpoint meta version "
+                           f"{meta.get('version')!r}, this code reads version {version}")
   found = meta.get("fingerprints") or {}
   for key, value in fingerprints.items():
     if found.get(key) != value:
       raise io.ArtifactError(
-          f"{directory}: checkpoint of another run: trained with a different {key} (fingerprint "
-          f"{found.get(key)} != {value}); refusing to mix runs. Use a fresh --workdir or the "
-          f"{key} it was trained with")
+          f"use a fresh --workdir, or the {key} this one was trained with: {directory}: "
+          f"checkpoint of another run: trained with a different {key} (fingerprint "
+          f"{found.get(key)} != {value})")
 
 
 def resume(manager: ocp.CheckpointManager, tree: Any, version: int,
@@ -45,6 +45,14 @@ def resume(manager: ocp.CheckpointManager, tree: Any, version: int,
       `jax.ShapeDtypeStruct`s.
     version, fingerprints: what the meta must carry.
   """
+  steps = manager.all_steps()
+  if steps:  # the latest meta first: another run's arrays need not even fit `tree`
+    try:
+      meta = manager.restore(max(steps), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception:  # pylint: disable=broad-except  # unreadable: checkpoint.restore decides
+      meta = None
+    if meta is not None and isinstance(meta.get("meta"), dict):
+      check_meta(meta["meta"], version, fingerprints, str(manager.directory))
   abstract = checkpoint.abstract_like(tree)
   restored = checkpoint.restore(manager, abstract)
   if restored is None:

@@ -14,8 +14,10 @@ from absl import logging
 
 from r3vae_jax import io
 from r3vae_jax.training import metrics as metrics_lib
+from r3vae_jax.training import tensorboard
 
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"  # workdir/tensorboard/<stage>: event files (tensorboard.py)
 
 
 @dataclasses.dataclass
@@ -23,7 +25,7 @@ class Stage:
   """Attributes:
     name: the stage ("tokenizer", "recommender", "diger").
     root: `workdir/<name>`, where its files go.
-    metrics: its `MetricsWriter` (`root/metrics.jsonl`).
+    metrics: its `MetricsWriter` (`root/metrics.jsonl`, `workdir/tensorboard/<name>/`).
     fingerprints: what its checkpoints must agree with (`resume.check_meta`).
     start_time: `time.time()` at `begin`.
   """
@@ -52,10 +54,13 @@ def begin(workdir: str, name: str, fingerprints: dict[str, str],
     workdir: the run folder.
     name: the stage; its files go to `workdir/<name>/`.
     fingerprints: what its checkpoints must agree with.
-    writer: where its metrics go (default: `metrics.jsonl` in the stage folder).
+    writer: where its metrics go (default: `metrics.jsonl` in the stage folder and TensorBoard
+      event files in `workdir/tensorboard/<name>`).
   """
   root = os.path.join(workdir, name)
   io.makedirs(root)
-  writer = writer or metrics_lib.JsonlWriter(os.path.join(root, METRICS_FILE))
+  writer = writer or metrics_lib.MultiWriter(
+      metrics_lib.JsonlWriter(os.path.join(root, METRICS_FILE)),
+      tensorboard.TensorBoardWriter(os.path.join(workdir, TENSORBOARD_DIR, name)))
   logging.info("%s: stage in %s (fingerprints %s)", name, root, fingerprints)
   return Stage(name, root, writer, dict(fingerprints), time.time())
