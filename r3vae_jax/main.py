@@ -529,7 +529,9 @@ def setup_logging(verbose: bool) -> None:
 def _run_mode(config, workdir) -> None:
   from r3vae_jax import io, parallel, workdir_lock  # pylint: disable=g-import-not-at-top
   from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import compile_cache  # pylint: disable=g-import-not-at-top
   _install_quiet_hooks()
+  compile_cache.enable()  # a relaunch, another seed or a later stage reuses compiled programs
   validate.validate(config)
   parallel.initialize_distributed()
   if _MODE.value == "recommend":  # reads only: no lock
