@@ -10,7 +10,9 @@ good one is used; when none reads back, restore raises instead of starting over.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import weakref
 from typing import Any
 
 from absl import logging
@@ -30,7 +32,14 @@ def make_manager(directory: str, keep: int = 2, best_metric: str | None = None,
 
   `directory` is local or a cloud URI (`gs://...`); with several processes every one makes the
   same manager and orbax has each write its shards while process 0 writes the metadata.
+
+  Raises:
+    ArtifactError: `directory` exists but is not a folder (read as "no checkpoint", it would
+      start the run over).
   """
+  if io.exists(directory) and not io.isdir(directory):
+    raise ArtifactError(f"{directory}: not a folder (checkpoints go there); move it away or use "
+                        "another --workdir")
   policies = [ocp.checkpoint_managers.LatestN(keep)]
   if best_metric is not None:
     policies.append(ocp.checkpoint_managers.BestN(
@@ -43,7 +52,20 @@ def make_manager(directory: str, keep: int = 2, best_metric: str | None = None,
       best_mode=best_mode,
       cleanup_tmp_directories=True,
   )
-  return ocp.CheckpointManager(io.as_path(io.abspath(directory)), options=options)
+  manager = ocp.CheckpointManager(io.as_path(io.abspath(directory)), options=options)
+  _MANAGERS.add(manager)
+  return manager
+
+
+_MANAGERS: "weakref.WeakSet[ocp.CheckpointManager]" = weakref.WeakSet()
+
+
+def close_all() -> None:
+  """Closes every manager `make_manager` made that is still alive, so that their background
+  threads end before the interpreter does (a process that exits on an error)."""
+  for manager in list(_MANAGERS):
+    with contextlib.suppress(Exception):
+      manager.close()
 
 
 CHECKSUMS_KEY = "state_checksums"   # added to meta by `save`, checked and removed by `restore`

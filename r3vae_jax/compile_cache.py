@@ -37,8 +37,8 @@ def enable(cache_dir: str | None = None, min_compile_time_s: float = 0.5) -> str
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
-    raise ValueError(f"error: compile cache directory {path!r} cannot be created ({e}); "
-                     f"expected a writable directory") from e
+    raise ValueError(f"compile cache directory {path!r} cannot be created ({e}); expected "
+                     f"a writable directory (set ${ENV_DIR})") from e
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -163,6 +163,10 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[Any]:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
+  except OSError as e:  # a full disk, a quota, a read-only file system: name the file
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise OSError(f"{path}: cannot write ({e.strerror or e})") from e
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
@@ -264,9 +268,13 @@ def read_npy(path: str) -> np.ndarray:
   if not exists(path):
     raise ArtifactError(f"{path}: file not found")
   try:
-    return np.load(path if is_local(path) else io.BytesIO(read_bytes(path)), allow_pickle=False)
+    array = np.load(path if is_local(path) else io.BytesIO(read_bytes(path)), allow_pickle=False)
   except (ValueError, OSError, EOFError) as e:
     raise ArtifactError(f"{path}: not a readable .npy array ({e})") from None
+  if not isinstance(array, np.ndarray):  # an .npz archive
+    array.close()
+    raise ArtifactError(f"{path}: not a readable .npy array (an .npz archive)")
+  return array
 
 
 def fingerprint_array(array: np.ndarray) -> str:

@@ -24,11 +24,17 @@ recommender.* (T5 sizes), train.* (batch_size, lr, epochs, patience), eval.beam_
 mesh.data / mesh.model. Override any of them: --config.train.lr=5e-4.
 Output: this package's progress lines; --verbose adds the libraries' INFO logs (orbax, JAX).
 Curves: `tensorboard --logdir DIR` (event files in DIR/tensorboard/<stage>).
+
+Every mode but recommend holds the workdir's lock (`workdir_lock.py`) and checks the lineage of
+the artifacts it reads (`lineage.py`). Exit codes: 0 done; 2 a bad input, artifact or
+environment problem (one `error:` line; the traceback in workdir/logs/error-<time>.log); 1 an
+internal error (the same, the line says so); 130 stopped by Ctrl-C (after a checkpoint).
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
+import glob
 import logging as std_logging
 import math
 import os
@@ -66,14 +72,13 @@ _OVERRIDES: list[tuple[str, str]] = []
 
 
 def _stage_prepare(config, workdir):
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.data import dataset, pipeline, splits  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import lineage  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data import dataset, pipeline  # pylint: disable=g-import-not-at-top
   inter = pipeline.prepare(config)
-  try:  # Refuse data that later stages cannot split before writing anything.
-    splits.leave_one_out(inter.sequences)
-  except ValueError as e:
-    raise io.ArtifactError(f"{config.data.path or config.data.format}: {e}") from None
+  # Refuse data that later stages cannot split before writing anything.
+  dataset.check_splittable(inter, config.data.path or config.data.format)
   dataset.save_prepared(workdir, inter)
+  lineage.record(workdir, "data", _data_fingerprint(inter), {})
   stats = dataset.stats(inter)
   print(f"{inter.name}: {stats['users']:,} users, {stats['items']:,} items, "
         f"{stats['interactions']:,} interactions")
@@ -81,20 +86,40 @@ def _stage_prepare(config, workdir):
 
 
 def _load_data(workdir):
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   from r3vae_jax.data import dataset, splits  # pylint: disable=g-import-not-at-top
   inter = dataset.load_prepared(workdir)
-  return inter, splits.leave_one_out(inter.sequences)
+  try:
+    return inter, splits.leave_one_out(inter.sequences)
+  except ValueError as e:
+    raise io.ArtifactError(f"{os.path.join(workdir, 'data', 'sequences.npz')}: {e}") from None
+
+
+def _data_fingerprint(inter) -> str:
+  from r3vae_jax import lineage  # pylint: disable=g-import-not-at-top
+  return lineage.data_fingerprint(inter.sequences, inter.num_items, inter.item_titles,
+                                  inter.item_text)
+
+
+def _fingerprint(array) -> str:
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  return io.fingerprint_array(array)
 
 
 def _stage_vectors(config, workdir):
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
   from r3vae_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.data.vectors import npy  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
-  vectors = pipeline.item_vectors(config, inter, spl)
+  data = {"data": _data_fingerprint(inter)}
+  lineage.check(workdir, data)
+  vectors = npy.check_vectors(pipeline.item_vectors(config, inter, spl), inter.num_items,
+                              f"vectors ({config.vectors.source})")
   io.write_npy(os.path.join(workdir, "vectors.npy"), vectors)
   meta = {"source": pipeline.vectors_label(config), "shape": list(vectors.shape),
           "fingerprint": io.fingerprint_array(vectors)}
   io.write_json(os.path.join(workdir, "vectors.json"), meta)
+  lineage.record(workdir, "vectors", meta["fingerprint"], data)
   print(f"vectors: {vectors.shape[0]:,} x {vectors.shape[1]} from {config.vectors.source}")
   return meta
 
@@ -107,7 +132,11 @@ def _load_vectors(workdir, num_items):
   vectors = npy.check_vectors(io.read_npy(path), num_items, path)
   meta_path = os.path.join(workdir, "vectors.json")
   if io.exists(meta_path):
-    expected = io.read_json(meta_path).get("fingerprint")
+    meta = io.read_json(meta_path)
+    expected = meta.get("fingerprint") if isinstance(meta, dict) else None
+    if not isinstance(expected, str):
+      raise io.ArtifactError(f"{meta_path}: expected a JSON object with a string field "
+                             "fingerprint (rerun --mode=vectors)")
     if expected != io.fingerprint_array(vectors):
       raise io.ArtifactError(f"{path}: fingerprint {io.fingerprint_array(vectors)} does not match "
                              f"{meta_path} ({expected}); the two files come from different runs "
@@ -124,10 +153,12 @@ def _load_sid_table(workdir, num_items):
   if table.shape[0] != num_items:
     raise io.ArtifactError(f"{source}: {table.shape[0]} rows, but the prepared data has "
                            f"{num_items} items (rerun --mode=tokenize)")
-  made_from = metrics.get("meta", {}).get("vectors_fingerprint")
+  meta = metrics.get("meta") if isinstance(metrics.get("meta"), dict) else {}
+  made_from = meta.get("vectors_fingerprint")
   vectors_path = os.path.join(workdir, "vectors.json")
   if made_from and io.exists(vectors_path):
-    current = io.read_json(vectors_path).get("fingerprint")
+    vectors_meta = io.read_json(vectors_path)
+    current = vectors_meta.get("fingerprint") if isinstance(vectors_meta, dict) else None
     if current != made_from:
       raise io.ArtifactError(f"{source}: made from vectors with fingerprint {made_from}, but "
                              f"{vectors_path} says {current}; rerun --mode=tokenize")
@@ -135,13 +166,16 @@ def _load_sid_table(workdir, num_items):
 
 
 def _stage_tokenize(config, workdir):
-  from r3vae_jax import quantize  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import lineage, quantize  # pylint: disable=g-import-not-at-top
   from r3vae_jax.tokenizer import api  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   vectors = _load_vectors(workdir, inter.num_items)
+  inputs = {"data": _data_fingerprint(inter), "vectors": _fingerprint(vectors)}
+  lineage.check(workdir, inputs)
   if config.tokenizer == "diger":  # DIGER starts from a pretrained RQ-VAE tokenizer.
     config = _with_tokenizer(config, config.diger.pretrain)
   table, metrics = api.fit_tokenizer(config, vectors, workdir)
+  lineage.record(workdir, "sid_table", _fingerprint(table), inputs)
   # Per prefix length: how much more often consecutive training items share the prefix than
   # independent items do; the table statistic that tracked the recommenders' test NDCG@10 best
   # in a screen of 15 tables (docs/experiments.md).
@@ -157,32 +191,76 @@ def _with_tokenizer(config, name):
 
 
 def _stage_train(config, workdir):
+  from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
   from r3vae_jax.training import profile  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   if config.tokenizer == "diger":
     from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
-    return diger_train.train_diger(config, workdir, _load_vectors(workdir, inter.num_items), spl,
-                                   step_hook=profile.hook())
-  from r3vae_jax.recommender import train  # pylint: disable=g-import-not-at-top
-  return train.train_recommender(config, workdir, _load_sid_table(workdir, inter.num_items), spl,
-                                 step_hook=profile.hook())
+    from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
+    vectors = _load_vectors(workdir, inter.num_items)
+    inputs = {"data": _data_fingerprint(inter), "vectors": _fingerprint(vectors)}
+    lineage.check(workdir, inputs)
+    out = diger_train.train_diger(config, workdir, vectors, spl, step_hook=profile.hook())
+    table = _fingerprint(sid_table.load_sid_table(workdir)[0])
+    lineage.record(workdir, "sid_table", table, inputs, stage="train")
+    inputs = {**inputs, "sid_table": table}
+  else:
+    from r3vae_jax.recommender import artifacts, train  # pylint: disable=g-import-not-at-top
+    checkpoints = artifacts.paths(workdir).checkpoints
+    if io.exists(checkpoints) and not io.isdir(checkpoints):
+      raise io.ArtifactError(f"{checkpoints}: not a folder (the recommender's checkpoints go "
+                             "there); move it away or use another --workdir")
+    table = _load_sid_table(workdir, inter.num_items)
+    inputs = {"data": _data_fingerprint(inter), "sid_table": _fingerprint(table)}
+    lineage.check(workdir, inputs)
+    out = train.train_recommender(config, workdir, table, spl, step_hook=profile.hook())
+  lineage.record(workdir, "recommender",
+                 io.fingerprint_json({**inputs, "config": config.recommender.to_dict(),
+                                      "step": out.get("step"), "best": out.get("best_step")}),
+                 inputs)
+  return out
+
+
+def _check_trained(workdir, inter, table) -> dict:
+  """The lineage of a trained workdir's inputs, checked; returns them ({artifact: fp})."""
+  from r3vae_jax import lineage  # pylint: disable=g-import-not-at-top
+  inputs = {"data": _data_fingerprint(inter), "sid_table": _fingerprint(table)}
+  lineage.check(workdir, inputs, uses=("recommender",))
+  recommender = lineage.fingerprint_of(workdir, "recommender")
+  return {**inputs, **({"recommender": recommender} if recommender else {})}
 
 
 def _stage_evaluate(config, workdir):
-  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, lineage  # pylint: disable=g-import-not-at-top
   from r3vae_jax.recommender import evaluation  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
   table = _load_sid_table(workdir, inter.num_items)
+  inputs = _check_trained(workdir, inter, table)
   metrics = {split: evaluation.evaluate_recommender(config, workdir, table, spl, split=split)
              for split in ("valid", "test")}
   for split in ("valid", "test"):  # both protocols: seen items removed and untouched
     metrics[f"{split}_full_ranking"] = metrics[split].pop("full_ranking")
+  rankings = sorted(glob.glob(os.path.join(workdir, "recommender", "*_ranking.npz")))
+  lineage.record(workdir, "rankings", lineage.files_fingerprint(rankings), inputs)
   io.write_json(os.path.join(workdir, "eval.json"), metrics)
+  lineage.record(workdir, "eval", io.fingerprint_json(metrics), inputs)
   for split, m in metrics.items():
     if not isinstance(m, dict):
       continue
     print(split, format_metrics(m))
   return metrics
+
+
+def _items_flag() -> list[int] | None:
+  """--items as item ids, None without it."""
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  if not _ITEMS.value:
+    return None
+  bad = next((i for i in _ITEMS.value if not i.strip().lstrip("-").isdigit()), None)
+  if bad is not None:
+    raise io.ArtifactError(f"--items: {bad!r} is not an item id (expected integers, e.g. "
+                           "--items=3,17,42)")
+  return [int(i) for i in _ITEMS.value]
 
 
 def format_metrics(metrics: dict) -> str:
@@ -193,16 +271,19 @@ def format_metrics(metrics: dict) -> str:
 
 def _stage_recommend(config, workdir):
   from r3vae_jax import api  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
+  history = _items_flag()
+  if history is None and _USER.value is None:
+    raise app.UsageError("--mode=recommend needs --user or --items")
+  for run in [workdir] + list(_FUSE.value or []):
+    inter, _ = _load_data(run)
+    _check_trained(run, inter, sid_table.load_sid_table(run)[0])
   rec = api.Recommender.load(workdir, config)
   if _FUSE.value:
     rec = api.FusedRecommender([rec] + [api.Recommender.load(w) for w in _FUSE.value])
     print(f"late fusion of {len(rec.members)} runs: {', '.join([workdir] + _FUSE.value)}")
-  if _ITEMS.value:
-    history = [int(i) for i in _ITEMS.value]
-  elif _USER.value is not None:
+  if history is None:
     history = rec.user_history(_USER.value)
-  else:
-    raise app.UsageError("--mode=recommend needs --user or --items")
   print("history:")
   for item in history[-10:]:
     print(f"  {item:>7d}  {rec.title(item)}")
@@ -303,7 +384,8 @@ def run_all(config, workdir) -> dict:
   again trains on); with more than one, `wall_time_s_per_launch` lists each.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from r3vae_jax import io, parallel  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import io, lineage, parallel  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
   commit = io.source_commit()  # at the start: the code that runs, not a later checkout's
   out = {}
   launches = _earlier_launches(workdir)
@@ -314,6 +396,8 @@ def run_all(config, workdir) -> dict:
       with clock.stage(name):
         out[name] = _STAGES[name](config, workdir)
       parallel.sync_processes(f"stage {name}")  # its files written before the next reads them
+      if preemption.interrupted():  # Ctrl-C: training saved; the later stages do not run.
+        return {}
   wall, every_launch = clock.wall, clock.launches
   versions = {}
   for mod in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint"):
@@ -338,12 +422,52 @@ def run_all(config, workdir) -> dict:
       "commit": commit, "versions": versions, "command": " ".join(sys.argv),
       "xla_environment": {name: os.environ[name] for name in _XLA_ENVIRONMENT
                           if name in os.environ},
+      "lineage": {name: entry for name, entry in (lineage.read(workdir) or {}).items()
+                  if name != "results"},
   }
   io.write_json(os.path.join(workdir, "results.json"), results)
+  lineage.record(workdir, "results", io.fingerprint_json(results),
+                 {name: entry["fingerprint"] for name, entry in results["lineage"].items()})
   print(f"results: {os.path.join(workdir, 'results.json')}  wall time {sum(wall.values()):.1f}s"
         + (f" ({sum(results['wall_time_s'].values()):.1f}s over {len(every_launch)} launches)"
            if launches else ""))
   return results
+
+
+class _TracebacksToLog(std_logging.Filter):
+  """Keeps the tracebacks that libraries log (orbax's background threads log every failed
+  write with one) off the terminal; `_error_log` writes them to the error log instead."""
+
+  def __init__(self):
+    super().__init__()
+    self.tracebacks: list[str] = []
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.exc_info:
+      import traceback  # pylint: disable=g-import-not-at-top
+      self.tracebacks.append(f"{record.getMessage()}\n"
+                             + "".join(traceback.format_exception(*record.exc_info)))
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+_LOGGED_TRACEBACKS = _TracebacksToLog()
+
+
+def _unraisable_to_log(unraisable) -> None:
+  """sys.unraisablehook: an exception nobody can catch (orbax's coroutines and event loops,
+  collected after a failed restore) goes to the error log, not the terminal."""
+  import traceback  # pylint: disable=g-import-not-at-top
+  trace = "".join(traceback.format_exception(unraisable.exc_type, unraisable.exc_value,
+                                             unraisable.exc_traceback))
+  _LOGGED_TRACEBACKS.tracebacks.append(
+      f"{unraisable.err_msg or 'Exception ignored in'}: {unraisable.object!r}\n{trace}")
+
+
+def _install_quiet_hooks() -> None:
+  """Library tracebacks (logged, or raised where nothing catches them) go to the error log."""
+  std_logging.getLogger("absl").addFilter(_LOGGED_TRACEBACKS)
+  sys.unraisablehook = _unraisable_to_log
 
 
 def print_summary(config, workdir, results) -> None:
@@ -402,48 +526,132 @@ def setup_logging(verbose: bool) -> None:
                                                             "%H:%M:%S"))
 
 
+def _run_mode(config, workdir) -> None:
+  from r3vae_jax import io, parallel, workdir_lock  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import compile_cache  # pylint: disable=g-import-not-at-top
+  _install_quiet_hooks()
+  compile_cache.enable()  # a relaunch, another seed or a later stage reuses compiled programs
+  validate.validate(config)
+  parallel.initialize_distributed()
+  if _MODE.value == "recommend":  # reads only: no lock
+    _stage_recommend(config, workdir)
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  io.makedirs(workdir)
+  with workdir_lock.hold(workdir, _MODE.value, chief=jax.process_index() == 0), \
+      _profiler(workdir):
+    if config.get("method"):  # a baseline row (`dataset:popularity|markov|sasrec`)
+      if _MODE.value != "all":
+        raise ValueError(f"config.method={config.method}: baseline rows run with --mode=all")
+      from r3vae_jax.baselines import run as baseline_run  # pylint: disable=g-import-not-at-top
+      baseline_run.run_all(config, workdir)
+    elif _MODE.value == "all":
+      results = run_all(config, workdir)
+      if results:  # empty when Ctrl-C stopped the run
+        print_summary(config, workdir, results)
+    else:
+      _STAGES[_MODE.value](config, workdir)
+      parallel.sync_processes(f"stage {_MODE.value}")
+    # The config of the run, for later stages and the API.
+    io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+
+
+# Exit codes: 2 an input, artifact or environment problem (one `error:` line); 1 an internal
+# error (one `error:` line too, the traceback in the log); 130 interrupted (SIGINT).
+EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
+
+
 def main(argv):
   if len(argv) > 1:
     _usage(f"pass every option as --flag=value; unexpected arguments: {' '.join(argv[1:])}")
-  from r3vae_jax import io, parallel  # pylint: disable=g-import-not-at-top
-  from r3vae_jax.configs import validate  # pylint: disable=g-import-not-at-top
+  from r3vae_jax import configs, io, workdir_lock  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
     _usage("add --workdir=DIR, the folder of the run's files (e.g. --workdir=/tmp/r3vae)")
   if _MODE.value == "recommend" and _USER.value is None and not _ITEMS.value:
     _usage("add --user=N (a user index) or --items=i1,i2,... to --mode=recommend")
   setup_logging(_VERBOSE.value)
   workdir = _WORKDIR.value
-  profiler = _profiler(workdir)
   try:
-    from r3vae_jax import configs  # pylint: disable=g-import-not-at-top
-    try:
-      config = resolve_config(_CONFIG.value, _OVERRIDES, workdir, _MODE.value)
-    except configs.ConfigError as e:
-      _fail(f"flags: {e}")
-    validate.validate(config)
-    parallel.initialize_distributed()
-    io.makedirs(workdir)
-    with profiler:
-      if config.get("method"):  # a baseline row (`dataset:popularity|markov|sasrec`)
-        if _MODE.value != "all":
-          raise ValueError(f"config.method={config.method}: baseline rows run with --mode=all")
-        from r3vae_jax.baselines import run as baseline_run  # pylint: disable=g-import-not-at-top
-        baseline_run.run_all(config, workdir)
-      elif _MODE.value == "all":
-        print_summary(config, workdir, run_all(config, workdir))
-      elif _MODE.value == "recommend":
-        _stage_recommend(config, workdir)
-      else:
-        _STAGES[_MODE.value](config, workdir)
-        parallel.sync_processes(f"stage {_MODE.value}")
-    if _MODE.value != "recommend":  # The config of the run, for later stages and the API.
-      io.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  except (io.ArtifactError, ValueError, OSError, FloatingPointError) as e:
-    # One clear line and a non-zero exit, no traceback from deep inside JAX; a failed stage
-    # leaves the files already in the workdir as they were.
-    if _VERBOSE.value:
-      logging.error("%s failed: %s", _MODE.value, e)
+    config = resolve_config(_CONFIG.value, _OVERRIDES, workdir, _MODE.value)
+  except configs.ConfigError as e:
+    _fail(f"flags: {e}")
+  try:
+    _run_mode(config, workdir)
+  except workdir_lock.LockedError as e:  # another process's workdir: nothing written there
     _fail(f"{_MODE.value}: {e}")
+  except (io.ArtifactError, ValueError, OSError, FloatingPointError, OverflowError) as e:
+    # One clear line and a non-zero exit, no traceback from deep inside JAX; a failed stage
+    # leaves the files already in the workdir as they were (a checkpoint it failed to write,
+    # e.g. on a full disk, is removed).
+    _fail(f"{_MODE.value}: {_message(e)}", workdir, EXIT_INPUT)
+  except app.UsageError:
+    raise
+  except KeyboardInterrupt:
+    _fail(f"{_MODE.value}: interrupted (SIGINT)", workdir, EXIT_INTERRUPTED)
+  except Exception as e:  # pylint: disable=broad-except  # a bug: still one line, trace logged
+    _fail(f"{_MODE.value}: internal error {type(e).__name__}: {_message(e)}", workdir,
+          EXIT_INTERNAL)
+  if preemption.interrupted():
+    print(f"interrupted (SIGINT): {_MODE.value} stopped after saving a checkpoint; run the same "
+          "command again to resume", file=sys.stderr)
+    _close_checkpoint_managers()
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _message(e: BaseException) -> str:
+  if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e.strerror or ""):
+    return f"{e.filename}: {e.strerror or e}"
+  return str(e) or type(e).__name__
+
+
+def _close_checkpoint_managers() -> None:
+  """Closes the orbax checkpoint managers still open, so that their background threads end
+  before the interpreter does (else they print "Event loop is closed" tracebacks)."""
+  checkpoint = sys.modules.get("r3vae_jax.checkpoint")
+  if checkpoint is not None:
+    checkpoint.close_all()
+
+
+def _error_log(workdir: str) -> str | None:
+  """Writes the traceback being handled to workdir/logs/error-<time>.log; its path, or None."""
+  import traceback  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "logs", time.strftime("error-%Y%m%d-%H%M%S.log"))
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {' '.join(sys.argv)}\n")
+      f.write(traceback.format_exc())
+      for logged in _LOGGED_TRACEBACKS.tracebacks:
+        f.write("\nlogged earlier: " + logged)
+    return path
+  except OSError:
+    return None
+
+
+def _remove_partial_checkpoints(workdir: str) -> None:
+  """Deletes orbax's temporary folders of checkpoints that failed to save (this process held
+  the workdir's lock, so no other writer is saving one)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  for root, dirs, _ in os.walk(workdir):
+    for name in list(dirs):
+      if ".orbax-checkpoint-tmp" in name:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+      if ".orbax-checkpoint-tmp" in name or name.isdigit():
+        dirs.remove(name)  # nothing of ours inside a step folder
+
+
+def _fail(message: str, workdir: str | None = None, code: int = EXIT_INPUT) -> None:
+  """Prints one `error:` line (with the path of the traceback log when `workdir`) and exits."""
+  from r3vae_jax import io  # pylint: disable=g-import-not-at-top
+  _close_checkpoint_managers()
+  if workdir and os.path.isdir(workdir):
+    _remove_partial_checkpoints(workdir)
+  log = _error_log(workdir) if workdir and io.is_local(workdir) else None
+  print("error: " + " ".join(message.split()) + (f" (traceback in {log})" if log else ""),
+        file=sys.stderr)
+  sys.exit(code)
 
 
 def _profiler(workdir: str):
@@ -459,11 +667,6 @@ def _profiler(workdir: str):
     _usage(f"write --profile_steps=A,B with 0 <= A < B (training steps); got "
            f"{','.join(_PROFILE_STEPS.value)}")
   return profile.StepTrace(os.path.join(workdir, "profile"), start, stop)
-
-
-def _fail(message: str) -> None:
-  print("error: " + " ".join(message.split()), file=sys.stderr)
-  sys.exit(2)
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

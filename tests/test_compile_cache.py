@@ -39,7 +39,7 @@ def test_enable_prefers_argument_then_environment(monkeypatch, tmp_path):
     assert (tmp_path / "arg").is_dir()
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ValueError, match="error: compile cache directory"):
+    with pytest.raises(ValueError, match="compile cache directory"):
       compile_cache.enable(str(blocker / "sub"))
   finally:
     jax.config.update("jax_compilation_cache_dir", before)

@@ -148,3 +148,52 @@ def test_failed_write_keeps_previous_files(tmp_path, monkeypatch):
   after = {n: (tmp_path / "data" / n).read_bytes() for n in os.listdir(tmp_path / "data")}
   assert after == before   # no temp files left, nothing half-written
   assert dataset.load_prepared(workdir).sequences[0].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("stamp", ["nan", "inf", "-inf"])
+def test_non_finite_timestamps_are_refused(tmp_path, stamp):
+  """A NaN time would sort last and silently become the user's test target."""
+  inter = tmp_path / "a.inter"
+  inter.write_text(f"user_id:token\titem_id:token\ttimestamp:float\nu\ti\t1\nu\tj\t{stamp}\n")
+  with pytest.raises(io.ArtifactError, match=rf"a\.inter: line 3: .*'{stamp}' is not a finite"):
+    recbole.read_inter(str(inter))
+  reviews = tmp_path / "r.json"
+  reviews.write_text(json.dumps({"reviewerID": "u", "asin": "a",
+                                 "unixReviewTime": float(stamp)}) + "\n")
+  with pytest.raises(io.ArtifactError, match=r"r\.json: line 1: .* is not a finite number"):
+    amazon_raw.read_reviews(str(reviews))
+
+
+def test_float32_overflow_and_empty_columns(tmp_path):
+  path = str(tmp_path / "v.npy")
+  big = np.ones((5, 3), np.float64)
+  big[2, 1] = 1e300
+  io.write_npy(path, big)
+  with pytest.raises(io.ArtifactError, match=r"row 2 \(item 2\) holds NaN or Inf as float32"):
+    npy.load_vectors(path, 5)
+  io.write_npy(path, np.ones((5, 0), np.float32))
+  with pytest.raises(io.ArtifactError, match=r"expected a 2-D array \[items, dim >= 1\]"):
+    npy.load_vectors(path, 5)
+
+
+def test_item_id_beyond_int64(tmp_path):
+  seq = tmp_path / "seq.txt"
+  seq.write_text("1 1 2\n2 3 123456789012345678901234567890\n")
+  with pytest.raises(io.ArtifactError, match=r"seq\.txt: line 2: item id 1234\d+ is too large"):
+    iclrec.read_user_sequences(str(seq))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("num_items", "3", r"field num_items = '3': expected an int >= 1"),
+    ("num_items", True, r"field num_items = True: expected an int >= 1"),
+    ("item_titles", ["a", "b"], r"field item_titles: expected a list of 3 strings or null"),
+    ("item_text", [1, 2, 3], r"field item_text: expected a list of 3 strings or null"),
+    ("name", 7, r"field name = 7: expected a string"),
+])
+def test_items_json_field_types(tmp_path, field, value, message):
+  dataset.save_prepared(str(tmp_path), dataset.Interactions(
+      "t", 3, [np.array([0, 1, 2], np.int32)], ["a", "b", "c"], ["x", "y", "z"]))
+  path = tmp_path / "data" / "items.json"
+  path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+  with pytest.raises(io.ArtifactError, match=rf"items\.json: {message}"):
+    dataset.load_prepared(str(tmp_path))

@@ -24,6 +24,7 @@ class Interactions:
   sequences: list[np.ndarray]
   item_titles: list[str] | None
   item_text: list[str] | None
+  user_keys: list[str] | None = None   # the source's user ids (not saved; for messages)
 
 
 def validate(inter: Interactions, source: str = "interactions") -> None:
@@ -45,6 +46,34 @@ def validate(inter: Interactions, source: str = "interactions") -> None:
       raise io.ArtifactError(
           f"{source}: field {field} has {len(values)} entries, expected num_items="
           f"{inter.num_items}")
+
+
+def describe_user(inter: Interactions, u: int, path: str | None) -> str:
+  """User `u` as the source file names it: its id and the first line that starts with it
+  (when `path` is a text file), else its 0-based index."""
+  if not inter.user_keys:
+    return f"#{u} (0-based index)"
+  key = inter.user_keys[u]
+  if path and os.path.isfile(path):
+    from r3vae_jax.data import sources  # pylint: disable=g-import-not-at-top
+    try:
+      for lineno, line in sources.numbered_lines(path, "dataset file", errors="replace"):
+        if line.replace("::", " ").replace(",", " ").split()[:1] == [key]:
+          return f"{key} (line {lineno})"
+    except io.ArtifactError:
+      pass
+  return key
+
+
+def check_splittable(inter: Interactions, source: str, min_items: int = 3) -> None:
+  """Raises ArtifactError naming the first user (by `describe_user`) with < `min_items` items:
+  leave-one-out needs one training item, one validation and one test target."""
+  for u, seq in enumerate(inter.sequences):
+    if len(seq) < min_items:
+      raise io.ArtifactError(
+          f"{source}: user {describe_user(inter, u, source)} has {len(seq)} items after "
+          f"filtering; at least {min_items} are needed (one to train on, one validation and one "
+          "test target); raise config.data.min_core or drop the user")
 
 
 def stats(inter: Interactions) -> dict:
@@ -76,6 +105,27 @@ def save_prepared(workdir: str, inter: Interactions) -> None:
   io.write_json(os.path.join(directory, "stats.json"), stats(inter))
 
 
+def _check_items_json(meta, path: str) -> dict:
+  """items.json's fields, type-checked (ArtifactError naming the field and its value)."""
+  if not isinstance(meta, dict):
+    raise io.ArtifactError(f"{path}: expected a JSON object with fields name, num_items, "
+                           f"item_titles, item_text; got {type(meta).__name__}")
+  for key in ("name", "num_items", "item_titles", "item_text"):
+    if key not in meta:
+      raise io.ArtifactError(f"{path}: missing field {key!r}")
+  n = meta["num_items"]
+  if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    raise io.ArtifactError(f"{path}: field num_items = {n!r}: expected an int >= 1")
+  if not isinstance(meta["name"], str):
+    raise io.ArtifactError(f"{path}: field name = {meta['name']!r}: expected a string")
+  for key in ("item_titles", "item_text"):
+    values = meta[key]
+    if values is not None and (not isinstance(values, list) or len(values) != n
+                               or not all(isinstance(v, str) for v in values)):
+      raise io.ArtifactError(f"{path}: field {key}: expected a list of {n} strings or null")
+  return meta
+
+
 def load_prepared(workdir: str) -> Interactions:
   """Reads what `save_prepared` wrote; raises ArtifactError naming the file on any damage."""
   directory = os.path.join(workdir, "data")
@@ -87,16 +137,16 @@ def load_prepared(workdir: str) -> Interactions:
       flat, offsets = z["items"], z["offsets"]
   except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
     raise io.ArtifactError(f"{path}: not a readable sequences archive ({e})") from None
-  if (offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != flat.size
-      or np.any(np.diff(offsets) < 0)):
+  for field, array in (("items", flat), ("offsets", offsets)):
+    if not np.issubdtype(array.dtype, np.integer):
+      raise io.ArtifactError(f"{path}: field {field}: expected integers, got {array.dtype}")
+  if (flat.ndim != 1 or offsets.ndim != 1 or offsets.size < 2 or offsets[0] != 0
+      or offsets[-1] != flat.size or np.any(np.diff(offsets) < 0)):
     raise io.ArtifactError(f"{path}: field offsets inconsistent with items ({flat.size} entries)")
   meta_path = os.path.join(directory, "items.json")
-  meta = io.read_json(meta_path)
-  for key in ("name", "num_items", "item_titles", "item_text"):
-    if key not in meta:
-      raise io.ArtifactError(f"{meta_path}: missing field {key!r}")
+  meta = _check_items_json(io.read_json(meta_path), meta_path)
   sequences = [flat[a:b].astype(np.int32) for a, b in zip(offsets[:-1], offsets[1:])]
-  inter = Interactions(name=meta["name"], num_items=int(meta["num_items"]), sequences=sequences,
+  inter = Interactions(name=meta["name"], num_items=meta["num_items"], sequences=sequences,
                        item_titles=meta["item_titles"], item_text=meta["item_text"])
   validate(inter, source=path)
   return inter

@@ -17,6 +17,18 @@ def require_file(path: str, what: str) -> str:
   return path
 
 
+def undecodable_line(path: str, encoding: str = "utf-8") -> int:
+  """The 1-based number of the first line of `path` that is not `encoding` text (0: none)."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    for lineno, raw in enumerate(f, 1):
+      try:
+        raw.decode(encoding)
+      except UnicodeDecodeError:
+        return lineno
+  return 0
+
+
 def numbered_lines(path: str, what: str, encoding: str = "utf-8",
                    errors: str = "strict") -> Iterator[tuple[int, str]]:
   """Yields (1-based line number, line without its newline) of a text or .gz file.

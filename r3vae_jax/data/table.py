@@ -101,7 +101,7 @@ def to_interactions(name: str, log: RawLog, info: Mapping[str, ItemInfo] | None,
     titles = [info[k].title if k in info else k for k in log.item_keys]
     text = [info[k].text if k in info else k for k in log.item_keys]
   return Interactions(name=name, num_items=len(log.item_keys), sequences=log.sequences,
-                      item_titles=titles, item_text=text)
+                      item_titles=titles, item_text=text, user_keys=list(log.user_keys))
 
 
 def first_seen_ids(log: RawLog) -> RawLog:

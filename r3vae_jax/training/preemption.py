@@ -1,5 +1,9 @@
-"""Preemption: SIGTERM (one host), JAX's preemption sync point (multi-host) or the deadline
-`config.train.stop_at` -> save and exit."""
+"""Preemption: SIGTERM or SIGINT (Ctrl-C; one host), JAX's preemption sync point (multi-host)
+or the deadline `config.train.stop_at` -> save and exit.
+
+After a SIGINT, `interrupted()` is True for the rest of the process: the command line then exits
+with code 130 instead of going on to the next stage. A second SIGINT while the checkpoint is
+saved interrupts at once (KeyboardInterrupt)."""
 from __future__ import annotations
 
 import signal
@@ -12,11 +16,19 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 
+_INTERRUPTED = threading.Event()
+
+
+def interrupted() -> bool:
+  """Whether a SIGINT asked a `PreemptionWatch` of this process to stop."""
+  return _INTERRUPTED.is_set()
+
+
 class PreemptionWatch:
   """Context manager; `requested(step)` turns True once the job is asked to stop.
 
-  Single process: a SIGTERM handler (installed from the main thread, the previous handler put
-  back on exit) sets a flag that the train loop polls between steps. Several processes: every
+  Single process: a SIGTERM and SIGINT handler (installed from the main thread, the previous
+  handlers put back on exit) sets a flag that the train loop polls between steps. Several processes: every
   host must stop at the same step, so JAX's coordination service decides
   (`multihost_utils.reached_preemption_sync_point`), which receives the SIGTERM itself.
 
@@ -28,24 +40,30 @@ class PreemptionWatch:
 
   def __init__(self, stop_at: float = 0.0):
     self._flag = threading.Event()
-    self._previous = None
+    self._previous = {}
     self._installed = False
     self._multihost = jax.process_count() > 1
     self._stop_at = float(stop_at)
 
   def __enter__(self) -> "PreemptionWatch":
     if not self._multihost and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
       self._installed = True
     return self
 
   def __exit__(self, *exc) -> None:
     if self._installed:
-      signal.signal(signal.SIGTERM, self._previous)
+      for sig, previous in self._previous.items():
+        signal.signal(sig, previous)
       self._installed = False
 
   def _handle(self, signum, frame) -> None:  # pylint: disable=unused-argument
-    logging.warning("SIGTERM received: saving a checkpoint and stopping after this step.")
+    name = signal.Signals(signum).name
+    logging.warning("%s received: saving a checkpoint and stopping after this step.", name)
+    if signum == signal.SIGINT:
+      _INTERRUPTED.set()
+      signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
     self._flag.set()
 
   def requested(self, step: int) -> bool:

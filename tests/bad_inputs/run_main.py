@@ -10,14 +10,18 @@ exception prints its traceback and exits 1, as the interpreter does).
 
 JOBS.json: a list of {"name", "argv": [flags of r3vae_jax.main], "log": stdout+stderr path,
 "phase": optional int (default 0; phases run in ascending order, the jobs of one phase in
-parallel), "poison_step": optional int}. `poison_step` makes the recommender's training batch
+parallel), "poison_step": optional int, "fsize_limit": optional int}. `poison_step` makes the recommender's training batch
 of that global step carry NaN loss weights (a test hook: the compiled step is unchanged).
+`fsize_limit` caps the size of every file the child writes (RLIMIT_FSIZE, as a full disk: a
+write beyond it fails with EFBIG); the log file is opened before and written at the end.
 RESULTS.json: {name: {"rc": int, "seconds": float}}.
 """
 from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import sys
 import time
 import traceback
@@ -29,6 +33,11 @@ from r3vae_jax import main as r3vae_main
 from r3vae_jax.recommender import data as recommender_data
 from r3vae_jax.recommender import train as _recommender_train  # pylint: disable=unused-import
 from r3vae_jax.tokenizer import api as _tokenizer_api  # pylint: disable=unused-import
+# What the stages import, loaded once here rather than in every child.
+from r3vae_jax import api as _api, lineage as _lineage, workdir_lock as _lock  # pylint: disable=unused-import
+from r3vae_jax.configs import validate as _validate  # pylint: disable=unused-import
+from r3vae_jax.data import dataset as _dataset, pipeline as _pipeline, splits as _splits  # pylint: disable=unused-import
+from r3vae_jax.recommender import evaluation as _evaluation  # pylint: disable=unused-import
 
 
 def _poison(step: int) -> None:
@@ -48,6 +57,9 @@ def _child(job: dict) -> None:
   os.dup2(fd, 1)
   os.dup2(fd, 2)
   code = 1
+  if job.get("fsize_limit"):
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(job["fsize_limit"]),) * 2)
   try:
     if job.get("poison_step") is not None:
       _poison(int(job["poison_step"]))

@@ -50,10 +50,18 @@ def read_reviews(path: str) -> RawLog:
       if field not in record:
         raise io.ArtifactError(f"{path}: line {lineno}: missing field {field!r}")
     try:
-      times.append(float(record["unixReviewTime"]))
-    except (TypeError, ValueError):
+      stamp = float(record["unixReviewTime"])
+    except (TypeError, ValueError, OverflowError):
       raise io.ArtifactError(f"{path}: line {lineno}: field unixReviewTime = "
                              f"{record['unixReviewTime']!r} is not a number") from None
+    if not np.isfinite(stamp):  # NaN would sort last and silently become the test target
+      raise io.ArtifactError(f"{path}: line {lineno}: field unixReviewTime = "
+                             f"{record['unixReviewTime']!r} is not a finite number")
+    for field in ("reviewerID", "asin"):
+      if not isinstance(record[field], (str, int)) or isinstance(record[field], bool):
+        raise io.ArtifactError(f"{path}: line {lineno}: field {field} = {record[field]!r} is "
+                               "not a string or number")
+    times.append(stamp)
     users.append(str(record["reviewerID"]))
     items.append(str(record["asin"]))
   if not users:

@@ -10,6 +10,14 @@ from r3vae_jax.data import sources
 from r3vae_jax.data.table import RawLog
 
 
+def _parses(token: str) -> bool:
+  try:
+    int(token)
+    return True
+  except ValueError:
+    return False
+
+
 def read_user_sequences(path: str) -> RawLog:
   """Reads `uid i1 i2 …` lines (chronological). Item ids become dense 0-based in sorted order.
 
@@ -52,8 +60,12 @@ def read_user_sequences(path: str) -> RawLog:
     try:
       ids = np.array([int(t) for t in items], np.int64)
     except ValueError:
-      bad = next(t for t in items if not t.lstrip("-").isdigit())
+      bad = next((t for t in items if not _parses(t)), items[0])
       raise io.ArtifactError(f"{path}: line {lineno}: item id {bad!r} is not an integer") from None
+    except OverflowError:
+      bad = next(t for t in items if abs(int(t)) > np.iinfo(np.int64).max)
+      raise io.ArtifactError(f"{path}: line {lineno}: item id {bad} is too large (expected "
+                             f"< 2**63)") from None
     if ids.min() < 1:
       raise io.ArtifactError(
           f"{path}: line {lineno}: item id {int(ids.min())} < 1 (ids are 1-based)")

@@ -30,12 +30,22 @@ def read_rows(path: str) -> tuple[list[str], list[str], Iterator[tuple[int, list
   except StopIteration:
     f.close()
     raise io.ArtifactError(f"{path}: empty file (expected a `field:type` header)") from None
+  except UnicodeDecodeError as e:
+    f.close()
+    raise io.ArtifactError(f"{path}: line {sources.undecodable_line(path)}: not utf-8 text "
+                           f"({e.reason})") from None
+  except csv.Error as e:
+    f.close()
+    raise io.ArtifactError(f"{path}: line 1: malformed header ({e})") from None
   names, types = [], []
   for col in header:
     name, sep, kind = col.partition(":")
     if not sep or not name:
       f.close()
       raise io.ArtifactError(f"{path}: line 1: header column {col!r} is not `field:type`")
+    if name in names:
+      f.close()
+      raise io.ArtifactError(f"{path}: line 1: field {name!r} appears twice in the header")
     names.append(name)
     types.append(kind)
 
@@ -54,6 +64,9 @@ def read_rows(path: str) -> tuple[list[str], list[str], Iterator[tuple[int, list
           line = reader.line_num
       except csv.Error as e:
         raise io.ArtifactError(f"{path}: line {reader.line_num}: malformed row ({e})") from None
+      except UnicodeDecodeError as e:
+        raise io.ArtifactError(f"{path}: line {sources.undecodable_line(path)}: not utf-8 text "
+                               f"({e.reason})") from None
 
   return names, types, rows()
 
@@ -89,6 +102,9 @@ def read_inter(path: str, user_field: str = "user_id", item_field: str = "item_i
       except ValueError:
         raise io.ArtifactError(f"{path}: line {lineno}: field {time_field} = {row[t_col]!r} "
                                "is not a number") from None
+      if not np.isfinite(t):  # NaN would sort last and silently become the test target
+        raise io.ArtifactError(f"{path}: line {lineno}: field {time_field} = {row[t_col]!r} "
+                               "is not a finite number")
     key = (row[u_col], row[i_col], t)
     if key in seen:
       continue

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# RPG on one GPU: the speed comparison (alone on the GPU), then Beauty/Sports/Toys x 3 seeds and
+# a Beauty interactions-svd row, all concurrently (each process holds a slice of GPU memory).
+#
+#   OUT=/tmp/rpg BEAUTY_NPY=/path/beauty_minilm.npy bash benchmarks/rpg_rows.sh [budget s]
+#
+# Every row stops training `budget` seconds after the rows start (`train.stop_at`), then
+# evaluates.
+#
+# Writes $OUT/rpg_speed.json (+ .log) and $OUT/rows.tar.gz (one JSON + log per row).
+set -u
+py=${PYTHON:-python3}
+budget=${1:-160}
+: "${OUT:?set OUT}" "${BEAUTY_NPY:?set BEAUTY_NPY}"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+timeout "${SPEED_TIMEOUT:-100}" "$py" -m benchmarks.rpg_speed --out="$OUT/rpg_speed.json" \
+  > "$OUT/rpg_speed.log" 2>&1
+echo "speed rc=$?"
+unset XLA_PYTHON_CLIENT_PREALLOCATE
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.085}
+rows=$(mktemp -d)
+stop_at=$(( $(date +%s) + budget ))
+launch() {  # name config-arg seed [flags...]
+  local name=$1 arg=$2 seed=$3
+  shift 3
+  timeout "${ROW_TIMEOUT:-$((budget + 120))}" "$py" -m r3vae_jax.rpg.train \
+    --config="r3vae_jax/configs/rpg.py:$arg" --config.seed="$seed" --config.train.stop_at="$stop_at" \
+    --workdir="$rows/work_${name}_s$seed" --out="$rows/rpg_${name}_s$seed.json" "$@" \
+    > "$rows/rpg_${name}_s$seed.log" 2>&1 &
+}
+for seed in 0 1 2; do
+  launch beauty_minilm beauty,npy "$seed" --config.vectors.path="$BEAUTY_NPY" \
+    --config.vectors.label=minilm-text
+  launch sports_interactions-svd sports "$seed"
+  launch toys_interactions-svd toys "$seed"
+done
+launch beauty_interactions-svd beauty,interactions-svd 0
+wait
+tar -czf "$OUT/rows.tar.gz" -C "$rows" .
+ls "$rows"
