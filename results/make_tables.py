@@ -46,6 +46,10 @@ ABLATIONS = ("no_ref", "straight_through", "no_sc", "no_pd")
 
 # The headline table: per method, the row each dataset publishes, as (method label, epochs).
 HEADLINE = (
+    ("Popularity", {"beauty": ("popularity", None), "sports": ("popularity", None),
+                    "toys": ("popularity", None)}),
+    ("Markov (first order)", {"beauty": ("markov", None), "sports": ("markov", None),
+                              "toys": ("markov", None)}),
     ("RQ-KMeans", {"beauty": ("rqkmeans", 60), "sports": ("rqkmeans", 30),
                    "toys": ("rqkmeans", 30)}),
     ("TIGER (RQ-VAE)", {"beauty": ("rqvae", 60), "sports": ("rqvae", 30),
@@ -55,6 +59,9 @@ HEADLINE = (
                "sports": ("diger+detached_follow+tokenizer_lr_1e-7", 30),
                "toys": ("diger+detached_follow+last_table+tokenizer_lr_1e-7", 30)}),
 )
+
+# Baselines that count (no training, no randomness): the same numbers on any platform.
+COUNTING_BASELINES = ("popularity", "markov")
 
 Row = collections.namedtuple("Row", "dataset method vectors epochs examples platform")
 
@@ -108,7 +115,7 @@ def load_rows(directory: str) -> dict:
   for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
     with open(path, encoding="utf-8") as f:
       r = json.load(f)
-    if r.get("kind") == "experiment":
+    if r.get("kind") in ("experiment", "baseline"):
       rows[row_of(r)].append(r)
     elif r.get("kind") == "fusion":
       fused = _fusion_as_run(r)
@@ -181,7 +188,8 @@ def _pick(rows: dict, dataset: str, method: str, epochs):
   the protocol's examples; the one with the most seeds."""
   found = [(len(runs), row, runs) for row, runs in rows.items()
            if row.dataset == dataset and row.method == method and not row.examples
-           and row.platform == "accelerator" and epochs in (None, row.epochs)]
+           and (row.platform == "accelerator" or method in COUNTING_BASELINES)
+           and epochs in (None, row.epochs)]
   return max(found, key=lambda x: x[0])[1:] if found else (None, [])
 
 
@@ -195,14 +203,16 @@ def headline(rows: dict) -> str:
     head = ["method"] + [f"{d.capitalize()} {m}" for d in DATASETS for m in ("N@10", "R@10")]
     lines = [f"Test, {title}:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, spec in HEADLINE:
+      picked = [_pick(rows, dataset, *spec[dataset])[1] for dataset in DATASETS]
+      if split != "test" and not any(split in r["metrics"] for runs in picked for r in runs):
+        continue  # rows without this protocol's metrics
       cells = [name]
-      for dataset in DATASETS:
-        _, runs = _pick(rows, dataset, *spec[dataset])
+      for runs in picked:
         counted = sum(split in r["metrics"] for r in runs)
         seeds = f" ({counted})" if counted else ""
         cells += [_metric(runs, split, "ndcg@10") + seeds, _metric(runs, split, "recall@10")]
       lines.append("| " + " | ".join(cells) + " |")
-      if split == "test":
+      if split == "test" and spec["beauty"][0] not in COUNTING_BASELINES:
         refs = [name + ", reference"]
         for dataset in DATASETS:
           base = _base(spec[dataset][0])
@@ -211,9 +221,10 @@ def headline(rows: dict) -> str:
         lines.append("| " + " | ".join(refs) + " |")
     out.append("\n".join(lines))
   return "\n\n".join(out) + (
-      "\n\nMean ± std over seeds (their number in brackets). Each row is one preset, run as "
-      "`--config=<dataset>.py:<preset>` with the presets `rqkmeans`, `rqvae`, `r3vae` and "
-      "`diger` (`r3vae_jax/configs/presets.py` holds their settings and epochs).")
+      "\n\nMean ± std over seeds (their number in brackets; popularity and Markov count, so one "
+      "run each). Each row is one preset, run as `--config=<dataset>.py:<preset>` with the "
+      "presets `popularity`, `markov`, `rqkmeans`, `rqvae`, `r3vae` and `diger` "
+      "(`r3vae_jax/configs/presets.py` holds their settings and epochs).")
 
 
 RESULTS_HEADER = """# Results
