@@ -34,10 +34,14 @@ from absl import app
 from absl import flags
 import numpy as np
 
-_SCALE = flags.DEFINE_enum("scale", "small", ["1m", "small", "tiny"], "Catalogue size preset.")
-_OUT = flags.DEFINE_string("out", "", "Result JSON (default: <run_dir>/scale_<scale>.json).")
-_RUN_DIR = flags.DEFINE_string("run_dir", "", "Catalogue and workdir (default: a temp folder).")
-_BUDGET = flags.DEFINE_float("budget_s", 0.0, "Overall wall-clock cap (0: the scale's).")
+
+def _define_flags():
+  """The command line's flags, defined when run as a script (the tests import this module next
+  to others that define `--out`)."""
+  return (flags.DEFINE_enum("scale", "small", ["1m", "small", "tiny"], "Catalogue size preset."),
+          flags.DEFINE_string("out", "", "Result JSON (default: <run_dir>/scale_<scale>.json)."),
+          flags.DEFINE_string("run_dir", "", "Catalogue and workdir (default: a temp folder)."),
+          flags.DEFINE_float("budget_s", 0.0, "Overall wall-clock cap (0: the scale's)."))
 
 STAGES = ("generate", "prepare", "vectors", "tokenize", "train", "evaluate")
 
@@ -333,10 +337,12 @@ def _add_rates(entries: dict[str, dict[str, Any]], spec) -> None:
 
 def main_(argv):
   del argv
+  scale, out_flag, run_dir_flag, budget = (flags.FLAGS[n].value
+                                           for n in ("scale", "out", "run_dir", "budget_s"))
   import tempfile  # pylint: disable=g-import-not-at-top
-  run_dir = _RUN_DIR.value or tempfile.mkdtemp(prefix=f"scale_{_SCALE.value}_")
-  out = _OUT.value or os.path.join(run_dir, f"scale_{_SCALE.value}.json")
-  data = run_stages(_SCALE.value, run_dir, out, _BUDGET.value)
+  run_dir = run_dir_flag or tempfile.mkdtemp(prefix=f"scale_{scale}_")
+  out = out_flag or os.path.join(run_dir, f"scale_{scale}.json")
+  data = run_stages(scale, run_dir, out, budget)
   print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk in ("seconds", "peak_host_bytes",
                                                                   "status")}
                     for k, v in data["stages"].items()}, indent=1))
@@ -344,4 +350,5 @@ def main_(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main_)
