@@ -187,7 +187,7 @@ class Launch:
   signalled_at: int | None      # the logged step after which the signal was sent
 
 
-_STEP = re.compile(r"recommender: step (\d+)/")
+_STEP = re.compile(r"recommender \[[#.]*\] +\d+% step (\d+)/")
 _RESUMED = re.compile(r"recommender: resumed from step (\d+)")
 
 
