@@ -3,7 +3,7 @@
 In one process, at paper size (T5 6+6, d_model 128, 4 heads, d_kv 64, d_ff 256, dropout 0.1,
 SIDs 3 x 256 + collision level, batch 512, every history padded to 20 items x 4 tokens):
 
-1. the cold compiles of the trainer's update step (`recommender.train.train_programs`) for the
+1. the cold compiles of the trainer's update step (`recommender.programs.train_programs`) for the
    variants of `--cold_variants`, one after another, with no persistent cache;
    and the constrained beam search (`config.eval.batch_size` users);
 2. every variant of `--variants` (below) compiled, then timed on pre-placed device batches:
@@ -57,7 +57,7 @@ from r3vae_jax.decode import build_trie
 from r3vae_jax.recommender import data as rec_data
 from r3vae_jax.recommender import multistep
 from r3vae_jax.recommender import state as state_lib
-from r3vae_jax.recommender import train as rec_train
+from r3vae_jax.recommender import programs as rec_programs
 from r3vae_jax.recommender.tokens import layout_from_config
 
 COMMAND_BUFFERS = {
@@ -131,7 +131,7 @@ class Variant:
     self.config = c
     plan = rec_data.BatchPlan(len(examples), c.train.batch_size, c.seed)
     total = c.train.epochs * plan.steps_per_epoch
-    prog = rec_train.train_programs(c, mesh, total)
+    prog = rec_programs.train_programs(c, mesh, total)
     self.state = prog.init()
     source = rec_data.BatchSource(examples, plan, layout_from_config(c).item_tokens(table),
                                   table)
@@ -141,7 +141,7 @@ class Variant:
       self.fn = prog.train_step
       self.inputs = [parallel.to_global(b, mesh) for b in host]
     else:
-      mdef = rec_train.model_programs(c, mesh).mdef
+      mdef = rec_programs.model_programs(c, mesh).mdef
       tx, schedule = state_lib.make_optimizer(c, total)
       self.fn = multistep.make_train_block(mdef, tx, schedule, c.train.rng_impl,
                                            prog.shardings, mesh)
@@ -216,7 +216,7 @@ def cold_compile(names: list[str], base: ml_collections.ConfigDict, table: np.nd
     out["train_step_s"][name] = v.compile_s
   v = Variant(names[0], base, table, examples, mesh)
   base = v.config
-  mp = rec_train.model_programs(base, mesh)
+  mp = rec_programs.model_programs(base, mesh)
   enc_len = base.data.max_history * layout_from_config(base).num_levels
   users = base.eval.batch_size
   batch = {"enc_tokens": np.zeros((users, enc_len), np.int32),

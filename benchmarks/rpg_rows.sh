@@ -7,15 +7,19 @@
 # Every row stops training `budget` seconds after the rows start (`train.stop_at`), then
 # evaluates.
 #
+# SKIP_SPEED=1 leaves the speed comparison out (when other work shares the GPU).
+#
 # Writes $OUT/rpg_speed.json (+ .log) and $OUT/rows.tar.gz (one JSON + log per row).
 set -u
 py=${PYTHON:-python3}
 budget=${1:-160}
 : "${OUT:?set OUT}" "${BEAUTY_NPY:?set BEAUTY_NPY}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-timeout "${SPEED_TIMEOUT:-100}" "$py" -m benchmarks.rpg_speed --out="$OUT/rpg_speed.json" \
-  > "$OUT/rpg_speed.log" 2>&1
-echo "speed rc=$?"
+if [ "${SKIP_SPEED:-0}" != 1 ]; then
+  timeout "${SPEED_TIMEOUT:-100}" "$py" -m benchmarks.rpg_speed --out="$OUT/rpg_speed.json" \
+    > "$OUT/rpg_speed.log" 2>&1
+  echo "speed rc=$?"
+fi
 unset XLA_PYTHON_CLIENT_PREALLOCATE
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.085}
 rows=$(mktemp -d)
