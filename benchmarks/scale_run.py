@@ -53,7 +53,7 @@ SCALES: dict[str, dict[str, Any]] = {
         levels=3, codebook_size=1024, max_collisions=256, tokenizer_epochs=10,
         batch_size=2048, eval_users=100_000, eval_batch=4096, paper_model=True,
         budget_s=420.0, train_s=150.0,
-        caps=dict(generate=60, prepare=60, vectors=45, tokenize=120, train=200, evaluate=90)),
+        caps=dict(generate=150, prepare=120, vectors=60, tokenize=180, train=220, evaluate=150)),
     "small": dict(
         catalogue=dict(num_items=20_000, num_users=40_000, dim=64, num_topics=128),
         levels=3, codebook_size=64, max_collisions=64, tokenizer_epochs=1,
