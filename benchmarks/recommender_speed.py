@@ -18,8 +18,7 @@ SIDs 3 x 256 + collision level, batch 512, every history padded to 20 items x 4 
    TF32 matrix products as JAX's default.
 
 Variants (names joined by "_" combine): `base` (the trainer's default step), `bf16` (matrix
-products in bfloat16, float32 parameters and optimizer), `blockK` (K update steps per call:
-`recommender.multistep`, `lax.scan` over K batches), `scan` (each layer stack one `lax.scan`:
+products in bfloat16, float32 parameters and optimizer), `scan` (each layer stack one `lax.scan`:
 `recommender.scan_layers`), `cmdbuf` (XLA command buffers, CUDA graphs,
 for fusions, library calls and the program's control flow: `compiler_options`).
 
@@ -55,8 +54,6 @@ from r3vae_jax import io, parallel
 from r3vae_jax.configs import default
 from r3vae_jax.decode import build_trie
 from r3vae_jax.recommender import data as rec_data
-from r3vae_jax.recommender import multistep
-from r3vae_jax.recommender import state as state_lib
 from r3vae_jax.recommender import programs as rec_programs
 from r3vae_jax.recommender.tokens import layout_from_config
 
@@ -66,14 +63,14 @@ COMMAND_BUFFERS = {
 }
 
 flags.DEFINE_string("out", None, "JSON file of the run.")
-flags.DEFINE_list("variants", ["base", "bf16", "bf16_block8", "bf16_cmdbuf", "bf16_block8_cmdbuf",
+flags.DEFINE_list("variants", ["base", "bf16", "bf16_cmdbuf", "bf16_scan",
                                "base_cmdbuf"], "Variants (module docstring).")
-flags.DEFINE_list("profile", ["base", "bf16_block8_cmdbuf"], "Variants traced.")
+flags.DEFINE_list("profile", ["base", "bf16"], "Variants traced.")
 flags.DEFINE_integer("profile_steps", 16, "Update steps per trace.")
 flags.DEFINE_bool("tiny", False, "Tiny model and batch (CPU smoke run).")
 flags.DEFINE_integer("warmup", 3, "Untimed calls per variant.")
 flags.DEFINE_integer("repeats", 5, "Timed blocks per variant.")
-flags.DEFINE_integer("steps", 48, "Update steps per timed block (a multiple of every K).")
+flags.DEFINE_integer("steps", 48, "Update steps per timed block.")
 flags.DEFINE_integer("compile_threads", 8, "Programs compiled at once.")
 flags.DEFINE_list("cold_variants", ["base"], "Variants compiled one after another first, "
                   "before anything else (step 1; the first is cold, later ones may reuse its "
@@ -98,24 +95,20 @@ def config_for(tiny: bool) -> ml_collections.ConfigDict:
 
 
 def parse_variant(name: str) -> dict[str, Any]:
-  """"bf16_block8_cmdbuf" -> {"dtype": "bfloat16", "block": 8, "scan_layers": False,
-  "compiler_options": {...}}."""
-  spec: dict[str, Any] = {"dtype": "float32", "block": 1, "scan_layers": False,
-                          "compiler_options": {}}
+  """"bf16_scan_cmdbuf" -> {"dtype": "bfloat16", "scan_layers": True, "compiler_options": {...}}."""
+  spec: dict[str, Any] = {"dtype": "float32", "scan_layers": False, "compiler_options": {}}
   for part in name.split("_"):
     if part == "base":
       continue
     if part == "bf16":
       spec["dtype"] = "bfloat16"
-    elif part.startswith("block") and part[5:].isdigit() and int(part[5:]) >= 1:
-      spec["block"] = int(part[5:])
     elif part == "scan":
       spec["scan_layers"] = True
     elif part == "cmdbuf":
       spec["compiler_options"] = dict(COMMAND_BUFFERS)
     else:
       raise ValueError(f"error: --variants: unknown part {part!r} of {name!r}; expected base, "
-                       f"bf16, blockK, scan or cmdbuf joined by '_'")
+                       f"bf16, scan or cmdbuf joined by '_'")
   return spec
 
 
@@ -135,19 +128,8 @@ class Variant:
     self.state = prog.init()
     source = rec_data.BatchSource(examples, plan, layout_from_config(c).item_tokens(table),
                                   table)
-    k = self.spec["block"]
-    host = [source.host_batch(i) for i in range(4 * k)]
-    if k == 1:
-      self.fn = prog.train_step
-      self.inputs = [parallel.to_global(b, mesh) for b in host]
-    else:
-      mdef = rec_programs.model_programs(c, mesh).mdef
-      tx, schedule = state_lib.make_optimizer(c, total)
-      self.fn = multistep.make_train_block(mdef, tx, schedule, c.train.rng_impl,
-                                           prog.shardings, mesh)
-      self.inputs = [jax.device_put(multistep.stack_batches(host[i:i + k]),
-                                    multistep.block_shardings(mesh))
-                     for i in range(0, len(host), k)]
+    self.fn = prog.train_step
+    self.inputs = [parallel.to_global(source.host_batch(i), mesh) for i in range(4)]
     self.compiled = None
     self.compile_s = None
 
@@ -176,14 +158,12 @@ def _memory(compiled) -> dict[str, Any]:
 
 
 def time_variant(v: Variant, warmup: int, repeats: int, steps: int) -> dict[str, Any]:
-  k = v.spec["block"]
-  calls = max(steps // k, 1)
   loop = v.loop()
   timing = harness.measure(loop, jax.block_until_ready, warmup=warmup, repeats=repeats,
-                           iters=calls)
+                           iters=steps)
   v.state = loop.state
   batch = v.config.train.batch_size
-  per_step = timing["seconds"] / k
+  per_step = timing["seconds"]
   cost = physics.xla_cost(v.compiled)
   return {"spec": v.spec, "compile_s": v.compile_s, "seconds_per_step": per_step,
           "examples_per_s": batch / per_step, "timing": timing,
@@ -192,17 +172,15 @@ def time_variant(v: Variant, warmup: int, repeats: int, steps: int) -> dict[str,
 
 
 def profile_variant(v: Variant, steps: int, trace_dir: str) -> dict[str, Any]:
-  k = v.spec["block"]
-  calls = max(steps // k, 1)
   loop = v.loop()
   jax.block_until_ready(loop())
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     out = None
-    for _ in range(calls):
+    for _ in range(steps):
       out = loop()
     jax.block_until_ready(out)
   v.state = loop.state
-  return trace_summary.summarise_dir(trace_dir, calls * k)
+  return trace_summary.summarise_dir(trace_dir, steps)
 
 
 def cold_compile(names: list[str], base: ml_collections.ConfigDict, table: np.ndarray,

@@ -238,32 +238,3 @@ def test_scanned_layer_stacks_equal_unrolled_ones():
   np.testing.assert_allclose(a, b, rtol=1e-5)
   for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
-
-
-def test_block_of_steps_equals_single_steps_on_a_sharded_mesh():
-  """`multistep.make_train_block` (k steps in one `lax.scan`) gives the state and measurements
-  of k single update steps; the block's batch axis is split over a data x model mesh."""
-  from r3vae_jax import parallel  # pylint: disable=import-outside-toplevel
-  from r3vae_jax.recommender import multistep, state as state_lib, steps  # pylint: disable=import-outside-toplevel
-  c = _config(num_encoder_layers=1, num_decoder_layers=1, d_model=16, d_kv=4, d_ff=16)
-  mesh = parallel.make_mesh(2, 2, jax.devices()[:4])
-  mdef = state_lib.model_def(c)
-  tx, schedule = state_lib.make_optimizer(c, 10)
-  shardings = state_lib.state_shardings(mdef, tx, mesh, c.train.fsdp_min_size)
-  init = state_lib.make_init(mdef, tx, shardings)
-  batches = []
-  for seed in range(2):
-    _, enc, mask, targets = _inputs(batch=4, history=3, seed=seed)
-    batches.append({"enc_tokens": enc, "enc_mask": mask, "targets": targets,
-                    "weight": np.ones(4, np.float32)})
-  single = steps.make_train_step(mdef, tx, schedule, c.train.rng_impl, shardings, mesh)
-  state, singles = init(), []
-  for b in batches:
-    state, m = single(state, b)
-    singles.append(m)
-  block = multistep.make_train_block(mdef, tx, schedule, c.train.rng_impl, shardings, mesh)
-  block_state, measured = block(init(), multistep.stack_batches(batches))
-  assert int(block_state["step"]) == int(state["step"]) == 2
-  for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(block_state["params"])):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(measured["loss"], [float(m["loss"]) for m in singles], rtol=1e-5)
