@@ -20,7 +20,9 @@ SIDs 3 x 256 + collision level, batch 512, every history padded to 20 items x 4 
 Variants (names joined by "_" combine): `base` (the trainer's default step), `bf16` (matrix
 products in bfloat16, float32 parameters and optimizer), `scan` (each layer stack one `lax.scan`:
 `recommender.scan_layers`), `cmdbuf` (XLA command buffers, CUDA graphs,
-for fusions, library calls and the program's control flow: `compiler_options`).
+for fusions, library calls and the program's control flow: `compiler_options`), `noautotune`
+(`xla_gpu_autotune_level=0`: no timing of GEMM and fusion candidates while compiling; what it
+saves in compile time against what it costs per step).
 
   python -m benchmarks.recommender_speed --out=$OUT/recommender_speed_h100.json
   python -m benchmarks.recommender_speed --tiny --out=/tmp/speed_tiny.json     # CPU smoke run
@@ -61,6 +63,7 @@ COMMAND_BUFFERS = {
     "xla_gpu_enable_command_buffer": "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL",
     "xla_gpu_graph_min_graph_size": "1",
 }
+NO_AUTOTUNE = {"xla_gpu_autotune_level": 0}
 
 flags.DEFINE_string("out", None, "JSON file of the run.")
 flags.DEFINE_list("variants", ["base", "bf16", "bf16_cmdbuf", "bf16_scan",
@@ -105,10 +108,12 @@ def parse_variant(name: str) -> dict[str, Any]:
     elif part == "scan":
       spec["scan_layers"] = True
     elif part == "cmdbuf":
-      spec["compiler_options"] = dict(COMMAND_BUFFERS)
+      spec["compiler_options"].update(COMMAND_BUFFERS)
+    elif part == "noautotune":
+      spec["compiler_options"].update(NO_AUTOTUNE)
     else:
       raise ValueError(f"error: --variants: unknown part {part!r} of {name!r}; expected base, "
-                       f"bf16, scan or cmdbuf joined by '_'")
+                       f"bf16, scan, cmdbuf or noautotune joined by '_'")
   return spec
 
 
