@@ -7,7 +7,9 @@
 # Every row stops training `budget` seconds after the rows start (`train.stop_at`), then
 # evaluates.
 #
-# SKIP_SPEED=1 leaves the speed comparison out (when other work shares the GPU).
+# SKIP_SPEED=1 leaves the speed comparison out (when other work shares the GPU). MEM_FRACTION
+# (default 0.085 of the GPU per row) must hold a Beauty row's training step, which allocates
+# up to 3.9 GiB at batch 256 x 50 positions x 32 digits (0.045 of an H100 ran out of memory).
 #
 # Writes $OUT/rpg_speed.json (+ .log) and $OUT/rows.tar.gz (one JSON + log per row).
 set -u
