@@ -141,6 +141,7 @@ def test_sigterm_or_deadline_saves_the_best_epoch_so_far_and_a_relaunch_finishes
   config = small_config()
   ablations.apply(config, "diger", "detached_follow")
   config.train.update(dict(epochs=2, eval_every_epochs=1))
+  config.mesh.data = 1  # stopping and resuming, not sharding (`synthetic_run`: 8 devices)
   inter, vectors = synthetic.make_synthetic(config.data.synthetic)
   splits = splits_lib.leave_one_out(inter.sequences)
   train_ex = rec_data.train_examples(splits, config.data.max_history, config.train.example_window)

@@ -38,6 +38,10 @@ from r3vae_jax import api as _api, lineage as _lineage, workdir_lock as _lock  #
 from r3vae_jax.configs import validate as _validate  # pylint: disable=unused-import
 from r3vae_jax.data import dataset as _dataset, pipeline as _pipeline, splits as _splits  # pylint: disable=unused-import
 from r3vae_jax.recommender import evaluation as _evaluation  # pylint: disable=unused-import
+from r3vae_jax import compile_cache as _cache, summary as _summary  # pylint: disable=unused-import
+from r3vae_jax.training import profile as _profile  # pylint: disable=unused-import
+# The stages' event-file writer; importing it imports torch and boto3 when they are installed.
+import tensorboardX as _tensorboardx  # pylint: disable=unused-import
 
 
 def _poison(step: int) -> None:
