@@ -305,6 +305,7 @@ def test_item_batches_follow_the_length_buckets_and_visit_every_example_once():
   assert sorted(seen) == sorted(expected)
 
 
+@SHARES_SYNTHETIC_RUN  # the same programs as `synthetic_run`'s, compiled once in that worker
 def test_results_json_describes_the_table_the_recommender_was_tested_on(tmp_path):
   """run_all with DIGER: sid_metrics are those of DIGER's saved table (not the pretrained
   RQ-VAE's, which stay as pretrained_sid_metrics)."""
