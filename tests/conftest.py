@@ -46,6 +46,19 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long tests, run on the GPU machine, not in CI")
 
 
+# The files whose tests take longest (tens of seconds each on a 2-core CPU), longest first.
+# pytest-xdist hands out tests in collection order (groups first), so starting these early
+# keeps one long test from running alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_multiprocess.py", "test_colab.py", "test_reliability_training.py",
+                 "test_multi_device.py", "test_reliability_lock.py", "test_api.py",
+                 "test_diger_train.py", "test_recommender_train.py", "test_launch_paper_rows.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
+
+
 @pytest.fixture(scope="session")
 def beauty_prefix(shared_data):
   """make(num_items, dim) -> (leave-one-out splits, float32[num_items, dim] PPMI-SVD vectors of
