@@ -46,12 +46,10 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long tests, run on the GPU machine, not in CI")
 
 
-# The files whose tests take longest (tens of seconds each on a 2-core CPU), longest first.
-# pytest-xdist hands out tests in collection order (groups first), so starting these early
-# keeps one long test from running alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_multiprocess.py", "test_colab.py", "test_reliability_training.py",
-                 "test_multi_device.py", "test_reliability_lock.py", "test_api.py",
-                 "test_diger_train.py", "test_recommender_train.py", "test_launch_paper_rows.py")
+# The two longest tests (one to two minutes each on a 2-core CPU) start first, one per xdist
+# worker (pytest-xdist hands out tests in collection order, groups first), so that neither
+# runs alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_multiprocess.py", "test_colab.py")
 
 
 def pytest_collection_modifyitems(items):

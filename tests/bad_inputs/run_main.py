@@ -3,8 +3,8 @@
   python tests/bad_inputs/run_main.py JOBS.json RESULTS.json
 
 The parent imports JAX and the pipeline once (without starting a JAX backend) and forks a child
-per job, at most `os.cpu_count()` at a time. Each child is a fresh command line run in all that
-matters here: its own flag parsing (`sys.argv` is the job's), its own JAX backend, stdout and
+per job, at most `os.cpu_count()` at a time (one under pytest-xdist). Each child is a fresh
+command line run in all that matters here: its own flag parsing (`sys.argv` is the job's), its own JAX backend, stdout and
 stderr in its own file, exit code as `python -m r3vae_jax.main` would return it (an uncaught
 exception prints its traceback and exits 1, as the interpreter does).
 
@@ -99,10 +99,11 @@ def main() -> None:
   jobs_path, results_path = sys.argv[1:3]
   with open(jobs_path, encoding="utf-8") as f:
     jobs = json.load(f)
+  # Under pytest-xdist the other workers keep the other cores busy: one job at a time there.
+  parallel = 1 if os.environ.get("PYTEST_XDIST_WORKER") else max(os.cpu_count() or 1, 1)
   results = {}
   for phase in sorted({job.get("phase", 0) for job in jobs}):
-    results.update(run_jobs([j for j in jobs if j.get("phase", 0) == phase],
-                            max(os.cpu_count() or 1, 1)))
+    results.update(run_jobs([j for j in jobs if j.get("phase", 0) == phase], parallel))
   with open(results_path, "w", encoding="utf-8") as f:
     json.dump(results, f, indent=1)
 
