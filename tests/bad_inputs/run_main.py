@@ -4,9 +4,10 @@
 
 The parent imports JAX and the pipeline once (without starting a JAX backend) and forks a child
 per job, at most `os.cpu_count()` at a time (one under pytest-xdist). Each child is a fresh
-command line run in all that matters here: its own flag parsing (`sys.argv` is the job's), its own JAX backend, stdout and
-stderr in its own file, exit code as `python -m r3vae_jax.main` would return it (an uncaught
-exception prints its traceback and exits 1, as the interpreter does).
+command line run in all that matters here: its own flag parsing (`sys.argv` is the job's), its
+own JAX backend, stdout and stderr in its own file, exit code as `python -m r3vae_jax.main`
+would return it (an uncaught exception prints its traceback and exits 1, as the interpreter
+does).
 
 JOBS.json: a list of {"name", "argv": [flags of r3vae_jax.main], "log": stdout+stderr path,
 "phase": optional int (default 0; phases run in ascending order, the jobs of one phase in
