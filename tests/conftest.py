@@ -46,6 +46,17 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long tests, run on the GPU machine, not in CI")
 
 
+# The two longest tests (one to two minutes each on a 2-core CPU) start first, one per xdist
+# worker (pytest-xdist hands out tests in collection order, groups first), so that neither
+# runs alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_multiprocess.py", "test_colab.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
+
+
 @pytest.fixture(scope="session")
 def beauty_prefix(shared_data):
   """make(num_items, dim) -> (leave-one-out splits, float32[num_items, dim] PPMI-SVD vectors of

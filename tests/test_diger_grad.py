@@ -52,6 +52,14 @@ def _rec_grads(decay: str, detach: bool, reader_codes: str = "noisy"):
   return nnx.to_pure_dict(jax.jit(jax.grad(rec_loss))(tok_params))
 
 
+def _aux(tokenizer, recommender, d, usage, cfg, vectors=None):
+  """The joint loss's aux terms, as one compiled program (eager, every op compiles alone)."""
+  run = jax.jit(lambda v: joint.joint_loss(
+      tokenizer, recommender, jnp.ones(L), d["histories"], d["targets"], jnp.ones(6), v,
+      d["table"], usage, jax.random.key(1, impl="unsafe_rbg"), cfg)[1])
+  return run(d["vectors"] if vectors is None else vectors)
+
+
 def test_recommendation_loss_reaches_encoder_and_every_codeword():
   grads = _rec_grads("frequency", detach=False)
   books = np.asarray(grads["codebooks"])
@@ -125,10 +133,7 @@ def test_greedy_targets_keep_the_noise_on_the_history():
     cfg = joint.JointConfig(decay="gumbel", tau=2.0, noise_scale=1.0, hot_factor=1.5,
                             sigma_lambda=1.0, beta=0.25, recon_weight=0.0, vq_weight=0.0,
                             noisy_targets=noisy_targets)
-    _, aux = joint.joint_loss(tokenizer, recommender, jnp.ones(L), d["histories"], d["targets"],
-                              jnp.ones(6), d["vectors"], d["table"], usage,
-                              jax.random.key(1, impl="unsafe_rbg"), cfg)
-    fractions[noisy_targets] = float(aux["noisy_fraction"])
+    fractions[noisy_targets] = float(_aux(tokenizer, recommender, d, usage, cfg)["noisy_fraction"])
   history_items = int((np.asarray(d["histories"]) >= 0).sum())
   assert fractions[True] == 1.0
   assert fractions[False] == pytest.approx(history_items / (history_items + 6), rel=1e-6)
@@ -169,10 +174,7 @@ def test_greedy_reader_sees_noiseless_codes_and_the_noise_moves_only_the_tokeniz
     cfg = joint.JointConfig(decay=decay, tau=2.0, noise_scale=5.0, hot_factor=1.5,
                             sigma_lambda=1.0, beta=0.25, recon_weight=1.0, vq_weight=1.0,
                             reader_codes=reader_codes)
-    _, aux = joint.joint_loss(tokenizer, recommender, jnp.ones(L), d["histories"], d["targets"],
-                              jnp.ones(6), d["vectors"], d["table"], usage,
-                              jax.random.key(1, impl="unsafe_rbg"), cfg)
-    return aux
+    return _aux(tokenizer, recommender, d, usage, cfg)
 
   greedy_reader, noiseless = terms("gumbel", "greedy"), terms("none", "noisy")
   noisy_reader = terms("gumbel", "noisy")
@@ -203,9 +205,7 @@ def test_joint_loss_with_a_centred_tokenizer_is_shift_invariant():
     tokenizer = models.RQVAE(D, (16,), 6, L, K, 0.25, center_inputs=True,
                              rngs=nnx.Rngs(params=0))
     tokenizer.input_mean[...] = jnp.mean(vectors, axis=0)
-    _, aux = joint.joint_loss(tokenizer, recommender, jnp.ones(L), d["histories"],
-                              d["targets"], jnp.ones(6), vectors, d["table"], usage,
-                              jax.random.key(1, impl="unsafe_rbg"), cfg)
+    aux = _aux(tokenizer, recommender, d, usage, cfg, vectors)
     terms.append({k: float(aux[k]) for k in ("rec", "recon", "vq")})
   for k in ("rec", "recon", "vq"):
     assert terms[1][k] == pytest.approx(terms[0][k], rel=1e-4, abs=1e-6), k

@@ -141,6 +141,7 @@ def test_sigterm_or_deadline_saves_the_best_epoch_so_far_and_a_relaunch_finishes
   config = small_config()
   ablations.apply(config, "diger", "detached_follow")
   config.train.update(dict(epochs=2, eval_every_epochs=1))
+  config.mesh.data = 1  # stopping and resuming, not sharding (`synthetic_run`: 8 devices)
   inter, vectors = synthetic.make_synthetic(config.data.synthetic)
   splits = splits_lib.leave_one_out(inter.sequences)
   train_ex = rec_data.train_examples(splits, config.data.max_history, config.train.example_window)
@@ -304,6 +305,7 @@ def test_item_batches_follow_the_length_buckets_and_visit_every_example_once():
   assert sorted(seen) == sorted(expected)
 
 
+@SHARES_SYNTHETIC_RUN  # the same programs as `synthetic_run`'s, compiled once in that worker
 def test_results_json_describes_the_table_the_recommender_was_tested_on(tmp_path):
   """run_all with DIGER: sid_metrics are those of DIGER's saved table (not the pretrained
   RQ-VAE's, which stay as pretrained_sid_metrics)."""

@@ -216,7 +216,7 @@ def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path, launches)
   # The N processes work in gs://bucket/multi (a fake bucket: the local folder `gcs`).
   gcs, multi_uri = tmp_path / "gcs", "gs://bucket/multi"
   single_dir, multi_dir = tmp_path / "single", tmp_path / "gcs" / "bucket" / "multi"
-  single = launches(1, single_dir, tmp_path, "single", tmp_path / "cache1")
+  # One launch at a time: at most N processes share the CPU with the other tests.
   first = launches(n, multi_uri, tmp_path, "first", tmp_path / "cacheN", gcs)
   metrics = multi_dir / "recommender" / "metrics.jsonl"
   first.sigterm_when(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3)
@@ -227,7 +227,7 @@ def test_n_processes_preempted_and_resumed_equal_one_process(tmp_path, launches)
     assert f"preempted; checkpoint saved at step {stopped['step']}" in log.read_text()
   second = launches(n, multi_uri, tmp_path, "second", tmp_path / "cacheN", gcs)
   second_records = second.wait()
-  (single_records,) = single.wait()
+  (single_records,) = launches(1, single_dir, tmp_path, "single", tmp_path / "cache1").wait()
   for log in second.logs:
     assert f"resumed from step {stopped['step']}" in log.read_text()
 

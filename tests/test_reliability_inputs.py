@@ -23,6 +23,10 @@ from r3vae_jax.configs import ablations, default, presets, validate  # pylint: d
 
 _NAMES = [case.name for case in corpus.CASES]
 
+# One xdist worker runs the corpus (pytest.ini: --dist loadgroup): it is run once, and no worker
+# waits on the other's lock while it runs.
+pytestmark = pytest.mark.xdist_group("reliability_inputs")
+
 
 def _argv(case: corpus.Case, workdir: pathlib.Path) -> list[str]:
   flags = [f.replace("{corpus}", str(corpus.HERE)).replace("{workdir}", str(workdir))

@@ -22,6 +22,10 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "bad_inputs"))
 import reliability_harness as rh  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+# One xdist worker runs this module (pytest.ini: --dist loadgroup): its shared runs are built
+# once, and no worker waits on the other's lock while it builds them.
+pytestmark = pytest.mark.xdist_group("reliability_training")
+
 SEED = int(os.environ.get("RELIABILITY_SEED", random.SystemRandom().randrange(10**6)))
 TOTAL = 2 * rh.STEPS_PER_EPOCH            # steps of the tiny run
 POISON_STEP = 12                          # the step whose batch carries NaN weights

@@ -3,10 +3,11 @@
   python tests/bad_inputs/run_main.py JOBS.json RESULTS.json
 
 The parent imports JAX and the pipeline once (without starting a JAX backend) and forks a child
-per job, at most `os.cpu_count()` at a time. Each child is a fresh command line run in all that
-matters here: its own flag parsing (`sys.argv` is the job's), its own JAX backend, stdout and
-stderr in its own file, exit code as `python -m r3vae_jax.main` would return it (an uncaught
-exception prints its traceback and exits 1, as the interpreter does).
+per job, at most `os.cpu_count()` at a time (one under pytest-xdist). Each child is a fresh
+command line run in all that matters here: its own flag parsing (`sys.argv` is the job's), its
+own JAX backend, stdout and stderr in its own file, exit code as `python -m r3vae_jax.main`
+would return it (an uncaught exception prints its traceback and exits 1, as the interpreter
+does).
 
 JOBS.json: a list of {"name", "argv": [flags of r3vae_jax.main], "log": stdout+stderr path,
 "phase": optional int (default 0; phases run in ascending order, the jobs of one phase in
@@ -38,6 +39,10 @@ from r3vae_jax import api as _api, lineage as _lineage, workdir_lock as _lock  #
 from r3vae_jax.configs import validate as _validate  # pylint: disable=unused-import
 from r3vae_jax.data import dataset as _dataset, pipeline as _pipeline, splits as _splits  # pylint: disable=unused-import
 from r3vae_jax.recommender import evaluation as _evaluation  # pylint: disable=unused-import
+from r3vae_jax import compile_cache as _cache, summary as _summary  # pylint: disable=unused-import
+from r3vae_jax.training import profile as _profile  # pylint: disable=unused-import
+# The stages' event-file writer; importing it imports torch and boto3 when they are installed.
+import tensorboardX as _tensorboardx  # pylint: disable=unused-import
 
 
 def _poison(step: int) -> None:
@@ -95,10 +100,11 @@ def main() -> None:
   jobs_path, results_path = sys.argv[1:3]
   with open(jobs_path, encoding="utf-8") as f:
     jobs = json.load(f)
+  # Under pytest-xdist the other workers keep the other cores busy: one job at a time there.
+  parallel = 1 if os.environ.get("PYTEST_XDIST_WORKER") else max(os.cpu_count() or 1, 1)
   results = {}
   for phase in sorted({job.get("phase", 0) for job in jobs}):
-    results.update(run_jobs([j for j in jobs if j.get("phase", 0) == phase],
-                            max(os.cpu_count() or 1, 1)))
+    results.update(run_jobs([j for j in jobs if j.get("phase", 0) == phase], parallel))
   with open(results_path, "w", encoding="utf-8") as f:
     json.dump(results, f, indent=1)
 
