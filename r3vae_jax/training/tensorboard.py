@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 
 import jax
 
@@ -33,6 +34,25 @@ def scalars(record: dict) -> dict[str, float]:
   return {tag: v for tag, v in out.items() if math.isfinite(v)}
 
 
+def summary_writer_class():
+  """tensorboardX's `SummaryWriter`, imported without PyTorch.
+
+  tensorboardX imports torch when it is installed (about 2.5 s) only to accept torch tensors;
+  this module writes Python floats. Unless torch is already loaded, `import torch` is made to
+  raise ImportError for the duration of the import, which tensorboardX handles as "no torch"; a
+  later `import torch` elsewhere is unaffected.
+  """
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    return SummaryWriter
+  sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 class TensorBoardWriter:
   """Writes each record's scalars to an event file in `logdir` (process 0 only; a local folder:
   a workdir in an object store, `scheme://...`, gets no event files)."""
@@ -41,8 +61,7 @@ class TensorBoardWriter:
     self.logdir = logdir
     self._writer = None
     if jax.process_index() == 0 and "://" not in logdir:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._writer = SummaryWriter(logdir, flush_secs=10)
+      self._writer = summary_writer_class()(logdir, flush_secs=10)
 
   def write(self, record: dict) -> None:
     if self._writer is None:

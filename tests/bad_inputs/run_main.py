@@ -41,8 +41,9 @@ from r3vae_jax.data import dataset as _dataset, pipeline as _pipeline, splits as
 from r3vae_jax.recommender import evaluation as _evaluation  # pylint: disable=unused-import
 from r3vae_jax import compile_cache as _cache, summary as _summary  # pylint: disable=unused-import
 from r3vae_jax.training import profile as _profile  # pylint: disable=unused-import
-# The stages' event-file writer; importing it imports torch and boto3 when they are installed.
-import tensorboardX as _tensorboardx  # pylint: disable=unused-import
+# The stages' event-file writer (tensorboardX, imported without torch as the stages do).
+from r3vae_jax.training import tensorboard as _tensorboard  # pylint: disable=g-bad-import-order
+_tensorboard.summary_writer_class()
 
 
 def _poison(step: int) -> None:
