@@ -19,6 +19,7 @@ import nbformat
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parent / "r3vae_demo.ipynb"
 REPO = NOTEBOOK.parents[1]
+DEFAULT_WORKDIR = "/tmp/r3vae_demo"  # the notebook's workdir when R3VAE_DEMO_WORKDIR is unset
 
 
 def execute(notebook: pathlib.Path, workdir: str, timeout: int = 900) -> tuple[
@@ -36,6 +37,16 @@ def execute(notebook: pathlib.Path, workdir: str, timeout: int = 900) -> tuple[
   return nb, time.time() - start
 
 
+def show_default_workdir(output: dict, workdir: str) -> None:
+  """Rewrites the temporary `workdir` in an output's text as the notebook's default workdir
+  (`R3VAE_DEMO_WORKDIR` unset), so the saved outputs read as a reader's own run."""
+  if isinstance(output.get("text"), str):
+    output["text"] = output["text"].replace(workdir, DEFAULT_WORKDIR)
+  data = output.get("data", {})
+  if isinstance(data.get("text/plain"), str):
+    data["text/plain"] = data["text/plain"].replace(workdir, DEFAULT_WORKDIR)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=str(NOTEBOOK), help="where to write the executed notebook")
@@ -43,8 +54,10 @@ def main() -> None:
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as workdir:
     nb, seconds = execute(NOTEBOOK, workdir, args.timeout)
-  for cell in nb.cells:  # no machine-specific execution timestamps in the committed file
+  for cell in nb.cells:  # no machine-specific execution timestamps or paths in the committed file
     cell.get("metadata", {}).pop("execution", None)
+    for output in cell.get("outputs", []):
+      show_default_workdir(output, workdir)
   nbformat.write(nb, args.out)
   print(f"{args.out}: executed in {seconds:.0f}s")
 
