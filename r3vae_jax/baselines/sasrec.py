@@ -24,12 +24,6 @@ from flax import nnx
 from r3vae_jax.recommender import layers
 
 
-def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-8) -> jax.Array:
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
-
-
 class _Norm(nnx.Module):
 
   def __init__(self, d: int):
@@ -37,7 +31,7 @@ class _Norm(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((d,), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return _layer_norm(x, self.scale[...], self.bias[...])
+    return layers.layer_norm(x, self.scale[...], self.bias[...], 1e-8)
 
 
 class _Block(nnx.Module):
@@ -74,19 +68,6 @@ class _Block(nnx.Module):
     return x * keep
 
 
-class _Keys:
-  """A fresh dropout key per call (fold-ins of one key), or None when deterministic."""
-
-  def __init__(self, rng: jax.Array | None):
-    self._rng, self._count = rng, 0
-
-  def __call__(self) -> jax.Array | None:
-    if self._rng is None:
-      return None
-    self._count += 1
-    return jax.random.fold_in(self._rng, self._count)
-
-
 class SASRec(nnx.Module):
   """The model of the module docstring. Build with `from_config`."""
 
@@ -113,7 +94,7 @@ class SASRec(nnx.Module):
 
     `rng` None: deterministic (evaluation); else dropout keys are folded from it.
     """
-    keys = _Keys(rng)
+    keys = layers.DropoutKeys(rng)
     t = history.shape[1]
     item = history >= 0
     ids = jnp.where(item, history, self.num_items)

@@ -26,12 +26,35 @@ def matmul(spec: str, x: jax.Array, w: jax.Array, dtype: jnp.dtype) -> jax.Array
                     preferred_element_type=jnp.float32)
 
 
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+  """[..., d] -> [..., d]: mean and variance over the last axis, then `scale` and `bias`."""
+  mean = x.mean(-1, keepdims=True)
+  var = jnp.square(x - mean).mean(-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+
+
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
   """Inverted dropout; identity when `key` is None (deterministic) or `rate` is 0."""
   if key is None or rate == 0.0:
     return x
   keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class DropoutKeys:
+  """Dropout keys: a fresh fold-in of `rng` per call, or None everywhere when deterministic.
+
+  A stack of layers takes one key from its `DropoutKeys`; layer i draws from `fold_in(that, i)`.
+  """
+
+  def __init__(self, rng: jax.Array | None):
+    self._rng, self._count = rng, 0
+
+  def __call__(self) -> jax.Array | None:
+    if self._rng is None:
+      return None
+    self._count += 1
+    return jax.random.fold_in(self._rng, self._count)
 
 
 def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,

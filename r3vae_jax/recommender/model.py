@@ -102,26 +102,10 @@ class _DecoderLayer(nnx.Module):
     self.ffn = _FeedForward(c.d_model, c.d_ff, c.ffn, rngs)
 
 
-class _Keys:
-  """Dropout keys: a fresh fold-in of `rng` per call, or None everywhere when deterministic.
-
-  A stack of layers takes one key from its `_Keys`; layer i draws from `fold_in(that, i)`.
-  """
-
-  def __init__(self, rng: jax.Array | None):
-    self._rng, self._count = rng, 0
-
-  def __call__(self) -> jax.Array | None:
-    if self._rng is None:
-      return None
-    self._count += 1
-    return jax.random.fold_in(self._rng, self._count)
-
-
-def _dropout_keys(rng: jax.Array | None, deterministic: bool, stream: int) -> _Keys:
+def _dropout_keys(rng: jax.Array | None, deterministic: bool, stream: int) -> layers.DropoutKeys:
   if not deterministic and rng is None:
     raise ValueError("T5Recommender: deterministic=False needs a dropout `rng` key")
-  return _Keys(None if deterministic else jax.random.fold_in(rng, stream))
+  return layers.DropoutKeys(None if deterministic else jax.random.fold_in(rng, stream))
 
 
 class T5Recommender(nnx.Module):
@@ -260,7 +244,7 @@ class T5Recommender(nnx.Module):
                "wi": layer.ffn.wi[...], "wo": layer.ffn.wo[...]} for layer in self.encoder]
 
     def layer_fn(x: jax.Array, p: dict, key: jax.Array | None) -> jax.Array:
-      keys = _Keys(key)
+      keys = layers.DropoutKeys(key)
       h = layers.rms_norm(x, p["attn_norm"])
       x = x + layers.dropout(self._self_attend(p["qkv"], p["o"], h, bias, mask, keys),
                              self.dropout_rate, keys())
@@ -297,7 +281,7 @@ class T5Recommender(nnx.Module):
                "wi": layer.ffn.wi[...], "wo": layer.ffn.wo[...]} for layer in self.decoder]
 
     def layer_fn(x: jax.Array, p: dict, key: jax.Array | None) -> jax.Array:
-      keys = _Keys(key)
+      keys = layers.DropoutKeys(key)
       h = layers.rms_norm(x, p["self_norm"])
       x = x + layers.dropout(self._self_attend(p["self_qkv"], p["self_o"], h, bias, causal,
                                                keys), self.dropout_rate, keys())
@@ -402,7 +386,7 @@ class T5Recommender(nnx.Module):
       x = x + layers.matmul("ghre,hed->grd", ctx, layer.cross_attn.o[...],
                             self.dtype).reshape(rows, 1, -1)
       h = layers.rms_norm(x, layer.ffn_norm[...])
-      x = x + self._ffn(layer.ffn.wi[...], layer.ffn.wo[...], h, _Keys(None))
+      x = x + self._ffn(layer.ffn.wi[...], layer.ffn.wo[...], h, layers.DropoutKeys(None))
     h = layers.rms_norm(x[:, 0], self.dec_norm[...])
     return self.level_logits(h, level), tuple(new_cache)
 
@@ -433,19 +417,20 @@ class T5Recommender(nnx.Module):
     return x
 
   def _self_attend(self, qkv: jax.Array, o: jax.Array, x: jax.Array, bias: jax.Array,
-                   mask: jax.Array, keys: _Keys) -> jax.Array:
+                   mask: jax.Array, keys: layers.DropoutKeys) -> jax.Array:
     q, k, v = layers.matmul("bsd,cdhe->cbhse", x, qkv, self.dtype)
     ctx = layers.attention(q, k, v, bias, mask, self.dtype, self.dropout_rate, keys())
     return layers.matmul("bhqe,hed->bqd", ctx, o, self.dtype)
 
   def _cross_attend(self, wq: jax.Array, wkv: jax.Array, o: jax.Array, x: jax.Array,
-                    memory: jax.Array, mask: jax.Array, keys: _Keys) -> jax.Array:
+                    memory: jax.Array, mask: jax.Array, keys: layers.DropoutKeys) -> jax.Array:
     q = layers.matmul("bqd,dhe->bhqe", x, wq, self.dtype)
     k, v = layers.matmul("bkd,cdhe->cbhke", memory, wkv, self.dtype)
     ctx = layers.attention(q, k, v, None, mask, self.dtype, self.dropout_rate, keys())
     return layers.matmul("bhqe,hed->bqd", ctx, o, self.dtype)
 
-  def _ffn(self, wi: jax.Array, wo: jax.Array, x: jax.Array, keys: _Keys) -> jax.Array:
+  def _ffn(self, wi: jax.Array, wo: jax.Array, x: jax.Array, keys: layers.DropoutKeys
+           ) -> jax.Array:
     return layers.feed_forward(x, wi, wo, self.ffn_kind, self.dtype, self.dropout_rate, keys())
 
 

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from r3vae_jax.recommender import layers
+
 
 @dataclasses.dataclass(frozen=True)
 class RPGConfig:
@@ -53,20 +55,6 @@ def _ones(shape, axes) -> nnx.Param:
   return nnx.Param(jnp.ones(shape, jnp.float32), axes=axes)
 
 
-def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-  mean = x.mean(-1, keepdims=True)
-  var = jnp.mean((x - mean) ** 2, -1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
-
-
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-  """Inverted dropout; identity when key is None (evaluation) or rate is 0."""
-  if key is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0.0)
-
-
 class Block(nnx.Module):
   """Pre-LN GPT-2 block: x + attn(ln(x)); x + mlp(ln(x)); biases everywhere."""
 
@@ -89,17 +77,17 @@ class Block(nnx.Module):
   def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
     """x [B, T, d], mask bool[B, T] (valid positions) -> [B, T, d]."""
     cfg = self.cfg
-    y = layer_norm(x, self.ln1_scale[...], self.ln1_bias[...], cfg.layer_norm_eps)
+    y = layers.layer_norm(x, self.ln1_scale[...], self.ln1_bias[...], cfg.layer_norm_eps)
     q, k, v = jnp.unstack(jnp.einsum("btd,dchk->cbthk", y, self.qkv[...])
                           + self.qkv_bias[...][:, None, None], axis=0)
     logits = jnp.einsum("bqhk,bshk->bhqs", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
     t = x.shape[1]
     allowed = jnp.tril(jnp.ones((t, t), bool))[None, None] & mask[:, None, None, :]
     weights = jax.nn.softmax(jnp.where(allowed, logits, -1e9), axis=-1)
-    weights = dropout(weights, cfg.attn_dropout, key)
+    weights = layers.dropout(weights, cfg.attn_dropout, key)
     att = jnp.einsum("bhqs,bshk->bqhk", weights, v)
     x = x + jnp.einsum("bqhk,hkd->bqd", att, self.out[...]) + self.out_bias[...]
-    y = layer_norm(x, self.ln2_scale[...], self.ln2_bias[...], cfg.layer_norm_eps)
+    y = layers.layer_norm(x, self.ln2_scale[...], self.ln2_bias[...], cfg.layer_norm_eps)
     y = jax.nn.gelu(y @ self.fc[...] + self.fc_bias[...], approximate=True)
     return x + y @ self.proj[...] + self.proj_bias[...]
 
@@ -140,10 +128,10 @@ class RPG(nnx.Module):
     keys = [None] * (cfg.num_layers + 1) if key is None else list(
         jax.random.split(key, cfg.num_layers + 1))
     x = self.item_embeddings(sids) + self.positions[...][:t]
-    x = dropout(x, cfg.embed_dropout, keys[0])
+    x = layers.dropout(x, cfg.embed_dropout, keys[0])
     for block, k in zip(self.blocks, keys[1:]):
       x = block(x, mask, k)
-    h = layer_norm(x, self.lnf_scale[...], self.lnf_bias[...], cfg.layer_norm_eps)
+    h = layers.layer_norm(x, self.lnf_scale[...], self.lnf_bias[...], cfg.layer_norm_eps)
     return h[..., None, :] + jax.nn.silu(
         jnp.einsum("btd,mde->btme", h, self.head_w[...]) + self.head_b[...])
 

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r3vae_jax.recommender.layers import layer_norm
+
 _LAYER_TENSORS = {  # our name -> Hugging Face name inside encoder.layer.{i}.
     "q_w": "attention.self.query.weight", "q_b": "attention.self.query.bias",
     "k_w": "attention.self.key.weight", "k_b": "attention.self.key.bias",
@@ -57,13 +59,6 @@ def from_torch_names(state: Mapping[str, np.ndarray], num_layers: int) -> dict[s
     stacked = np.stack([get(f"encoder.layer.{i}.{theirs}") for i in range(num_layers)])
     params[ours] = np.swapaxes(stacked, 1, 2) if ours.endswith("_w") else stacked
   return params
-
-
-def layer_norm(x: jax.Array, gamma: jax.Array, beta: jax.Array, eps: float) -> jax.Array:
-  """[..., H] -> [..., H], normalised over the last axis."""
-  mean = x.mean(-1, keepdims=True)
-  var = jnp.square(x - mean).mean(-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + eps) * gamma + beta
 
 
 def bert_layer(x: jax.Array, mask: jax.Array, p: Mapping[str, jax.Array], num_heads: int,
