@@ -50,10 +50,10 @@ STAGES = ("generate", "prepare", "vectors", "tokenize", "train", "evaluate")
 SCALES: dict[str, dict[str, Any]] = {
     "1m": dict(
         catalogue=dict(num_items=1_000_000, num_users=2_000_000, dim=768, num_topics=2048),
-        levels=3, codebook_size=1024, max_collisions=256, tokenizer_epochs=10,
+        levels=3, codebook_size=1024, max_collisions=256, tokenizer_epochs=5,
         batch_size=2048, eval_users=100_000, eval_batch=4096, paper_model=True,
-        budget_s=420.0, train_s=150.0,
-        caps=dict(generate=150, prepare=120, vectors=60, tokenize=180, train=220, evaluate=150)),
+        compute_dtype="bfloat16", budget_s=560.0, train_s=200.0,
+        caps=dict(generate=150, prepare=120, vectors=60, tokenize=150, train=290, evaluate=150)),
     "small": dict(
         catalogue=dict(num_items=20_000, num_users=40_000, dim=64, num_topics=128),
         levels=3, codebook_size=64, max_collisions=64, tokenizer_epochs=1,
@@ -90,6 +90,7 @@ def scale_config(scale: dict[str, Any], run_dir: str):
     c.recommender.update(dict(num_encoder_layers=1, num_decoder_layers=1, d_model=32,
                               num_heads=2, d_kv=16, d_ff=64))
     c.train.length_buckets = ()  # one compiled shape: CPU compile time dominates small runs
+  c.recommender.dtype = scale.get("compute_dtype", "float32")
   c.train.update(dict(epochs=1, batch_size=scale["batch_size"], eval_every_epochs=1,
                       log_every_steps=50))
   # Synthetic users may meet an item twice: the target is never removed from the ranking.
