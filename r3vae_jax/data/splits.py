@@ -23,17 +23,21 @@ def leave_one_out(sequences: Sequence[np.ndarray]) -> Splits:
   Raises:
     ValueError: naming the first user whose sequence is shorter than 3.
   """
-  for u, seq in enumerate(sequences):
-    if len(seq) < 3:
-      raise ValueError(f"leave_one_out: user {u} has {len(seq)} items; at least 3 are needed "
-                       "(one training item, one validation target, one test target)")
+  lengths = np.fromiter(map(len, sequences), np.int64, len(sequences))
+  if lengths.size and lengths.min() < 3:
+    u = int(np.argmax(lengths < 3))
+    raise ValueError(f"leave_one_out: user {u} has {lengths[u]} items; at least 3 are needed "
+                     "(one training item, one validation target, one test target)")
   seqs = [np.asarray(s, np.int32) for s in sequences]
+  ends = np.cumsum(lengths)
+  flat = np.concatenate(seqs) if seqs else np.zeros(0, np.int32)
+  train = [s[:-2] for s in seqs]
   return Splits(
-      train=[s[:-2] for s in seqs],
-      valid_history=[s[:-2] for s in seqs],
-      valid_target=np.array([s[-2] for s in seqs], np.int32),
+      train=train,
+      valid_history=list(train),
+      valid_target=flat[ends - 2],
       test_history=[s[:-1] for s in seqs],
-      test_target=np.array([s[-1] for s in seqs], np.int32),
+      test_target=flat[ends - 1],
   )
 
 
