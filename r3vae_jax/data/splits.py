@@ -74,9 +74,12 @@ def training_examples(train: Sequence[np.ndarray],
   flat = np.concatenate([np.asarray(s, np.int32) for s in train])
   owner_start = np.repeat(np.cumsum(lengths) - lengths, per_user)          # [E]
   pos = np.arange(per_user.sum()) - np.repeat(np.cumsum(per_user) - per_user, per_user) + 1
-  src = pos[:, None] - max_history + np.arange(max_history)[None, :]      # [E, H] in-user index
-  hist = np.where(src >= 0, flat[owner_start[:, None] + np.maximum(src, 0)], -1)
-  return hist.astype(np.int32), flat[owner_start + pos]
+  target_at = owner_start + pos                                            # [E] into flat
+  hist = np.empty((pos.size, max_history), np.int32)
+  for j in range(max_history):  # column j holds in-user index pos - max_history + j
+    back = max_history - j
+    hist[:, j] = np.where(pos >= back, flat[np.maximum(target_at - back, 0)], -1)
+  return hist, flat[target_at]
 
 
 def item_prefix(sequences: Sequence[np.ndarray], num_items: int, min_length: int = 3
