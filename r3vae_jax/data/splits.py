@@ -75,10 +75,11 @@ def training_examples(train: Sequence[np.ndarray],
   owner_start = np.repeat(np.cumsum(lengths) - lengths, per_user)          # [E]
   pos = np.arange(per_user.sum()) - np.repeat(np.cumsum(per_user) - per_user, per_user) + 1
   target_at = owner_start + pos                                            # [E] into flat
-  hist = np.empty((pos.size, max_history), np.int32)
+  hist = np.full((pos.size, max_history), -1, np.int32)
   for j in range(max_history):  # column j holds in-user index pos - max_history + j
     back = max_history - j
-    hist[:, j] = np.where(pos >= back, flat[np.maximum(target_at - back, 0)], -1)
+    rows = np.flatnonzero(pos >= back)  # only prefixes this long (few, for the left columns)
+    hist[rows, j] = flat[target_at[rows] - back]
   return hist, flat[target_at]
 
 
