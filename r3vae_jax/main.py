@@ -125,11 +125,13 @@ def _stage_vectors(config, workdir):
 
 
 def _load_vectors(workdir, num_items):
-  """vectors.npy checked for shape and finiteness, and against vectors.json's fingerprint."""
+  """(vectors.npy checked for shape and finiteness, and against vectors.json's fingerprint;
+  its fingerprint)."""
   from r3vae_jax import io  # pylint: disable=g-import-not-at-top
   from r3vae_jax.data.vectors import npy  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "vectors.npy")
   vectors = npy.check_vectors(io.read_npy(path), num_items, path)
+  fingerprint = io.fingerprint_array(vectors)
   meta_path = os.path.join(workdir, "vectors.json")
   if io.exists(meta_path):
     meta = io.read_json(meta_path)
@@ -137,11 +139,11 @@ def _load_vectors(workdir, num_items):
     if not isinstance(expected, str):
       raise io.ArtifactError(f"{meta_path}: expected a JSON object with a string field "
                              "fingerprint (rerun --mode=vectors)")
-    if expected != io.fingerprint_array(vectors):
-      raise io.ArtifactError(f"{path}: fingerprint {io.fingerprint_array(vectors)} does not match "
+    if expected != fingerprint:
+      raise io.ArtifactError(f"{path}: fingerprint {fingerprint} does not match "
                              f"{meta_path} ({expected}); the two files come from different runs "
                              "(rerun --mode=vectors)")
-  return vectors
+  return vectors, fingerprint
 
 
 def _load_sid_table(workdir, num_items):
@@ -169,8 +171,8 @@ def _stage_tokenize(config, workdir):
   from r3vae_jax import lineage, quantize  # pylint: disable=g-import-not-at-top
   from r3vae_jax.tokenizer import api  # pylint: disable=g-import-not-at-top
   inter, spl = _load_data(workdir)
-  vectors = _load_vectors(workdir, inter.num_items)
-  inputs = {"data": _data_fingerprint(inter), "vectors": _fingerprint(vectors)}
+  vectors, vectors_fingerprint = _load_vectors(workdir, inter.num_items)
+  inputs = {"data": _data_fingerprint(inter), "vectors": vectors_fingerprint}
   lineage.check(workdir, inputs)
   if config.tokenizer == "diger":  # DIGER starts from a pretrained RQ-VAE tokenizer.
     config = _with_tokenizer(config, config.diger.pretrain)
@@ -197,8 +199,8 @@ def _stage_train(config, workdir):
   if config.tokenizer == "diger":
     from r3vae_jax.diger import train as diger_train  # pylint: disable=g-import-not-at-top
     from r3vae_jax.tokenizer import sid_table  # pylint: disable=g-import-not-at-top
-    vectors = _load_vectors(workdir, inter.num_items)
-    inputs = {"data": _data_fingerprint(inter), "vectors": _fingerprint(vectors)}
+    vectors, vectors_fingerprint = _load_vectors(workdir, inter.num_items)
+    inputs = {"data": _data_fingerprint(inter), "vectors": vectors_fingerprint}
     lineage.check(workdir, inputs)
     out = diger_train.train_diger(config, workdir, vectors, spl, step_hook=profile.hook())
     table = _fingerprint(sid_table.load_sid_table(workdir)[0])

@@ -41,6 +41,13 @@ def test_validate_rejects_bad_ids_and_empty():
   inter.sequences[1] = np.array([], np.int32)
   with pytest.raises(io.ArtifactError, match="user 1: empty"):
     dataset.validate(inter)
+  for bad, message in ((np.array([[1, 2]], np.int32), "user 1: empty or non-1-D"),
+                       (np.array(1, np.int32), "user 1: empty or non-1-D"),
+                       (np.array([0, -1], np.int32), "user 1: item id -1 outside")):
+    inter = _inter()
+    inter.sequences[1:] = [bad, np.array([9], np.int32)]  # the first bad user is named
+    with pytest.raises(io.ArtifactError, match=message):
+      dataset.validate(inter)
   inter = _inter()
   inter.item_text = ["x"]
   with pytest.raises(io.ArtifactError, match="item_text has 1 entries"):
@@ -51,6 +58,7 @@ def test_leave_one_out():
   s = splits.leave_one_out([np.array([5, 6, 7, 8]), np.array([1, 2, 3])])
   assert [t.tolist() for t in s.train] == [[5, 6], [1]]
   assert s.valid_target.tolist() == [7, 2] and s.test_target.tolist() == [8, 3]
+  assert s.valid_target.dtype == s.test_target.dtype == np.int32
   assert [h.tolist() for h in s.test_history] == [[5, 6, 7], [1, 2]]
   assert [h.tolist() for h in s.valid_history] == [[5, 6], [1]]
   with pytest.raises(ValueError, match="user 1 has 2 items"):

@@ -1,6 +1,7 @@
 """The path layer (`r3vae_jax.io`) on a local folder and on a fake Google Cloud Storage bucket
 through the same code path; and `install_fake_gcs`, the fake that other tests (and the processes
 of tests/test_multiprocess.py) run whole pipelines on."""
+import hashlib
 import importlib
 import os
 from typing import Callable
@@ -153,3 +154,16 @@ def test_checkpoints_on_the_bucket_restore(fake_gcs, tmp_path, monkeypatch):
       checkpoint.make_manager(f"{BUCKET_URI}/run/ckpt"), checkpoint.abstract_like(state))
   assert step == 3 and meta == {"position": 3}
   np.testing.assert_array_equal(restored["w"], state["w"])
+
+
+def test_fingerprint_array_hashes_dtype_shape_and_bytes():
+  """The digest is sha256(dtype, shape, C-order bytes), whatever the array's memory layout."""
+  for a in (np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(12).reshape(3, 4).T,
+            np.array([True, False]), np.zeros((0, 5), np.int8), np.float16(2.5) * np.ones(3),
+            np.array(7, np.int64)):
+    c = np.ascontiguousarray(a)  # at least 1-D
+    expected = hashlib.sha256(f"{c.dtype}{c.shape}".encode())
+    expected.update(c.tobytes())
+    assert io.fingerprint_array(a) == expected.hexdigest()[:16]
+  flat = np.arange(12, dtype=np.int32)
+  assert io.fingerprint_array(flat) != io.fingerprint_array(flat.reshape(3, 4))

@@ -189,6 +189,21 @@ def test_transition_lift_is_one_for_codes_unrelated_to_the_sequences():
   assert 3.5 < quantize.transition_lift(np.arange(500)[:, None] // 125, blocks)[0] < 4.5
 
 
+def test_transition_lift_same_for_wide_codes_and_empty_or_short_sequences():
+  """Codes too wide to pack into one key (3 x 31 bits) give the lift of the same partition
+  relabelled small; empty and one-item sequences (first, last, between) add no pair."""
+  rng = np.random.default_rng(3)
+  small = rng.integers(0, 3, size=(60, 3))
+  wide = small * (2**30) + 7  # same prefix partition, 93 bits a row
+  sequences = [np.zeros(0, np.int64), rng.integers(0, 60, 9), np.array([5]),
+               rng.integers(0, 60, 4), np.zeros(0, np.int64)]
+  np.testing.assert_array_equal(quantize.transition_lift(small, sequences),
+                                quantize.transition_lift(wide, sequences))
+  pairs_only = [sequences[1], sequences[3]]
+  np.testing.assert_array_equal(quantize.transition_lift(small, sequences),
+                                quantize.transition_lift(small, pairs_only))
+
+
 def test_sid_changes_by_hand():
   # Four items, two levels and a collision token. Item 1 changes its level-2 code, item 2 its
   # level-1 code only, item 3 only its collision token.

@@ -128,6 +128,30 @@ def test_bucketed_plan_is_deterministic_complete_and_pads_to_the_bucket():
     data.BucketedPlan(lengths, 3, 5, (4, 2, 6))
 
 
+def test_bucketed_order_is_each_bucket_cut_by_batch_plan_rows():
+  """The vectorised epoch equals cutting every shuffled bucket with `BatchPlan.rows`."""
+  lengths = np.random.default_rng(0).integers(1, 9, 203)
+  for seed, batch in ((3, 16), (None, 7), (1, 64), (2, 300)):
+    plan = data.BucketedPlan(lengths, batch, seed, (2, 5, 8))
+    for epoch in (0, 1):
+      rng = None if seed is None else np.random.default_rng([seed, epoch])
+      index, weight, items = [], [], []
+      for bucket, members in plan.members:
+        order = members if rng is None else rng.permutation(members)
+        cut = data.BatchPlan(order.size, batch, None)
+        for k in range(cut.steps_per_epoch):
+          rows, w = cut.rows(k)
+          index.append(order[rows])
+          weight.append(w)
+          items.append(bucket)
+      visit = np.arange(len(items)) if rng is None else rng.permutation(len(items))
+      got = plan.order(epoch)
+      np.testing.assert_array_equal(got.index, np.stack(index)[visit])
+      np.testing.assert_array_equal(got.weight, np.stack(weight)[visit])
+      np.testing.assert_array_equal(got.items, np.asarray(items)[visit])
+      assert got.index.dtype == np.int64 and got.weight.dtype == np.float32
+
+
 def test_bucketed_batches_are_the_full_batches_cut_to_the_bucket():
   ex = data.train_examples(_splits(), max_history=3)
   item_tokens = LAYOUT.item_tokens(SID)

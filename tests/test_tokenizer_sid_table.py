@@ -86,3 +86,16 @@ def test_missing_and_mismatched_files(tmp_path):
     f.write(b"not an npy")
   with pytest.raises(ArtifactError, match="not a readable .npy"):
     sid_table.load_sid_table(path)
+
+
+def test_rows_unique_matches_np_unique_for_packed_and_wide_rows():
+  rng = np.random.default_rng(0)
+  for high, columns in ((4, 3), (300, 4), (np.iinfo(np.int32).max, 3)):  # 6, 36, 93 bits a row
+    for rows in (1, 2, 50, 400):
+      table = rng.integers(0, high, (rows, columns)).astype(np.int32)
+      table[:, -1] = rng.integers(0, 2, rows)  # duplicates likely when high is small
+      expected = np.unique(table, axis=0).shape[0] == rows
+      assert sid_table.rows_unique(table) == expected
+      assert sid_table.rows_unique(np.unique(table, axis=0))
+  wide = np.array([[2**31 - 1, 5, 0], [2**31 - 1, 5, 1], [2**31 - 1, 5, 0]], np.int32)
+  assert not sid_table.rows_unique(wide) and sid_table.rows_unique(wide[:2])

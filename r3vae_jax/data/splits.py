@@ -23,17 +23,21 @@ def leave_one_out(sequences: Sequence[np.ndarray]) -> Splits:
   Raises:
     ValueError: naming the first user whose sequence is shorter than 3.
   """
-  for u, seq in enumerate(sequences):
-    if len(seq) < 3:
-      raise ValueError(f"leave_one_out: user {u} has {len(seq)} items; at least 3 are needed "
-                       "(one training item, one validation target, one test target)")
+  lengths = np.fromiter(map(len, sequences), np.int64, len(sequences))
+  if lengths.size and lengths.min() < 3:
+    u = int(np.argmax(lengths < 3))
+    raise ValueError(f"leave_one_out: user {u} has {lengths[u]} items; at least 3 are needed "
+                     "(one training item, one validation target, one test target)")
   seqs = [np.asarray(s, np.int32) for s in sequences]
+  ends = np.cumsum(lengths)
+  flat = np.concatenate(seqs) if seqs else np.zeros(0, np.int32)
+  train = [s[:-2] for s in seqs]
   return Splits(
-      train=[s[:-2] for s in seqs],
-      valid_history=[s[:-2] for s in seqs],
-      valid_target=np.array([s[-2] for s in seqs], np.int32),
+      train=train,
+      valid_history=list(train),
+      valid_target=flat[ends - 2],
       test_history=[s[:-1] for s in seqs],
-      test_target=np.array([s[-1] for s in seqs], np.int32),
+      test_target=flat[ends - 1],
   )
 
 
@@ -70,9 +74,13 @@ def training_examples(train: Sequence[np.ndarray],
   flat = np.concatenate([np.asarray(s, np.int32) for s in train])
   owner_start = np.repeat(np.cumsum(lengths) - lengths, per_user)          # [E]
   pos = np.arange(per_user.sum()) - np.repeat(np.cumsum(per_user) - per_user, per_user) + 1
-  src = pos[:, None] - max_history + np.arange(max_history)[None, :]      # [E, H] in-user index
-  hist = np.where(src >= 0, flat[owner_start[:, None] + np.maximum(src, 0)], -1)
-  return hist.astype(np.int32), flat[owner_start + pos]
+  target_at = owner_start + pos                                            # [E] into flat
+  hist = np.full((pos.size, max_history), -1, np.int32)
+  for j in range(max_history):  # column j holds in-user index pos - max_history + j
+    back = max_history - j
+    rows = np.flatnonzero(pos >= back)  # only prefixes this long (few, for the left columns)
+    hist[rows, j] = flat[target_at[rows] - back]
+  return hist, flat[target_at]
 
 
 def item_prefix(sequences: Sequence[np.ndarray], num_items: int, min_length: int = 3

@@ -198,19 +198,45 @@ def transition_lift(codes: np.ndarray, sequences: list[np.ndarray]) -> np.ndarra
     items exists).
   """
   codes = np.asarray(codes)
-  steps = [np.stack([s[:-1], s[1:]]) for s in map(np.asarray, sequences) if len(s) >= 2]
-  pairs = np.concatenate(steps, axis=1) if steps else np.zeros((2, 0), np.int64)
-  a, b = pairs[:, pairs[0] != pairs[1]]
+  a, b = _consecutive_pairs(sequences)
+  keep = a != b
+  a, b = a[keep], b[keep]
   lifts = np.full(codes.shape[1], np.nan)
   if a.size == 0:
     return lifts
-  for level in range(1, codes.shape[1] + 1):
-    prefix = np.unique(codes[:, :level], axis=0, return_inverse=True)[1].ravel()
+  for level, prefix in enumerate(_prefix_ids(codes), 1):
     pa, pb = prefix[a], prefix[b]
     n = prefix.max() + 1
     chance = np.dot(np.bincount(pa, minlength=n), np.bincount(pb, minlength=n)) / a.size ** 2
     lifts[level - 1] = np.mean(pa == pb) / chance if chance > 0 else 0.0
   return lifts
+
+
+def _prefix_ids(codes: np.ndarray):
+  """Yields, for prefix lengths 1..L, int `[N]` ids equal exactly where the items' prefixes are
+  (dense ids 0..; one packed int64 key per item while the codes fit 63 bits)."""
+  bits = [int(c).bit_length() for c in codes.max(axis=0)] if codes.size else []
+  packable = codes.size and codes.min() >= 0 and sum(bits) <= 63
+  key = np.zeros(codes.shape[0], np.int64)
+  for level in range(1, codes.shape[1] + 1):
+    if packable:
+      key = (key << bits[level - 1]) | codes[:, level - 1].astype(np.int64)
+      yield np.unique(key, return_inverse=True)[1].ravel()
+    else:
+      yield np.unique(codes[:, :level], axis=0, return_inverse=True)[1].ravel()
+
+
+def _consecutive_pairs(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """(items, next items) int `[P]`: every consecutive pair inside a sequence, in order; taken
+  from all sequences concatenated, dropping the pairs that straddle two sequences."""
+  seqs = [np.asarray(s).ravel() for s in sequences]
+  flat = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+  if flat.size < 2:
+    return flat[:0], flat[:0]
+  inside = np.ones(flat.size - 1, bool)
+  last = np.cumsum(np.fromiter(map(len, seqs), np.int64, len(seqs)))[:-1] - 1
+  inside[last[(last >= 0) & (last < inside.size)]] = False
+  return flat[:-1][inside], flat[1:][inside]
 
 
 def sid_changes(before: np.ndarray, after: np.ndarray, levels: int) -> dict[str, Any]:

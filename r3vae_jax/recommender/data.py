@@ -247,15 +247,13 @@ class BucketedPlan:
     index, weight, items = [], [], []
     for bucket, members in self.members:
       order = members if rng is None else rng.permutation(members)
-      plan = BatchPlan(order.size, self.global_batch, None)
-      for k in range(plan.steps_per_epoch):
-        rows, w = plan.rows(k)
-        index.append(order[rows])
-        weight.append(w)
-        items.append(bucket)
-    visit = np.arange(len(items)) if rng is None else rng.permutation(len(items))
-    return EpochBatches(np.stack(index)[visit], np.stack(weight)[visit],
-                        np.asarray(items, np.int64)[visit])
+      rows, w = _bucket_rows(order.size, self.global_batch)
+      index.append(order[rows])
+      weight.append(w)
+      items.append(np.full(rows.shape[0], bucket, np.int64))
+    index, weight, items = (np.concatenate(x) for x in (index, weight, items))
+    visit = np.arange(items.size) if rng is None else rng.permutation(items.size)
+    return EpochBatches(index[visit], weight[visit], items[visit])
 
   def rows(self, step: int, order: EpochBatches | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
@@ -269,6 +267,22 @@ class BucketedPlan:
     epoch, k = divmod(step, self.steps_per_epoch)
     batches = self.order(epoch) if order is None else order
     return int(batches.items[k])
+
+
+def _bucket_rows(size: int, global_batch: int) -> tuple[np.ndarray, np.ndarray]:
+  """The batches of one shuffled bucket of `size` examples, as `BatchPlan(size, global_batch,
+  None).rows(k)` for every k at once: positions into the bucket's order.
+
+  Returns:
+    (int64[steps, global_batch] positions; the last batch is filled up with positions 0, 1, ...
+    (wrapping), float32[steps, global_batch] weights, 0 for those filler rows).
+  """
+  steps = -(-size // global_batch)
+  slot = np.arange(steps * global_batch, dtype=np.int64)
+  real = slot < size
+  rows = np.where(real, slot, (slot - size) % size)
+  return (rows.reshape(steps, global_batch),
+          real.astype(np.float32).reshape(steps, global_batch))
 
 
 def make_plan(examples: Examples, global_batch: int, seed: int | None,

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from r3vae_jax.io import ArtifactError
+from r3vae_jax.tokenizer import sid_table as sid_table_lib
 
 PAD = 0
 BOS = 1
@@ -109,6 +110,6 @@ def check_sid_table(sid_table: np.ndarray, layout: TokenLayout, source: str = "s
         "config.sid.codebook_size"
     raise ArtifactError(f"{source}: item {row} level {col} has code {table[row, col]}, outside "
                         f"[0, {sizes[col]}) ({field})")
-  if np.unique(table, axis=0).shape[0] != table.shape[0]:
+  if not sid_table_lib.rows_unique(table):
     raise ArtifactError(f"{source}: SID rows must be unique (one SID per item)")
   return table.astype(np.int32)
