@@ -52,7 +52,7 @@ SCALES: dict[str, dict[str, Any]] = {
         catalogue=dict(num_items=1_000_000, num_users=2_000_000, dim=768, num_topics=2048),
         levels=3, codebook_size=1024, max_collisions=256, tokenizer_epochs=5,
         batch_size=2048, eval_users=100_000, eval_batch=4096, paper_model=True,
-        compute_dtype="bfloat16", budget_s=560.0, train_s=200.0,
+        compute_dtype="bfloat16", budget_s=560.0, train_s=240.0,
         caps=dict(generate=150, prepare=120, vectors=60, tokenize=150, train=290, evaluate=150)),
     "small": dict(
         catalogue=dict(num_items=20_000, num_users=40_000, dim=64, num_topics=128),
