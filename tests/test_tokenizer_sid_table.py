@@ -99,3 +99,5 @@ def test_rows_unique_matches_np_unique_for_packed_and_wide_rows():
       assert sid_table.rows_unique(np.unique(table, axis=0))
   wide = np.array([[2**31 - 1, 5, 0], [2**31 - 1, 5, 1], [2**31 - 1, 5, 0]], np.int32)
   assert not sid_table.rows_unique(wide) and sid_table.rows_unique(wide[:2])
+  negative = np.array([[-1, 0], [0, -1], [-1, 0]], np.int32)  # would collide if packed
+  assert not sid_table.rows_unique(negative) and sid_table.rows_unique(negative[:2])

@@ -155,16 +155,16 @@ def validate_sid_table(table: Any, source: str) -> np.ndarray:
 
 
 def rows_unique(table: np.ndarray) -> bool:
-  """Whether no two rows of a non-negative int table `[N, C]` are equal.
+  """Whether no two rows of an int table `[N, C]` are equal.
 
-  Rows whose codes fit 63 bits together are packed into one int64 key each and sorted (one
+  Non-negative rows whose codes fit 63 bits together are packed into one int64 key each and sorted (one
   1-D sort instead of `np.unique(axis=0)`'s sort of row records); wider rows are lexsorted.
   """
   a = np.asarray(table)
   if a.shape[0] < 2:
     return True
   bits = [int(c).bit_length() for c in a.max(axis=0)]
-  if sum(bits) <= 63:
+  if a.min() >= 0 and sum(bits) <= 63:
     key = np.zeros(a.shape[0], np.int64)
     for column, width in enumerate(bits):
       key = (key << width) | a[:, column].astype(np.int64)
