@@ -1,6 +1,7 @@
 """DIGER joint training end to end on a small synthetic catalogue (8 fake devices)."""
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -140,8 +141,10 @@ def test_sigterm_or_deadline_saves_the_best_epoch_so_far_and_a_relaunch_finishes
   recommender's schedule, noise annealed by step), which stop at a deadline and resume."""
   config = small_config()
   ablations.apply(config, "diger", "detached_follow")
-  config.train.update(dict(epochs=2, eval_every_epochs=1))
-  config.mesh.data = 1  # stopping and resuming, not sharding (`synthetic_run`: 8 devices)
+  # One history-length bucket (one step program to compile): stopping and resuming, not
+  # bucketing or sharding (`synthetic_run` trains with buckets on 8 devices).
+  config.train.update(dict(epochs=2, eval_every_epochs=1, length_buckets=()))
+  config.mesh.data = 1
   inter, vectors = synthetic.make_synthetic(config.data.synthetic)
   splits = splits_lib.leave_one_out(inter.sequences)
   train_ex = rec_data.train_examples(splits, config.data.max_history, config.train.example_window)
@@ -180,7 +183,9 @@ def test_sigterm_or_deadline_saves_the_best_epoch_so_far_and_a_relaunch_finishes
   assert [h["epoch"] for h in finished["history"]] == [0, 1, 2]
   assert finished["history"][1] == stopped["history"][1]
 
-  whole_dir = str(tmp_path / "never_stopped")
+  whole_dir = str(tmp_path / "never_stopped")  # from the same pretrained RQ-VAE (not refitted)
+  shutil.copytree(os.path.join(workdir, "tokenizer", f"{config.diger.pretrain}_ckpt"),
+                  os.path.join(whole_dir, "tokenizer", f"{config.diger.pretrain}_ckpt"))
   whole = diger_train.train_diger(config, whole_dir, vectors, splits)
 
   def without_time(history):
@@ -310,8 +315,7 @@ def test_results_json_describes_the_table_the_recommender_was_tested_on(tmp_path
   """run_all with DIGER: sid_metrics are those of DIGER's saved table (not the pretrained
   RQ-VAE's, which stay as pretrained_sid_metrics)."""
   from r3vae_jax import main  # pylint: disable=g-import-not-at-top
-  config = small_config()
-  config.train.epochs = 1
+  config = small_config()  # as `synthetic_run` (its run length too): no new step to compile
   results = main.run_all(config, str(tmp_path))
   saved = json.loads((tmp_path / "tokenizer" / "sid_metrics.json").read_text())
   assert saved["tokenizer"] == "diger"
@@ -325,7 +329,7 @@ def test_results_json_describes_the_table_the_recommender_was_tested_on(tmp_path
   io.write_json(str(tmp_path / "config.json"), config.to_dict())  # as the command line writes
   drift = load_results_script("diger_code_drift").drift(str(tmp_path))
   changes = results["train"]["sid_changes"]
-  assert changes["sid_changed"] == drift["sid_changed"] > 0  # 7 of 240 items here
+  assert changes["sid_changed"] == drift["sid_changed"] > 0
   assert changes["code_changed"] == [level["code_changed"] for level in drift["levels"]]
 
 

@@ -265,8 +265,16 @@ def joint_program(config: ml_collections.ConfigDict, cfg: joint.JointConfig,
            "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
            "rng": jax.device_put(rec_state.seed_key_data(config.seed, config.diger.rng_impl),
                                  rep)}
-  train_step = make_train_step(tok_graph, programs.mdef, tx, cfg, config,
-                               jax.tree.map(lambda x: x.sharding, state), mesh, total_steps)
+  shardings = jax.tree.map(lambda x: x.sharding, state)
+  # One jitted step per (config, mesh, run length, state layout) in the process: a resumed or
+  # repeated run reuses its traced programs instead of tracing the joint step again.
+  settings = config.to_dict()
+  settings["train"].pop("stop_at", None)  # the deadline is not part of the step
+  leaves, treedef = jax.tree.flatten(shardings)
+  key = ("diger_step", mesh, total_steps, io.fingerprint_json(settings), cfg, tok_graph,
+         tuple(leaves), treedef)
+  train_step = compile_lib.cached_program(key, lambda: make_train_step(
+      tok_graph, programs.mdef, tx, cfg, config, shardings, mesh, total_steps))
   return JointProgram(state, train_step, tok_graph, programs)
 
 
