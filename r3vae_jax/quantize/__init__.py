@@ -10,6 +10,7 @@ from r3vae_jax.quantize.assign import rating_quantize
 from r3vae_jax.quantize.collision import append_collision_token
 from r3vae_jax.quantize.collision import collision_tokens
 from r3vae_jax.quantize.collision import group_ids
+from r3vae_jax.quantize.collision import packed_prefix_keys
 from r3vae_jax.quantize.collision import spill_overflow
 from r3vae_jax.quantize.estimators import gumbel_soft_sample
 from r3vae_jax.quantize.estimators import gumbel_softmax
@@ -58,6 +59,7 @@ __all__ = [
     "lloyd",
     "nearest_code",
     "nearest_code_chunked",
+    "packed_prefix_keys",
     "pairwise_scores",
     "perplexity_per_level",
     "preference_discrimination",

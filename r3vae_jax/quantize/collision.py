@@ -6,6 +6,30 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def packed_prefix_keys(codes: np.ndarray) -> list[np.ndarray] | None:
+  """One int64 key per item for each prefix length 1..L, equal exactly where the items' code
+  prefixes are and ordered as the tuples (each level's codes packed into its own bit width).
+
+  Args:
+    codes: host `int[N, L]`.
+
+  Returns:
+    L arrays `int64[N]`, or None when the codes are empty, negative or wider than 63 bits
+    together (then compare the rows themselves).
+  """
+  codes = np.asarray(codes)
+  if codes.size == 0 or codes.min() < 0:
+    return None
+  bits = [int(c).bit_length() for c in codes.max(axis=0)]
+  if sum(bits) > 63:
+    return None
+  key, keys = np.zeros(codes.shape[0], np.int64), []
+  for level, width in enumerate(bits):
+    key = (key << width) | codes[:, level].astype(np.int64)
+    keys.append(key)
+  return keys
+
+
 @jax.jit
 def sort_groups(codes: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Sorts items by code tuple (stable: ties keep item-id order) and marks group starts.

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r3vae_jax.quantize.assign import l2_normalize
-from r3vae_jax.quantize.collision import group_ids
+from r3vae_jax.quantize.collision import group_ids, packed_prefix_keys
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -214,16 +214,13 @@ def transition_lift(codes: np.ndarray, sequences: list[np.ndarray]) -> np.ndarra
 
 def _prefix_ids(codes: np.ndarray):
   """Yields, for prefix lengths 1..L, int `[N]` ids equal exactly where the items' prefixes are
-  (dense ids 0..; one packed int64 key per item while the codes fit 63 bits)."""
-  bits = [int(c).bit_length() for c in codes.max(axis=0)] if codes.size else []
-  packable = codes.size and codes.min() >= 0 and sum(bits) <= 63
-  key = np.zeros(codes.shape[0], np.int64)
+  (dense ids 0..; from `packed_prefix_keys` while the codes fit 63 bits)."""
+  keys = packed_prefix_keys(codes)
   for level in range(1, codes.shape[1] + 1):
-    if packable:
-      key = (key << bits[level - 1]) | codes[:, level - 1].astype(np.int64)
-      yield np.unique(key, return_inverse=True)[1].ravel()
-    else:
+    if keys is None:
       yield np.unique(codes[:, :level], axis=0, return_inverse=True)[1].ravel()
+    else:
+      yield np.unique(keys[level - 1], return_inverse=True)[1].ravel()
 
 
 def _consecutive_pairs(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

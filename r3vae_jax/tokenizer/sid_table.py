@@ -157,18 +157,15 @@ def validate_sid_table(table: Any, source: str) -> np.ndarray:
 def rows_unique(table: np.ndarray) -> bool:
   """Whether no two rows of an int table `[N, C]` are equal.
 
-  Non-negative rows whose codes fit 63 bits together are packed into one int64 key each and sorted (one
-  1-D sort instead of `np.unique(axis=0)`'s sort of row records); wider rows are lexsorted.
+  Rows that `quantize.packed_prefix_keys` packs into one int64 key each are checked by one 1-D
+  sort (instead of `np.unique(axis=0)`'s sort of row records); the others are lexsorted.
   """
   a = np.asarray(table)
   if a.shape[0] < 2:
     return True
-  bits = [int(c).bit_length() for c in a.max(axis=0)]
-  if a.min() >= 0 and sum(bits) <= 63:
-    key = np.zeros(a.shape[0], np.int64)
-    for column, width in enumerate(bits):
-      key = (key << width) | a[:, column].astype(np.int64)
-    key.sort()
+  keys = quantize.packed_prefix_keys(a)
+  if keys is not None:
+    key = np.sort(keys[-1])
     return not np.any(key[1:] == key[:-1])
   ordered = a[np.lexsort(a.T[::-1])]
   return not np.any(np.all(ordered[1:] == ordered[:-1], axis=1))
