@@ -176,7 +176,7 @@ def _stage_tokenize(config, workdir):
   lineage.check(workdir, inputs)
   if config.tokenizer == "diger":  # DIGER starts from a pretrained RQ-VAE tokenizer.
     config = _with_tokenizer(config, config.diger.pretrain)
-  table, metrics = api.fit_tokenizer(config, vectors, workdir)
+  table, metrics = api.fit_tokenizer(config, vectors, workdir, vectors_fingerprint)
   lineage.record(workdir, "sid_table", _fingerprint(table), inputs)
   # Per prefix length: how much more often consecutive training items share the prefix than
   # independent items do; the table statistic that tracked the recommenders' test NDCG@10 best

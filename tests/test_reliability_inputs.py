@@ -67,7 +67,7 @@ def corpus_runs(tmp_path_factory):
         before[case.name] = rh.tree_hashes(workdir)
         jobs.append({"name": case.name, "argv": _argv(case, workdir),
                      "fsize_limit": case.fsize_limit})
-      env = rh.cache_env(rh.shared_dir(tmp_path_factory, "jax_cache"))
+      env = rh.cache_env()
       results = rh.run_jobs(jobs, shared / "logs", env)
       (shared / "runs.json").write_text(json.dumps({
           name: {"rc": r.rc, "output": r.output, "seconds": r.seconds, "before": before[name],

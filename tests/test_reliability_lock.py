@@ -87,7 +87,7 @@ def test_second_writer_sigkill_takeover_and_sigint(tmp_path_factory, tmp_path):
   one line naming it; A is SIGKILLed and its lock stays; a `--mode=train` launch takes it over
   with a warning, trains and is stopped by SIGINT: checkpoint, exit 130, lock released."""
   bases = rh.shared_bases(tmp_path_factory)
-  env = rh.cache_env(rh.shared_dir(tmp_path_factory, "jax_cache"))
+  env = rh.cache_env()
   work = tmp_path / "work"
   shutil.copytree(bases["tokenized"], work)
   argv = rh.tiny_flags(train__epochs=40) + [f"--workdir={work}", "--mode=train"]

@@ -90,8 +90,8 @@ def _assert_same_run(reference: pathlib.Path, workdir: pathlib.Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  return rh.cache_env(rh.shared_dir(tmp_path_factory, "jax_cache"))
+def env():
+  return rh.cache_env()
 
 
 @pytest.fixture(scope="module")

@@ -161,6 +161,22 @@ def test_fingerprint_covers_the_warmup_but_not_the_epochs():
   assert train._run_fingerprint(config, vectors) != plain  # pylint: disable=protected-access
 
 
+def test_a_saved_table_from_the_same_vectors_and_settings_is_reused(tmp_path, synthetic_vectors,
+                                                                     monkeypatch):
+  config = _config("rqkmeans")
+  table, metrics = api.fit_tokenizer(config, synthetic_vectors, str(tmp_path))
+  fits = []
+  real_fit = rqkmeans.fit_rqkmeans
+  monkeypatch.setattr(rqkmeans, "fit_rqkmeans", lambda *a: fits.append(a) or real_fit(*a))
+  again, again_metrics = api.fit_tokenizer(config, synthetic_vectors, str(tmp_path))
+  assert not fits and again_metrics["fit_seconds"] == metrics["fit_seconds"]
+  np.testing.assert_array_equal(again, table)
+  config.rqkmeans.seed += 1  # other settings, or other vectors: fitted again
+  api.fit_tokenizer(config, synthetic_vectors, str(tmp_path))
+  api.fit_tokenizer(config, synthetic_vectors[::-1].copy(), str(tmp_path))
+  assert len(fits) == 2
+
+
 def test_bad_requests(tmp_path, synthetic_vectors):
   config = _config("rqkmeans")
   config.tokenizer = "vqgan"

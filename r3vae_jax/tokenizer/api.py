@@ -1,13 +1,16 @@
 """One interface for every tokenizer: item vectors in, SID table (+ metrics) out, on disk."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
+from absl import logging
 import ml_collections
 import numpy as np
 
 from r3vae_jax import io
+from r3vae_jax import parallel
 from r3vae_jax.tokenizer import rqkmeans
 from r3vae_jax.tokenizer import sid_table
 from r3vae_jax.tokenizer import programs
@@ -28,15 +31,19 @@ def resolve_tokenizer(config: ml_collections.ConfigDict) -> str:
   return name
 
 
-def fit_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, workdir: str
-                  ) -> tuple[np.ndarray, dict[str, Any]]:
+def fit_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, workdir: str,
+                  vectors_fingerprint: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
   """Fits the configured tokenizer, builds the SID table and saves it under `workdir/tokenizer/`.
+
+  A table that an earlier fit saved in `workdir` from the same vectors and the same tokenizer
+  and SID settings is returned as it is (a relaunched run does not fit again).
 
   Args:
     config: full config; reads tokenizer, seed, sid (levels, codebook_size, max_collisions),
       mesh and the tokenizer's section (rqkmeans | rqvae | r3vae).
     vectors: float32 `[N, D]` item vectors (row i = item i).
     workdir: run folder (checkpoints and the SID table go to `workdir/tokenizer/`).
+    vectors_fingerprint: `io.fingerprint_array(vectors)` when the caller has it.
 
   Returns:
     (SID table int32 `[N, L + 1]`, metrics: usage_per_level, perplexity_per_level,
@@ -52,6 +59,16 @@ def fit_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, workdi
   if vectors.ndim != 2:
     raise ValueError(f"fit_tokenizer: vectors must be [N, D], got shape {vectors.shape}")
   sid = config.sid
+  section = config[name].to_dict()
+  meta = {"tokenizer": name, "num_items": int(vectors.shape[0]), "levels": sid.levels,
+          "codebook_size": sid.codebook_size, "max_collisions": sid.max_collisions,
+          "vectors_fingerprint": vectors_fingerprint or io.fingerprint_array(vectors),
+          "config_fingerprint": io.fingerprint_json({"section": section, "sid": sid.to_dict(),
+                                                     "seed": config.seed})}
+  saved = _saved_table(workdir, meta)
+  parallel.sync_processes("tokenize: saved table checked")  # before process 0 writes a new one
+  if saved is not None:
+    return saved
   start = time.time()
   if name == "rqkmeans":
     _, codes, recon = rqkmeans.fit_rqkmeans(vectors, sid.levels, sid.codebook_size,
@@ -67,12 +84,23 @@ def fit_tokenizer(config: ml_collections.ConfigDict, vectors: np.ndarray, workdi
   spilled = int(np.any(table[:, :codes.shape[1]] != codes, axis=1).sum())
   metrics = {**metrics, "tokenizer": name, "fit_seconds": time.time() - start,
              "spilled_items": spilled}
-  section = config[name].to_dict()
-  meta = {"tokenizer": name, "num_items": int(vectors.shape[0]), "levels": sid.levels,
-          "codebook_size": sid.codebook_size, "max_collisions": sid.max_collisions,
-          "vectors_fingerprint": io.fingerprint_array(vectors),
-          "config_fingerprint": io.fingerprint_json({"section": section, "sid": sid.to_dict(),
-                                                     "seed": config.seed}),
-          "config": section}
-  sid_table.save_sid_table(workdir, table, metrics, meta)
+  sid_table.save_sid_table(workdir, table, metrics, {**meta, "config": section})
+  return table, metrics
+
+
+def _saved_table(workdir: str, meta: dict[str, Any]
+                 ) -> tuple[np.ndarray, dict[str, Any]] | None:
+  """(table, metrics) saved in `workdir` by a fit whose provenance equals `meta`; None when
+  there is none, it is unreadable, or it was made from other vectors or settings."""
+  if not io.exists(os.path.join(workdir, sid_table.SID_DIR, sid_table.METRICS_FILE)):
+    return None
+  try:
+    table, metrics = sid_table.load_sid_table(workdir)
+  except io.ArtifactError:
+    return None
+  saved = metrics.pop("meta", {})
+  if any(saved.get(key) != value for key, value in meta.items()):
+    return None
+  logging.info("tokenize: %s in %s was fitted on the same vectors and settings; using it",
+               sid_table.TABLE_FILE, os.path.join(workdir, sid_table.SID_DIR))
   return table, metrics
