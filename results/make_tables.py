@@ -31,11 +31,14 @@ RESULTS_MD = os.path.join("docs", "results.md")
 START, END = "<!-- results-table -->", "<!-- /results-table -->"
 DATASETS = ("beauty", "sports", "toys")
 
-# R@10 / N@10 published for the method a row implements: the R3-VAE paper's
-# table, and the public PyTorch re-implementation (5 seeds, maxlen 20) where the paper has none.
+# R@10 / N@10 published for the method a row implements: the R3-VAE paper's table (RPG: its own
+# paper, KDD 2025, arXiv 2506.05781, Table 2), and the public PyTorch re-implementation (5 seeds,
+# maxlen 20) where the paper has none.
 PAPER = {("beauty", "r3vae"): (0.0716, 0.0393), ("sports", "r3vae"): (0.0412, 0.0217),
          ("toys", "r3vae"): (0.0657, 0.0368), ("beauty", "rqkmeans"): (0.0639, 0.0347),
-         ("sports", "rqkmeans"): (0.0353, 0.0191), ("toys", "rqkmeans"): (0.0577, 0.0308)}
+         ("sports", "rqkmeans"): (0.0353, 0.0191), ("toys", "rqkmeans"): (0.0577, 0.0308),
+         ("beauty", "rpg"): (0.0809, 0.0464), ("sports", "rpg"): (0.0463, 0.0263),
+         ("toys", "rpg"): (0.0869, 0.0490)}
 REIMPL = {("beauty", "rqvae"): (0.0669, 0.0371), ("beauty", "rqkmeans"): (0.0683, 0.0374),
           ("beauty", "r3vae"): (0.0710, 0.0390), ("beauty", "diger"): (0.0664, 0.0365),
           ("sports", "rqvae"): (None, 0.0206), ("sports", "r3vae"): (None, 0.0229),
@@ -60,6 +63,8 @@ HEADLINE = (
     ("DIGER", {"beauty": ("diger+detached_follow+warmup+last_table+tokenizer_lr_1e-7", 60),
                "sports": ("diger+detached_follow+tokenizer_lr_1e-7", 30),
                "toys": ("diger+detached_follow+last_table+tokenizer_lr_1e-7", 30)}),
+    ("RPG (OPQ, parallel decoding)", {"beauty": ("rpg", None), "sports": ("rpg", None),
+                                      "toys": ("rpg", None)}),
 )
 
 # Baselines that count (no training, no randomness): the same numbers on any platform.
@@ -208,8 +213,8 @@ def headline(rows: dict) -> str:
     lines = [f"Test, {title}:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, spec in HEADLINE:
       picked = [_pick(rows, dataset, *spec[dataset])[1] for dataset in DATASETS]
-      if split != "test" and not any(split in r["metrics"] for runs in picked for r in runs):
-        continue  # rows without this protocol's metrics
+      if not any(split in r["metrics"] for runs in picked for r in runs):
+        continue  # a method without runs of this protocol
       cells = [name]
       for runs in picked:
         counted = sum(split in r["metrics"] for r in runs)
@@ -242,7 +247,7 @@ NDCG@K over all users, the checkpoint chosen by validation NDCG@10. Mean ± samp
 
 Columns: `epochs` is the recommender's training length; `training examples` says which part of
 each training sequence made the examples; `paper` is the R3-VAE paper's table (its TIGER row is
-RQ-KMeans), `re-impl.` the public PyTorch re-implementation (`MTandHJ/RecBoard`);
+RQ-KMeans; RPG's rows: the RPG paper's), `re-impl.` the public PyTorch re-implementation (`MTandHJ/RecBoard`);
 `collisions` the SID table's collision rate; `best epoch per seed` (* = cut by a time limit); `wall s` the whole run
 (of it training). "fused×M" rows mix the beams of M seeds of one row (`python -m r3vae_jax.fuse`);
 rows on `cpu` ran on a 2-core CPU. Each JSON holds its full command, commit and device.
