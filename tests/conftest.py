@@ -53,10 +53,13 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long tests, run on the GPU machine, not in CI")
 
 
-# The two longest tests (one to two minutes each on a 2-core CPU) start first, one per xdist
-# worker (pytest-xdist hands out tests in collection order, groups first), so that neither
-# runs alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_multiprocess.py", "test_colab.py")
+# pytest-xdist (--dist loadgroup) hands out the xdist_group modules first (the groups with the
+# most tests first), then the other tests one at a time in collection order. The files of the
+# longest single tests (10-45 s each on a 2-core CPU) come first in that order, so that the end
+# of the run is short tests on both workers rather than one long test while the other idles.
+LONGEST_FIRST = ("test_multiprocess.py", "test_colab.py", "test_api.py",
+                 "test_recommender_train.py", "test_diger_train.py", "test_multi_device.py",
+                 "test_tokenizer_train.py", "test_recommender_valid_test.py")
 
 
 def pytest_collection_modifyitems(items):
