@@ -13,6 +13,8 @@ import os
 import jax
 
 ENV_DIR = "JAX_COMPILATION_CACHE_DIR"
+ENV_MIN_TIME = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
+DEFAULT_MIN_TIME_S = 0.5
 
 
 def default_dir() -> str:
@@ -21,19 +23,26 @@ def default_dir() -> str:
   return os.path.join(base, "r3vae_jax", "xla")
 
 
-def enable(cache_dir: str | None = None, min_compile_time_s: float = 0.5) -> str:
+def enable(cache_dir: str | None = None, min_compile_time_s: float | None = None) -> str:
   """Turns the persistent compilation cache on for this process.
 
   Args:
     cache_dir: where compiled programs go (created if missing); None: `$JAX_COMPILATION_CACHE_DIR`
       when set, else `default_dir()`.
     min_compile_time_s: programs that compiled faster than this are not written (a cache hit
-      would save less than it costs to read).
+      would save less than it costs to read); None: `$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`
+      when set, else `DEFAULT_MIN_TIME_S`.
 
   Returns:
     The cache directory in use.
   """
   path = cache_dir or os.environ.get(ENV_DIR) or default_dir()
+  if min_compile_time_s is None:
+    text = os.environ.get(ENV_MIN_TIME) or str(DEFAULT_MIN_TIME_S)
+    try:
+      min_compile_time_s = float(text)
+    except ValueError as e:
+      raise ValueError(f"${ENV_MIN_TIME}={text!r}: expected a number of seconds") from e
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:

@@ -13,11 +13,18 @@ from types import ModuleType  # pylint: disable=g-import-not-at-top,wrong-import
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# One persistent compilation cache for the whole session and both xdist workers (keyed by the
-# program, so a stale entry is never used): tests that build the same tiny models compile once.
-jax.config.update("jax_compilation_cache_dir", os.path.join(
+# One persistent compilation cache for the whole session, both xdist workers and every process
+# they start (keyed by the program, so a stale entry is never used): tests that build the same
+# tiny models compile once. Every program is kept, however quick to compile: the tests run
+# thousands of small ones (eager ops, checkpoint checksums), each ~30 ms to compile and ~1 ms
+# to read back. Set in the environment too, so that subprocesses and `compile_cache.enable()`
+# (main) use the same settings.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
     tempfile.gettempdir(), f"r3vae_jax_test_cache_{getpass.getuser()}"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -46,10 +53,13 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long tests, run on the GPU machine, not in CI")
 
 
-# The two longest tests (one to two minutes each on a 2-core CPU) start first, one per xdist
-# worker (pytest-xdist hands out tests in collection order, groups first), so that neither
-# runs alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_multiprocess.py", "test_colab.py")
+# pytest-xdist (--dist loadgroup) hands out the xdist_group modules first (the groups with the
+# most tests first), then the other tests one at a time in collection order. The files of the
+# longest single tests (10-45 s each on a 2-core CPU) come first in that order, so that the end
+# of the run is short tests on both workers rather than one long test while the other idles.
+LONGEST_FIRST = ("test_multiprocess.py", "test_colab.py", "test_api.py",
+                 "test_recommender_train.py", "test_diger_train.py", "test_multi_device.py",
+                 "test_tokenizer_train.py", "test_recommender_valid_test.py")
 
 
 def pytest_collection_modifyitems(items):

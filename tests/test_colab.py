@@ -47,14 +47,11 @@ config.train.update(epochs=1)
 """
 
 
-def test_notebook_runs_offline_on_cpu(tmp_path, monkeypatch):
+def test_notebook_runs_offline_on_cpu(tmp_path):
   """Executes every cell headlessly (synthetic data made smaller, one CPU device); any error
   fails."""
-  import jax  # pylint: disable=g-import-not-at-top
-  # The kernel uses the session's persistent compilation cache, as the other processes of the
-  # session do: a program compiled again (same shapes, same device) is read back.
-  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
-  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  # The kernel inherits the session's persistent compilation cache (tests/conftest.py sets it
+  # in the environment), as the other processes of the session do.
   nb = nbformat.read(NOTEBOOK, as_version=4)
   at = next(i for i, cell in enumerate(nb.cells) if cell.get("id") == "cell-05")
   assert "config.data.synthetic.update(" in nb.cells[at].source

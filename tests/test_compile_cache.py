@@ -30,19 +30,32 @@ def test_default_dir_follows_xdg_cache_home(monkeypatch, tmp_path):
 
 
 def test_enable_prefers_argument_then_environment(monkeypatch, tmp_path):
-  before = jax.config.jax_compilation_cache_dir
+  before = (jax.config.jax_compilation_cache_dir,
+            jax.config.jax_persistent_cache_min_compile_time_secs)
+  min_time = lambda: jax.config.jax_persistent_cache_min_compile_time_secs
   try:
     monkeypatch.setenv(compile_cache.ENV_DIR, str(tmp_path / "env"))
+    monkeypatch.delenv(compile_cache.ENV_MIN_TIME, raising=False)
     assert compile_cache.enable() == str(tmp_path / "env")
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "env")
+    assert min_time() == compile_cache.DEFAULT_MIN_TIME_S
     assert compile_cache.enable(str(tmp_path / "arg")) == str(tmp_path / "arg")
     assert (tmp_path / "arg").is_dir()
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(ValueError, match="compile cache directory"):
       compile_cache.enable(str(blocker / "sub"))
+    monkeypatch.setenv(compile_cache.ENV_MIN_TIME, "0")  # every program, however quick
+    compile_cache.enable()
+    assert min_time() == 0.0
+    compile_cache.enable(min_compile_time_s=2.0)
+    assert min_time() == 2.0
+    monkeypatch.setenv(compile_cache.ENV_MIN_TIME, "fast")
+    with pytest.raises(ValueError, match="JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='fast'"):
+      compile_cache.enable()
   finally:
-    jax.config.update("jax_compilation_cache_dir", before)
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
 
 
 def test_a_second_process_finds_the_program_in_the_cache(tmp_path):

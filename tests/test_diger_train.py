@@ -351,3 +351,24 @@ def test_fixed_shape_trie_pads_dense_levels_to_capacity():
       assert np.all(np.asarray(f.child[rows:]) == -1)
   assert shapes[0] == shapes[1]
   assert [s[0] for s in shapes[0][:3]] == [1, 4, 16]
+
+
+def test_runs_differing_only_in_the_decay_share_one_traced_step():
+  """The decay is an argument of the joint step: a second run with another decay reuses the
+  first one's jitted step (no new trace), while another setting gets its own."""
+  from r3vae_jax import parallel  # pylint: disable=g-import-not-at-top
+  from r3vae_jax.tokenizer import programs as tok_programs  # pylint: disable=g-import-not-at-top
+  steps = {}
+  for decay, tau in (("frequency", None), ("none", None), ("none", 0.5)):
+    config = small_config(decay)
+    config.mesh.data = 1
+    if tau is not None:
+      config.diger.tau = tau
+    pre = config.copy_and_resolve_references()
+    pre.tokenizer = config.diger.pretrain
+    tokenizer = tok_programs.build_model(pre, config.data.synthetic.dim, config.seed)
+    program = diger_train.joint_program(config, diger_train.joint_config(config), tokenizer,
+                                        parallel.config_mesh(config), 10)
+    steps[decay, tau] = program.train_step
+  assert steps["frequency", None] is steps["none", None]
+  assert steps["none", 0.5] is not steps["none", None]

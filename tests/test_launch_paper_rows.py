@@ -61,8 +61,8 @@ def test_rows_run_with_variants_and_land_under_plain_names(tmp_path, jobs):
 
 
 EPOCH_STUB = """#!/usr/bin/env bash
-# At once DIGER's epoch-0 line (logged before training), after 2.5 s $EPOCH_LINE (a finished
-# epoch; a relaunch resumes at a later one), after 3 s the end (the script polls every second).
+# At once DIGER's epoch-0 line (logged before training), after 1.5 s $EPOCH_LINE (a finished
+# epoch; a relaunch resumes at a later one), after 2 s the end (the script polls every second).
 for arg in "$@"; do
   case $arg in --workdir=*) workdir=${arg#--workdir=} ;; esac
 done
@@ -70,7 +70,7 @@ mkdir -p "$workdir"
 date +%s.%N > "$workdir/started"
 echo "$*" > "$workdir/args.txt"
 echo "I1205 train.py:495] diger epoch 0 (pretrained rqvae): usage [0.4 0.9 0.7]"
-sleep 2.5
+sleep 1.5
 date +%s.%N > "$workdir/epoch_logged"
 echo "$EPOCH_LINE"
 sleep 0.5

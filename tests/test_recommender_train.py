@@ -35,7 +35,7 @@ def setup(beauty_users):
                             d_kv=16, d_ff=64, dropout=0.0))
   c.data.max_history = 5
   c.train.update(dict(batch_size=512, epochs=2, warmup_steps=2, lr=5e-3, log_every_steps=2,
-                      checkpoint_every_steps=3, patience=5, eval_every_epochs=1,
+                      checkpoint_every_steps=5, patience=5, eval_every_epochs=1,
                       length_buckets=(), example_window=0))  # 7 steps per epoch, one shape
   c.eval.update(dict(beam_size=10, batch_size=320))
   c.mesh.update(dict(data=4, model=2))
@@ -99,8 +99,8 @@ class _Crash(Exception):
 @pytest.mark.parametrize("dropout", [0.0, pytest.param(0.1, marks=pytest.mark.slow)])
 def test_train_crash_sigterm_resume_evaluate(setup, tmp_path, dropout):
   """One test (so that pytest-xdist runs the reference training once): an uninterrupted run
-  learns (2 epochs of 7 steps); a run killed at step 5 (last checkpoint 3), relaunched,
-  SIGTERMed at step 10 and relaunched again ends with bitwise the same parameters and metrics;
+  learns (2 epochs of 7 steps); a run killed at step 6 (last checkpoint 5), relaunched,
+  SIGTERMed at step 12 and relaunched again ends with bitwise the same parameters and metrics;
   a finished run relaunches as a no-op, evaluates its best checkpoint and refuses another SID
   table."""
   config, table, splits = setup
@@ -124,27 +124,27 @@ def test_train_crash_sigterm_resume_evaluate(setup, tmp_path, dropout):
   handler_before = signal.getsignal(signal.SIGTERM)
 
   def crash(step):
-    if step == 5:
-      raise _Crash("simulated kill: nothing saved since step 3")
+    if step == 6:
+      raise _Crash("simulated kill: nothing saved since step 5")
 
   with pytest.raises(_Crash):
     train.train_recommender(config, workdir, table, splits, step_hook=crash)
 
   def sigterm(step):
-    if step == 10:
+    if step == 12:
       assert signal.getsignal(signal.SIGTERM) != handler_before, "no SIGTERM handler installed"
       os.kill(os.getpid(), signal.SIGTERM)
 
   preempted = train.train_recommender(config, workdir, table, splits, step_hook=sigterm)
-  assert preempted["finished"] == "preempted" and preempted["step"] == 10
-  assert os.path.isdir(os.path.join(workdir, "recommender", "checkpoints", "10"))
+  assert preempted["finished"] == "preempted" and preempted["step"] == 12
+  assert os.path.isdir(os.path.join(workdir, "recommender", "checkpoints", "12"))
   assert signal.getsignal(signal.SIGTERM) == handler_before
   # A passed deadline (train.stop_at, in no fingerprint) stops a relaunch before any step.
   late = config.copy_and_resolve_references()
   late.train.stop_at = time.time() - 1.0
   trained = []
   stopped = train.train_recommender(late, workdir, table, splits, step_hook=trained.append)
-  assert stopped["finished"] == "preempted" and stopped["step"] == 10 and not trained
+  assert stopped["finished"] == "preempted" and stopped["step"] == 12 and not trained
   resumed = train.train_recommender(config, workdir, table, splits)
   assert resumed["finished"] == "epochs" and resumed["step"] == expected["step"]
   assert resumed["best_valid"] == expected["best_valid"]

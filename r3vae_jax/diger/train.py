@@ -267,12 +267,14 @@ def joint_program(config: ml_collections.ConfigDict, cfg: joint.JointConfig,
                                  rep)}
   shardings = jax.tree.map(lambda x: x.sharding, state)
   # One jitted step per (config, mesh, run length, state layout) in the process: a resumed or
-  # repeated run reuses its traced programs instead of tracing the joint step again.
+  # repeated run reuses its traced programs instead of tracing the joint step again. The decay
+  # is an argument of the step (`make_train_step`), so runs differing only in it share one.
   settings = config.to_dict()
   settings["train"].pop("stop_at", None)  # the deadline is not part of the step
+  settings["diger"].pop("decay")
   leaves, treedef = jax.tree.flatten(shardings)
-  key = ("diger_step", mesh, total_steps, io.fingerprint_json(settings), cfg, tok_graph,
-         tuple(leaves), treedef)
+  key = ("diger_step", mesh, total_steps, io.fingerprint_json(settings),
+         dataclasses.replace(cfg, decay=noise.DECAYS[0]), tok_graph, tuple(leaves), treedef)
   train_step = compile_lib.cached_program(key, lambda: make_train_step(
       tok_graph, programs.mdef, tx, cfg, config, shardings, mesh, total_steps))
   return JointProgram(state, train_step, tok_graph, programs)
