@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging as std_logging
 import weakref
 from typing import Any
 
@@ -24,6 +25,27 @@ import orbax.checkpoint as ocp
 
 from r3vae_jax import io
 from r3vae_jax.io import ArtifactError
+
+# Orbax writes a replicated array "replica-parallel": one device slice per replica, each its own
+# op. For these models' small arrays (a few hundred leaves of KiBs) the slicing costs more than
+# the write (a 40-leaf state on 8 devices: 0.75 -> 0.45 s per save); arrays whose slice per
+# replica reaches MIN_REPLICA_SLICE_BYTES still are.
+MIN_REPLICA_SLICE_BYTES = 2**20
+
+
+def _register_array_handler() -> None:
+  absl_logger = std_logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(std_logging.ERROR)  # orbax warns on every override of a handler
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
+  finally:
+    absl_logger.setLevel(level)
+
+
+_register_array_handler()
 
 
 def make_manager(directory: str, keep: int = 2, best_metric: str | None = None,

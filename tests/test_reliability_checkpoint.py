@@ -147,3 +147,26 @@ def test_checkpoints_without_checksums_still_restore(tmp_path):
   manager.wait_until_finished()
   manager.close()
   assert _restore(tmp_path)[0] == 3
+
+
+def test_small_replicated_arrays_are_written_without_replica_slices(tmp_path):
+  """Orbax splits a replicated array into one slice per replica only from
+  `MIN_REPLICA_SLICE_BYTES` per slice; a replicated state on every device round-trips."""
+  from orbax.checkpoint._src.serialization import replica_slices  # pylint: disable=g-import-not-at-top
+  handler = ocp.type_handlers.get_type_handler(jax.Array)
+  limit = checkpoint.MIN_REPLICA_SLICE_BYTES
+  mesh = parallel.make_mesh()
+  replicate = lambda x: jax.device_put(x, NamedSharding(mesh, P()))
+  small, big = replicate(jnp.ones((64, 64))), replicate(jnp.ones((len(mesh.devices.flat), limit)))
+  for arr, sliced in ((small, False), (big, mesh.size > 1)):
+    got = replica_slices.get_replica_slices(
+        arr, 0, True, handler._min_slice_bytes_for_replica_parallel)  # pylint: disable=protected-access
+    assert (len(got.replica_slices) > 1) == sliced, (arr.shape, got)
+  manager = checkpoint.make_manager(str(tmp_path), keep=1, async_save=True)
+  state = jax.tree.map(replicate, {k: v for k, v in _state().items() if k != "key"})
+  checkpoint.save(manager, 1, state, {"s": 1}, force=True)
+  manager.wait_until_finished()
+  _, restored, _ = checkpoint.restore(manager, checkpoint.abstract_like(state))
+  manager.close()
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, restored),
+               jax.tree.map(np.asarray, state))
