@@ -145,17 +145,14 @@ class Launch:
     self.n, self.workdir, self.logs = n, workdir, [out / f"{tag}.{i}.log" for i in range(n)]
     self.records = [out / f"{tag}.{i}.jsonl" for i in range(n)]
     port = _free_port()
-    # Every launch compiles into the test session's persistent cache (tests/conftest.py): the
-    # second launch and later test runs load the programs the first one built.
-    import jax  # pylint: disable=g-import-not-at-top
-    cache = jax.config.jax_compilation_cache_dir
+    # Every launch inherits the test session's persistent compilation cache settings
+    # (tests/conftest.py puts them in the environment): the second launch and later test runs
+    # load the programs the first one built.
     self.procs = []
     for i in range(n):
       env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
              "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES // n}",
-             "R3VAE_TEST_RECORD": str(self.records[i]), "JAX_COMPILATION_CACHE_DIR": cache,
-             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+             "R3VAE_TEST_RECORD": str(self.records[i]),
              "R3VAE_TEST_FAKE_GCS": str(fake_gcs or "")}
       for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(name, None)

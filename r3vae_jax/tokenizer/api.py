@@ -92,8 +92,6 @@ def _saved_table(workdir: str, meta: dict[str, Any]
                  ) -> tuple[np.ndarray, dict[str, Any]] | None:
   """(table, metrics) saved in `workdir` by a fit whose provenance equals `meta`; None when
   there is none, it is unreadable, or it was made from other vectors or settings."""
-  if not io.exists(os.path.join(workdir, sid_table.SID_DIR, sid_table.METRICS_FILE)):
-    return None
   try:
     table, metrics = sid_table.load_sid_table(workdir)
   except io.ArtifactError:

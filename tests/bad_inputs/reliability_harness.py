@@ -120,12 +120,10 @@ def once(directory: pathlib.Path) -> Iterator[bool]:
 
 
 def cache_env() -> dict[str, str]:
-  """Environment of subprocesses sharing the test session's persistent JAX compilation cache
-  (tests/conftest.py; it outlives the session, so a later run loads what this one compiled)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  return {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+  """Environment of subprocesses: the test session's persistent JAX compilation cache settings
+  (tests/conftest.py puts them in `os.environ`; the cache outlives the session, so a later run
+  loads what this one compiled) and the repository on the import path."""
+  return {**os.environ, "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
 
 
