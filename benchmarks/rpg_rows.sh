@@ -10,6 +10,10 @@
 # SEEDS (default "0 1 2") picks the seeds of the three dataset rows; SVD_ROW=0 leaves the Beauty
 # interactions-svd row out (it runs with seed 0).
 #
+# STAGGER (seconds, default 0) delays the rows of every seed but the first: they then load the
+# first seed's programs from the persistent compilation cache instead of compiling them at the
+# same time (nine processes compiling at once on one GPU machine took ~300 s to a first epoch).
+#
 # SKIP_SPEED=1 leaves the speed comparison out (when other work shares the GPU). MEM_FRACTION
 # (default 0.085 of the GPU per row) must hold a Beauty row's training step, which allocates
 # up to 3.9 GiB at batch 256 x 50 positions x 32 digits (0.045 of an H100 ran out of memory).
@@ -37,7 +41,10 @@ launch() {  # name config-arg seed [flags...]
     --workdir="$rows/work_${name}_s$seed" --out="$rows/rpg_${name}_s$seed.json" "$@" \
     > "$rows/rpg_${name}_s$seed.log" 2>&1 &
 }
+first=1
 for seed in ${SEEDS:-0 1 2}; do
+  if [ "$first" = 0 ] && [ "${STAGGER:-0}" != 0 ]; then sleep "$STAGGER"; STAGGER=0; fi
+  first=0
   launch beauty_minilm beauty,npy "$seed" --config.vectors.path="$BEAUTY_NPY" \
     --config.vectors.label=minilm-text
   launch sports_interactions-svd sports "$seed"

@@ -30,7 +30,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
-from r3vae_jax import evaluate, io, parallel
+from r3vae_jax import compile_cache, evaluate, io, parallel
 from r3vae_jax.data import dataset, pipeline, splits as splits_lib
 from r3vae_jax.quantize import sid_metrics
 from r3vae_jax.rpg import data, decode, graph, model as model_lib, opq
@@ -240,6 +240,7 @@ def cli() -> None:
 
   def main(argv):
     del argv
+    compile_cache.enable()  # another seed or a relaunch reuses the compiled programs
     result = run(config.value, workdir.value, out.value)
     print(json.dumps({k: result["metrics"][k] for k in ("test", "test_full_ranking",
                                                         "test_exact")}))
