@@ -27,7 +27,6 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-from flax import nnx
 import numpy as np
 import optax
 
@@ -68,14 +67,12 @@ def _problem(tiny: bool):
 def _ours(config, sids_np, windows, history, steps):
   c = config.rpg
   cfg = train.model_config(c, sids_np.shape[1])
-  model = model_lib.RPG(cfg, nnx.Rngs(params=0))
-  graphdef, params = nnx.split(model, nnx.Param)
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=0.0))
-  opt_state = tx.init(params)
-  step = train.make_step(graphdef, tx)
+  mesh = parallel.make_mesh(data=-1, model=1)
+  bind, params, opt_state, step = train.init_training(cfg, 0, tx, mesh)
   batch = train.make_batch(windows, np.arange(config.train.batch_size), c.max_len,
                            config.train.batch_size, sids_np)
-  batch = jax.device_put(batch)
+  batch = parallel.to_global(batch, mesh)
   key = jax.random.PRNGKey(0)
   for _ in range(3):
     params, opt_state, loss = step(params, opt_state, batch, key)
@@ -89,13 +86,12 @@ def _ours(config, sids_np, windows, history, steps):
 
   step_s = _timed(run_steps) / steps
   sids = jnp.asarray(sids_np)
-  table = params["tokens"][...].reshape(cfg.num_digits, cfg.codebook_size, -1)
+  table = params["tokens"].reshape(cfg.num_digits, cfg.codebook_size, -1)
   build = lambda: jax.block_until_ready(graph.build_graph(table, sids, c.num_edges,
                                                           c.graph_block))
   adjacency = build()
   graph_s = _timed(build)
-  exact, graph_rank = train.rank_fns(graphdef, sids, adjacency, c, 10)
-  mesh = parallel.make_mesh(data=-1, model=1)
+  exact, graph_rank = train.rank_fns(bind, sids, adjacency, c, 10)
   inputs = {"history": history}
   out = {"train_step_s": step_s, "graph_build_s": graph_s}
   for name, fn in (("graph", lambda b: graph_rank(params, b, jax.random.PRNGKey(0))),
@@ -105,7 +101,7 @@ def _ours(config, sids_np, windows, history, steps):
     out[f"decode_{name}_s"] = min(_timed(call) for _ in range(3))
     out[f"decode_{name}_first_call_s"] = first
   logp = jax.jit(lambda p, h: model_lib.digit_log_probs(
-      nnx.merge(graphdef, p), jnp.take(sids, jnp.maximum(h, 0), axis=0), h >= 0))(
+      bind(p), jnp.take(sids, jnp.maximum(h, 0), axis=0), h >= 0))(
           params, jnp.asarray(history[:256]))
   return out, np.asarray(logp), np.asarray(decode.exact_top_k(logp, sids, 10)[0])
 

@@ -12,7 +12,9 @@ from typing import Any
 import jax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import optax
 
+from r3vae_jax import parallel
 from r3vae_jax.parallel import DATA, MODEL
 
 RULES = {"heads": MODEL, "mlp": MODEL, "vocab": None, "embed": None, "kv": None, None: None}
@@ -54,3 +56,13 @@ def param_shardings(abstract_params: nnx.State, mesh: Mesh, fsdp_min_size: int =
 
   specs = jax.tree.map(one, abstract_params, is_leaf=lambda x: isinstance(x, nnx.Variable))
   return nnx.to_pure_dict(specs)
+
+
+def optimizer_shardings(tx: optax.GradientTransformation, abstract_opt: Any, param_sh: Any,
+                        mesh: Mesh) -> Any:
+  """NamedShardings of an optimizer state: moments follow their parameters (`param_sh`, the
+  pure-dict tree of `param_shardings`), everything else (counts, scalars) is replicated."""
+  rep = parallel.replicated(mesh)
+  return optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
+                               transform_non_params=lambda _: rep,
+                               is_leaf=lambda x: isinstance(x, NamedSharding))

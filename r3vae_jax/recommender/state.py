@@ -37,9 +37,7 @@ class ModelDef:
 
   def bind(self, params: dict) -> T5Recommender:
     """A module whose parameters are the pure-dict `params` (arrays or tracers)."""
-    state = jax.tree.map(lambda x: x, self.abstract_params)
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(self.graphdef, state)
+    return bind_pure(self.graphdef, self.abstract_params, params)
 
   def init_params(self) -> dict:
     """Freshly initialised params (pure dict); jit with `out_shardings` to create them sharded."""
@@ -51,6 +49,14 @@ class ModelDef:
     pure = nnx.to_pure_dict(self.abstract_params)
     return ["/".join(str(k.key) for k in path)
             for path, _ in jax.tree_util.tree_flatten_with_path(pure)[0]]
+
+
+def bind_pure(graphdef: Any, abstract_params: nnx.State, params: dict) -> nnx.Module:
+  """The module of `graphdef` whose parameters are the pure-dict `params` (arrays or tracers;
+  `abstract_params` gives the structure and metadata)."""
+  state = jax.tree.map(lambda x: x, abstract_params)
+  nnx.replace_by_pure_dict(state, params)
+  return nnx.merge(graphdef, state)
 
 
 def model_def(config: ml_collections.ConfigDict) -> ModelDef:
@@ -121,9 +127,7 @@ def state_shardings(mdef: ModelDef, tx: optax.GradientTransformation, mesh: Mesh
   param_sh = sharding.param_shardings(mdef.abstract_params, mesh, fsdp_min_size)
   abstract = jax.eval_shape(lambda: _initial_state(mdef, tx))
   rep = parallel.replicated(mesh)
-  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract["opt"], param_sh,
-                                 transform_non_params=lambda _: rep,
-                                 is_leaf=lambda x: isinstance(x, NamedSharding))
+  opt_sh = sharding.optimizer_shardings(tx, abstract["opt"], param_sh, mesh)
   return {"params": param_sh, "opt": opt_sh, "step": rep, "rng": rep,
           "nonfinite": jax.tree.map(lambda _: rep, abstract["nonfinite"])}
 

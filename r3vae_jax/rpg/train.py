@@ -4,7 +4,9 @@
       --out=/tmp/rpg.json
 
 Training (`config.train`) on the shared training core (`r3vae_jax/training`): AdamW with linear
-warm-up then cosine decay over `epochs`, gradient clipping, validation every
+warm-up then cosine decay over `epochs`, gradient clipping, data-parallel over the
+`config.mesh` (batch split over `data`; parameters and their moments placed like the T5
+recommender's, `recommender.sharding`), validation every
 `eval_every_epochs` epochs by exact full-catalogue scoring (seen items removed);
 `selection.Progress` keeps the best state on `select_metric` and stops after `patience`
 validations without improvement or at `epochs`; `preemption.PreemptionWatch` stops the training
@@ -16,9 +18,10 @@ ranking (`valid_full_ranking`, `test_full_ranking`).
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from absl import app
 from absl import flags
@@ -29,12 +32,15 @@ from flax import nnx
 from ml_collections import config_flags
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from r3vae_jax import compile_cache, evaluate, io, parallel
 from r3vae_jax.data import dataset, pipeline, splits as splits_lib
 from r3vae_jax.quantize import sid_metrics
+from r3vae_jax.recommender import sharding, state as state_lib
 from r3vae_jax.rpg import data, decode, graph, model as model_lib, opq
 from r3vae_jax.training import preemption, selection, stage as stage_lib
+
 
 def model_config(c: Any, num_digits: int) -> model_lib.RPGConfig:
   return model_lib.RPGConfig(
@@ -65,19 +71,38 @@ def tokenize(vectors: np.ndarray, train_seqs, c: Any, seed: int) -> tuple[np.nda
   return sids, report
 
 
-def make_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
-  """Jitted (params, opt_state, batch, key) -> (params, opt_state, loss)."""
+class Training(NamedTuple):
+  """What the training loop holds: `bind(params)` -> model; params (pure dict) and optimizer
+  state placed in their shardings; `step(params, opt_state, batch, key)` -> (params,
+  opt_state, loss) under one `jax.jit` (the batch split over `data`)."""
+  bind: Callable[[dict], model_lib.RPG]
+  params: dict
+  opt_state: Any
+  step: Callable
 
-  @jax.jit
+
+def init_training(cfg: model_lib.RPGConfig, seed: int, tx: optax.GradientTransformation,
+                  mesh: Mesh, fsdp_min_size: int = 2**18) -> Training:
+  """A freshly initialised model on `mesh`: parameters placed like the T5 recommender's
+  (`recommender.sharding`: heads and MLP over `model`, large tables also over `data`), their
+  optimizer moments alike."""
+  graphdef, template = nnx.split(model_lib.RPG(cfg, nnx.Rngs(params=seed)), nnx.Param)
+  bind = functools.partial(state_lib.bind_pure, graphdef, template)
+  param_sh = sharding.param_shardings(template, mesh, fsdp_min_size)
+  params = jax.device_put(nnx.to_pure_dict(template), param_sh)
+  opt_sh = sharding.optimizer_shardings(tx, jax.eval_shape(tx.init, params), param_sh, mesh)
+  rep = parallel.replicated(mesh)
+
   def step(params, opt_state, batch, key):
     def loss_fn(p):
-      return model_lib.loss(nnx.merge(graphdef, p), batch["sids"], batch["mask"],
-                            batch["labels"], key)
+      return model_lib.loss(bind(p), batch["sids"], batch["mask"], batch["labels"], key)
     value, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
 
-  return step
+  jitted = jax.jit(step, in_shardings=(param_sh, opt_sh, state_lib.batch_shardings(mesh), rep),
+                   out_shardings=(param_sh, opt_sh, rep))
+  return Training(bind, params, jax.jit(tx.init, out_shardings=opt_sh)(params), jitted)
 
 
 def make_batch(windows: data.Windows, rows: np.ndarray, length: int, batch_size: int,
@@ -92,14 +117,13 @@ def make_batch(windows: data.Windows, rows: np.ndarray, length: int, batch_size:
           "labels": np.where(labels[..., None] >= 0, sids[np.maximum(labels, 0)], -1)}
 
 
-def rank_fns(graphdef, sids: jax.Array, adjacency: jax.Array | None, c: Any, k: int):
+def rank_fns(bind, sids: jax.Array, adjacency: jax.Array | None, c: Any, k: int):
   """Rankers over an eval batch {"history", "exclude"?} -> int32[b, k] item ids: `exact(params,
   batch)` and `graph_rank(params, batch, key)` (jitted; the tables are arguments, not constants).
   """
 
   def log_probs(params, table, history):
-    m = nnx.merge(graphdef, params)
-    return model_lib.digit_log_probs(m, jnp.take(table, jnp.maximum(history, 0), axis=0),
+    return model_lib.digit_log_probs(bind(params), jnp.take(table, jnp.maximum(history, 0), axis=0),
                                      history >= 0)
 
   @jax.jit
@@ -137,25 +161,24 @@ def run(config: Any, workdir: str, out_path: str | None = None) -> dict:
   t_vec = time.time()
   sids_np, sid_report = tokenize(vectors, spl.train, c, config.seed)
   t_tok = time.time()
-  mesh = parallel.make_mesh(data=-1, model=1)
+  t = config.train
+  mesh = parallel.config_mesh(config)
+  parallel.check_batch_size(t.batch_size, mesh)
+  host_rows = parallel.host_batch_slice(t.batch_size, mesh)
 
   cfg = model_config(c, sids_np.shape[1])
-  model = model_lib.RPG(cfg, nnx.Rngs(params=config.seed))
-  graphdef, params = nnx.split(model, nnx.Param)
   windows = data.train_windows(spl.train, c.max_len)
-  t = config.train
   steps_per_epoch = len(data.epoch_batches(windows, t.length_buckets, t.batch_size,
                                            np.random.default_rng(0)))
   total = max(t.epochs * steps_per_epoch, t.warmup_steps + 1)
   schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, total)
   tx = optax.chain(optax.clip_by_global_norm(t.clip_norm),
                    optax.adamw(schedule, weight_decay=t.weight_decay))
-  opt_state = tx.init(params)
-  step = make_step(graphdef, tx)
+  bind, params, opt_state, step = init_training(cfg, config.seed, tx, mesh, t.fsdp_min_size)
   sids = jnp.asarray(sids_np)
   ks = tuple(config.eval.ks)
   width = max(ks)
-  exact, _ = rank_fns(graphdef, sids, None, c, width)
+  exact, _ = rank_fns(bind, sids, None, c, width)
   valid_seen = eval_inputs(spl, "valid", c.max_len, True)
 
   def valid_scores(p):
@@ -174,6 +197,7 @@ def run(config: Any, workdir: str, out_path: str | None = None) -> dict:
       for rows, length in data.epoch_batches(windows, t.length_buckets, t.batch_size, rng):
         key, sub = jax.random.split(key)
         batch = make_batch(windows, rows, length, t.batch_size, sids_np)
+        batch = parallel.to_global({k: v[host_rows] for k, v in batch.items()}, mesh)
         params, opt_state, value = step(params, opt_state, batch, sub)
         losses.append(value)
         step_count += 1
@@ -194,10 +218,10 @@ def run(config: Any, workdir: str, out_path: str | None = None) -> dict:
   train_s = time.time() - t_train
 
   t_graph = time.time()
-  table = best_params["tokens"][...].reshape(cfg.num_digits, cfg.codebook_size, -1)
+  table = best_params["tokens"].reshape(cfg.num_digits, cfg.codebook_size, -1)
   adjacency = jax.block_until_ready(graph.build_graph(table, sids, c.num_edges, c.graph_block))
   graph_s = time.time() - t_graph
-  exact, graph_rank = rank_fns(graphdef, sids, adjacency, c, width)
+  exact, graph_rank = rank_fns(bind, sids, adjacency, c, width)
   metrics, decode_s = {}, {}
   for split in ("valid", "test"):
     targets = getattr(spl, f"{split}_target")
