@@ -142,10 +142,13 @@ def rank_fns(bind, sids: jax.Array, adjacency: jax.Array | None, c: Any, k: int)
 
 def eval_inputs(spl: splits_lib.Splits, split: str, max_len: int, exclude_seen: bool
                 ) -> dict[str, np.ndarray]:
+  """{"history": int32[U, max_len]} and, when `exclude_seen`, {"exclude": int32[U, W]}: the
+  user's whole history, padded with -1 to W = the longest test history (the longest of every
+  split), so valid and test share one compiled ranker."""
   histories = getattr(spl, f"{split}_history")
   out = {"history": data.eval_histories(histories, max_len)}
   if exclude_seen:
-    longest = max(len(h) for h in histories)
+    longest = max(len(h) for h in spl.test_history)
     out["exclude"] = splits_lib.pad_histories(histories, longest)
   return out
 
