@@ -9,7 +9,8 @@
 - `data.py`: training windows and evaluation histories.
 - `graph.py`: item-item graph from the SIDs and the trained token embeddings.
 - `decode.py`: graph-constrained decoding, and exact full-catalogue scoring as the reference.
-- `train.py`: the end-to-end run (vectors -> SIDs -> training -> both decoders, both protocols).
+- `train.py`: the end-to-end run (vectors -> SIDs -> training -> both decoders, both protocols);
+  training is data-parallel over `config.mesh`, parameters placed as the T5 recommender's.
 
 Presets: `configs/rpg.py:<beauty|sports|toys>`.
 """
