@@ -123,8 +123,8 @@ def rank_fns(bind, sids: jax.Array, adjacency: jax.Array | None, c: Any, k: int)
   """
 
   def log_probs(params, table, history):
-    return model_lib.digit_log_probs(bind(params), jnp.take(table, jnp.maximum(history, 0), axis=0),
-                                     history >= 0)
+    items = jnp.take(table, jnp.maximum(history, 0), axis=0)
+    return model_lib.digit_log_probs(bind(params), items, history >= 0)
 
   @jax.jit
   def exact_fn(params, table, batch):
