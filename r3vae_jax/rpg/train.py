@@ -11,8 +11,8 @@ recommender's, `recommender.sharding`), validation every
 `selection.Progress` keeps the best state on `select_metric` and stops after `patience`
 validations without improvement or at `epochs`; `preemption.PreemptionWatch` stops the training
 on SIGTERM or once `train.stop_at` (Unix time) has passed, and the run goes on to evaluate.
-Metrics go to the stage's `metrics.jsonl`. Checkpoints are not written (a run is minutes long). The best
-state is then evaluated on valid and test by graph decoding and by exact scoring, each under
+Metrics go to the stage's `metrics.jsonl`. Checkpoints are not written (a run is minutes
+long). The best state is then evaluated on valid and test by graph decoding and by exact scoring, each under
 both protocols: the user's seen items removed from the ranking (`valid`, `test`) and the raw
 ranking (`valid_full_ranking`, `test_full_ranking`).
 """
