@@ -60,7 +60,7 @@ class PreemptionWatch:
 
   def _handle(self, signum, frame) -> None:  # pylint: disable=unused-argument
     name = signal.Signals(signum).name
-    logging.warning("%s received: saving a checkpoint and stopping after this step.", name)
+    logging.warning("%s received: the training stops after this step.", name)
     if signum == signal.SIGINT:
       _INTERRUPTED.set()
       signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
@@ -70,7 +70,7 @@ class PreemptionWatch:
     if self._flag.is_set():
       return True
     if self._stop_at and self._deadline_passed():
-      logging.warning("config.train.stop_at (%s) passed: saving a checkpoint and stopping.",
+      logging.warning("config.train.stop_at (%s) passed: the training stops.",
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._stop_at)))
       self._flag.set()
       return True
