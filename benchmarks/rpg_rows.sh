@@ -41,10 +41,10 @@ launch() {  # name config-arg seed [flags...]
     --workdir="$rows/work_${name}_s$seed" --out="$rows/rpg_${name}_s$seed.json" "$@" \
     > "$rows/rpg_${name}_s$seed.log" 2>&1 &
 }
-first=1
-for seed in ${SEEDS:-0 1 2}; do
-  if [ "$first" = 0 ] && [ "${STAGGER:-0}" != 0 ]; then sleep "$STAGGER"; STAGGER=0; fi
-  first=0
+read -ra seeds <<< "${SEEDS:-0 1 2}"
+for i in "${!seeds[@]}"; do
+  seed=${seeds[$i]}
+  [ "$i" = 1 ] && sleep "${STAGGER:-0}"
   launch beauty_minilm beauty,npy "$seed" --config.vectors.path="$BEAUTY_NPY" \
     --config.vectors.label=minilm-text
   launch sports_interactions-svd sports "$seed"

@@ -106,11 +106,13 @@ def init_training(cfg: model_lib.RPGConfig, seed: int, tx: optax.GradientTransfo
 
 
 def make_batch(windows: data.Windows, rows: np.ndarray, length: int, batch_size: int,
-               sids: np.ndarray) -> dict[str, np.ndarray]:
+               sids: np.ndarray, host_rows: slice = slice(None)) -> dict[str, np.ndarray]:
   """Rows of `windows` padded to `length` positions and `batch_size` rows (filler rows carry
-  no labels): {"sids": int32[b, T, m], "mask": bool[b, T], "labels": int32[b, T, m]}."""
+  no labels), of which this process builds `host_rows` (`parallel.host_batch_slice`):
+  {"sids": int32[b, T, m], "mask": bool[b, T], "labels": int32[b, T, m]}."""
   take = np.full(batch_size, -1, np.int64)
   take[:rows.size] = rows
+  take = take[host_rows]
   inputs = np.where(take[:, None] >= 0, windows.inputs[np.maximum(take, 0), :length], -1)
   labels = np.where(take[:, None] >= 0, windows.labels[np.maximum(take, 0), :length], -1)
   return {"sids": sids[np.maximum(inputs, 0)], "mask": inputs >= 0,
@@ -199,8 +201,8 @@ def run(config: Any, workdir: str, out_path: str | None = None) -> dict:
       losses = []
       for rows, length in data.epoch_batches(windows, t.length_buckets, t.batch_size, rng):
         key, sub = jax.random.split(key)
-        batch = make_batch(windows, rows, length, t.batch_size, sids_np)
-        batch = parallel.to_global({k: v[host_rows] for k, v in batch.items()}, mesh)
+        batch = parallel.to_global(
+            make_batch(windows, rows, length, t.batch_size, sids_np, host_rows), mesh)
         params, opt_state, value = step(params, opt_state, batch, sub)
         losses.append(value)
         step_count += 1
